@@ -1,0 +1,393 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Config is the whole sidecar configuration. Either side may be absent: a pod that only calls
+// out needs no inbound section, and the other way round.
+type Config struct {
+	Outbound *Outbound `json:"outbound,omitempty"`
+	Inbound  *Inbound  `json:"inbound,omitempty"`
+}
+
+// Outbound configures the listener that accepts the app's outbound gRPC.
+type Outbound struct {
+	// Listen is the outbound listener address. Default 127.0.0.1:15001 (loopback: only the pod's
+	// own app may call out through it).
+	Listen string `json:"listen,omitempty"`
+	// Ingress is the Restate ingress URL, e.g. http://restate:8080.
+	Ingress string `json:"ingress,omitempty"`
+	// Unmatched says what happens to a call no route matches: passthrough (default) or reject.
+	Unmatched string `json:"unmatched,omitempty"`
+	// Upstreams maps a gRPC service name to the address passthrough calls of it go to. A service
+	// not listed goes to the call's :authority.
+	Upstreams map[string]string `json:"upstreams,omitempty"`
+	// MaxMessageBytes bounds request and response messages. Default 4 MiB, as gRPC.
+	MaxMessageBytes int `json:"maxMessageBytes,omitempty"`
+	// Descriptors is where the request message types come from, needed only by rules that take
+	// a key from a field.
+	Descriptors Descriptors `json:"descriptors,omitempty"`
+	Routes      []Route     `json:"routes,omitempty"`
+}
+
+// Descriptors names a FileDescriptorSet file (protoc --descriptor_set_out --include_imports)
+// or, when empty, uses the server reflection of the callee at Reflection.
+type Descriptors struct {
+	File       string `json:"file,omitempty"`
+	Reflection string `json:"reflection,omitempty"`
+}
+
+// Route turns the calls it matches into Restate invocations.
+type Route struct {
+	// Match is a glob over the full method "package.Service/Method"; "*" matches every method.
+	Match string `json:"match"`
+	// Target is the Restate service kind: service (default), object or workflow.
+	Target string `json:"target,omitempty"`
+	// Service is the Restate service name. Default: the gRPC service name.
+	Service string `json:"service,omitempty"`
+	// Key is where an object key or workflow id comes from.
+	Key Source `json:"key,omitempty"`
+	// Mode is call (default: wait for the result) or send (answer at once, run later).
+	Mode  string   `json:"mode,omitempty"`
+	Delay Duration `json:"delay,omitempty"`
+	// IdempotencyKey is where the idempotency key comes from. Default metadata:idempotency-key.
+	IdempotencyKey Source `json:"idempotencyKey,omitempty"`
+	// Run is the workflow's run method (default "Run"): it takes no idempotency key, since the
+	// workflow id already makes it run once.
+	Run string `json:"run,omitempty"`
+	// Timeout bounds how long a caller waits; its own deadline bounds it too. Default 30s.
+	Timeout Duration `json:"timeout,omitempty"`
+	// OnCallerGone is keep (default) or cancel: what a caller's cancel or deadline does to the
+	// invocation.
+	OnCallerGone string `json:"onCallerGone,omitempty"`
+	// AllowMetadata lists caller headers forwarded to Restate although they are withheld by
+	// default (authorization, cookie, ...): Restate stores every header in its journal.
+	AllowMetadata []string `json:"allowMetadata,omitempty"`
+}
+
+// Inbound configures the Restate deployment endpoint in front of the app.
+type Inbound struct {
+	// App is the app's gRPC address.
+	App string `json:"app"`
+	// Listen is the endpoint's address. Default 0.0.0.0:9080.
+	Listen   string           `json:"listen,omitempty"`
+	Services []InboundService `json:"services"`
+	Register *Register        `json:"register,omitempty"`
+	// IdentityKeys are Restate request-identity public keys (publickeyv1_...). When set,
+	// unsigned requests are refused.
+	IdentityKeys []string `json:"identityKeys,omitempty"`
+}
+
+// InboundService exposes one gRPC service of the app to Restate.
+type InboundService struct {
+	Name string `json:"name"`
+	// As renames the Restate service; default Name.
+	As   string `json:"as,omitempty"`
+	Kind string `json:"kind,omitempty"` // service | object | workflow
+	// Handlers lists the methods and their kinds: object exclusive (default) | shared; workflow
+	// run | shared. When empty, the methods come from the app's server reflection.
+	Handlers       map[string]string `json:"handlers,omitempty"`
+	RetryableCodes []string          `json:"retryableCodes,omitempty"`
+	AttemptTimeout Duration          `json:"attemptTimeout,omitempty"`
+}
+
+// RestateName is the Restate service name of s.
+func (s InboundService) RestateName() string {
+	if s.As != "" {
+		return s.As
+	}
+	return s.Name
+}
+
+// Register says where and as what the endpoint registers itself.
+type Register struct {
+	Admin string `json:"admin"`
+	// URI is how Restate reaches the endpoint; $(VAR) expands from the environment.
+	URI string `json:"uri"`
+	// BearerToken, when set, is sent to the admin API.
+	BearerToken string `json:"bearerToken,omitempty"`
+}
+
+// Kinds and modes.
+const (
+	KindService  = "service"
+	KindObject   = "object"
+	KindWorkflow = "workflow"
+
+	ModeCall = "call"
+	ModeSend = "send"
+
+	HandlerExclusive = "exclusive"
+	HandlerShared    = "shared"
+	HandlerRun       = "run"
+
+	UnmatchedPassthrough = "passthrough"
+	UnmatchedReject      = "reject"
+
+	OnCallerGoneKeep   = "keep"
+	OnCallerGoneCancel = "cancel"
+
+	DefaultOutboundListen  = "127.0.0.1:15001"
+	DefaultInboundListen   = "0.0.0.0:9080"
+	DefaultMaxMessageBytes = 4 << 20
+	DefaultTimeout         = 30 * time.Second
+	DefaultAttemptTimeout  = 30 * time.Second
+	DefaultIdempotencyKey  = "idempotency-key"
+)
+
+// DefaultRetryableCodes are the callee codes Restate retries unless a service lists its own.
+var DefaultRetryableCodes = []string{"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED", "DEADLINE_EXCEEDED"}
+
+// Load reads, expands, defaults and validates the file at name.
+func Load(name string) (*Config, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+// Parse reads YAML or JSON, fills in defaults and validates. Unknown fields are errors: a typo
+// must not silently turn a durable route into a passthrough one.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	if c.Outbound == nil && c.Inbound == nil {
+		return nil, errors.New("invalid config: neither outbound nor inbound is configured")
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	if o := c.Outbound; o != nil {
+		o.Listen = or(o.Listen, DefaultOutboundListen)
+		o.Unmatched = or(o.Unmatched, UnmatchedPassthrough)
+		if o.MaxMessageBytes == 0 {
+			o.MaxMessageBytes = DefaultMaxMessageBytes
+		}
+		for i := range o.Routes {
+			r := &o.Routes[i]
+			r.Target = or(r.Target, KindService)
+			r.Mode = or(r.Mode, ModeCall)
+			r.Run = or(r.Run, "Run")
+			r.OnCallerGone = or(r.OnCallerGone, OnCallerGoneKeep)
+			if r.IdempotencyKey.IsZero() {
+				r.IdempotencyKey = Source{Metadata: DefaultIdempotencyKey}
+			}
+			if r.Timeout == 0 {
+				r.Timeout = Duration(DefaultTimeout)
+			}
+		}
+	}
+	if in := c.Inbound; in != nil {
+		in.Listen = or(in.Listen, DefaultInboundListen)
+		for i := range in.Services {
+			s := &in.Services[i]
+			s.Kind = or(s.Kind, KindService)
+			if s.RetryableCodes == nil {
+				s.RetryableCodes = DefaultRetryableCodes
+			}
+			if s.AttemptTimeout == 0 {
+				s.AttemptTimeout = Duration(DefaultAttemptTimeout)
+			}
+		}
+		if r := in.Register; r != nil {
+			r.URI = expandEnv(r.URI)
+		}
+	}
+}
+
+// expandEnv expands Kubernetes-style $(VAR) references.
+func expandEnv(s string) string {
+	return envRef.ReplaceAllStringFunc(s, func(m string) string { return os.Getenv(m[2 : len(m)-1]) })
+}
+
+var envRef = regexp.MustCompile(`\$\([A-Za-z_][A-Za-z0-9_]*\)`)
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Validate reports every problem of c at once, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if o := c.Outbound; o != nil {
+		checkAddr(bad, "outbound.listen", o.Listen)
+		if len(o.Routes) > 0 || o.Ingress != "" {
+			checkURL(bad, "outbound.ingress", o.Ingress)
+		}
+		oneOf(bad, "outbound.unmatched", o.Unmatched, UnmatchedPassthrough, UnmatchedReject)
+		if o.MaxMessageBytes < 0 {
+			bad("outbound.maxMessageBytes", "must be positive, got %d", o.MaxMessageBytes)
+		}
+		if o.Descriptors.File != "" && o.Descriptors.Reflection != "" {
+			bad("outbound.descriptors", "set file or reflection, not both")
+		}
+		for svc, addr := range o.Upstreams {
+			checkAddr(bad, "outbound.upstreams."+svc, addr)
+		}
+		for i, r := range o.Routes {
+			f := fmt.Sprintf("outbound.routes[%d]", i)
+			if r.Match == "" {
+				bad(f+".match", "required: a full-method glob such as orders.v1.OrderService/*")
+			} else if _, err := path.Match(r.Match, "x/y"); err != nil {
+				bad(f+".match", "bad glob %q: %v", r.Match, err)
+			}
+			oneOf(bad, f+".target", r.Target, KindService, KindObject, KindWorkflow)
+			oneOf(bad, f+".mode", r.Mode, ModeCall, ModeSend)
+			oneOf(bad, f+".onCallerGone", r.OnCallerGone, OnCallerGoneKeep, OnCallerGoneCancel)
+			if r.Service != "" {
+				if err := CheckServiceName(r.Service); err != nil {
+					bad(f+".service", "%v", err)
+				}
+			}
+			if r.Target == KindService && !r.Key.IsZero() {
+				bad(f+".key", "a key needs target object or workflow, not service")
+			}
+			if r.Delay != 0 && r.Mode != ModeSend {
+				bad(f+".delay", "a delay needs mode: send (Restate delays only sends)")
+			}
+		}
+	}
+	if in := c.Inbound; in != nil {
+		checkAddr(bad, "inbound.app", in.App)
+		checkAddr(bad, "inbound.listen", in.Listen)
+		if len(in.Services) == 0 {
+			bad("inbound.services", "required: list the gRPC services to expose")
+		}
+		seen := map[string]bool{}
+		for i, s := range in.Services {
+			f := fmt.Sprintf("inbound.services[%d]", i)
+			if s.Name == "" {
+				bad(f+".name", "required: the gRPC service name, e.g. orders.v1.OrderService")
+				continue
+			}
+			if err := CheckServiceName(s.RestateName()); err != nil {
+				bad(f+".name", "%v; rename it with as:", err)
+			}
+			if seen[s.RestateName()] {
+				bad(f+".name", "service %q is listed twice", s.RestateName())
+			}
+			seen[s.RestateName()] = true
+			oneOf(bad, f+".kind", s.Kind, KindService, KindObject, KindWorkflow)
+			runs := 0
+			for m, h := range s.Handlers {
+				hf := f + ".handlers." + m
+				if !handlerName.MatchString(m) {
+					bad(hf, "bad method name %q", m)
+				}
+				switch s.Kind {
+				case KindService:
+					if h != "" {
+						bad(hf, "a service's handlers have no kind; leave it empty or use kind: object")
+					}
+				case KindObject:
+					oneOf(bad, hf, or(h, HandlerExclusive), HandlerExclusive, HandlerShared)
+				case KindWorkflow:
+					oneOf(bad, hf, or(h, HandlerShared), HandlerRun, HandlerShared)
+					if h == HandlerRun {
+						runs++
+					}
+				}
+			}
+			if s.Kind == KindWorkflow && len(s.Handlers) > 0 && runs != 1 {
+				bad(f+".handlers", "a workflow needs exactly one run handler, got %d", runs)
+			}
+			for _, code := range s.RetryableCodes {
+				if _, ok := CodeByName(code); !ok {
+					bad(f+".retryableCodes", "unknown gRPC code %q (want e.g. UNAVAILABLE)", code)
+				}
+			}
+		}
+		if r := in.Register; r != nil {
+			checkURL(bad, "inbound.register.admin", r.Admin)
+			checkURL(bad, "inbound.register.uri", r.URI)
+			if u, err := url.Parse(r.URI); err == nil && strings.Trim(u.Path, "/") != "" {
+				bad("inbound.register.uri", "must have no path (the endpoint serves at the root), got %q", u.Path)
+			}
+		}
+		for i, k := range in.IdentityKeys {
+			if !strings.HasPrefix(k, "publickeyv1_") {
+				bad(fmt.Sprintf("inbound.identityKeys[%d]", i), "want a Restate public key publickeyv1_...")
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+var (
+	serviceName = regexp.MustCompile(`^([a-zA-Z]|_[a-zA-Z0-9])[a-zA-Z0-9._-]*$`)
+	handlerName = regexp.MustCompile(`^([a-zA-Z]|_[a-zA-Z0-9])[a-zA-Z0-9_]*$`)
+)
+
+// CheckServiceName reports whether Restate accepts name as a service name: its pattern, and no
+// name starting with "restate" (any case) or equal to "openapi", which Restate reserves.
+func CheckServiceName(name string) error {
+	if !serviceName.MatchString(name) {
+		return fmt.Errorf("%q is not a valid Restate service name (letters, digits, '.', '_', '-'; starting with a letter)", name)
+	}
+	if l := strings.ToLower(name); strings.HasPrefix(l, "restate") || l == "openapi" {
+		return fmt.Errorf("service name %q is reserved by Restate (names starting with \"restate\")", name)
+	}
+	return nil
+}
+
+func oneOf(bad func(string, string, ...any), field, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	bad(field, "%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+func checkAddr(bad func(string, string, ...any), field, addr string) {
+	if addr == "" {
+		bad(field, "required: host:port")
+		return
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		bad(field, "want host:port, got %q", addr)
+	}
+}
+
+func checkURL(bad func(string, string, ...any), field, s string) {
+	if s == "" {
+		bad(field, "required: a URL such as http://restate:8080")
+		return
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad(field, "want an http(s) URL, got %q", s)
+	}
+}

@@ -1,0 +1,5 @@
+// Package descriptors finds the protobuf types of gRPC methods, from a FileDescriptorSet file or a
+// server's reflection, and reads single fields out of raw message bytes without decoding the
+// message: the sidecar needs a method's kind (unary or streaming) and, for some routes, one
+// field of the request as an object key.
+package descriptors

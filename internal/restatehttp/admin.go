@@ -1,0 +1,99 @@
+package restatehttp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"time"
+)
+
+// Admin calls Restate's admin API.
+type Admin struct {
+	c *Client // same transport, bounds and error mapping as the ingress
+}
+
+// NewAdmin returns a client of the admin API at baseURL (http://host:9070).
+func NewAdmin(baseURL string, o Options) (*Admin, error) {
+	if o.MaxResponseBytes == 0 {
+		o.MaxResponseBytes = 16 << 20 // deployment listings grow with the schema
+	}
+	c, err := NewClient(baseURL, o)
+	if err != nil {
+		return nil, fmt.Errorf("admin %w", err)
+	}
+	return &Admin{c: c}, nil
+}
+
+// Deployment is a registered deployment.
+type Deployment struct {
+	ID string `json:"id"`
+	// Created is false when Restate already had this URI (same schema, nothing changed).
+	Created  bool
+	Services []struct {
+		Name string `json:"name"`
+	} `json:"services"`
+}
+
+// Register registers the deployment at uri. Restate answers 201 for a new deployment and 200,
+// without running discovery, for a URI it knows: callers make the URI change with the schema.
+func (a *Admin) Register(ctx context.Context, uri string) (*Deployment, error) {
+	body, _ := json.Marshal(map[string]any{"uri": uri})
+	resp, rb, err := a.send(ctx, http.MethodPost, "/deployments", body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		return nil, fmt.Errorf("registering %s: restate admin answered %d: %s", uri, resp.StatusCode, truncate(rb))
+	}
+	var d Deployment
+	if err := json.Unmarshal(rb, &d); err != nil {
+		return nil, fmt.Errorf("registering %s: unreadable answer %q: %w", uri, truncate(rb), err)
+	}
+	d.Created = resp.StatusCode == http.StatusCreated
+	return &d, nil
+}
+
+// Health reports whether the admin API answers.
+func (a *Admin) Health(ctx context.Context) error {
+	resp, rb, err := a.send(ctx, http.MethodGet, "/health", nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("restate admin health: %d %s", resp.StatusCode, truncate(rb))
+	}
+	return nil
+}
+
+// WaitHealthy polls Health until it answers or ctx ends.
+func (a *Admin) WaitHealthy(ctx context.Context) error {
+	for {
+		err := a.Health(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("restate admin API at %s not healthy: %w", a.c.base, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Admin) send(ctx context.Context, method, path string, body []byte) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, a.c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	for k, vs := range a.c.header {
+		req.Header[k] = vs
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	return a.c.do(req)
+}

@@ -1,0 +1,195 @@
+package restatehttp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ContentType is the content type of every payload: protobuf bytes, as sdk-go's WithProto codec
+// and protoc-gen-go-restate services advertise them.
+const ContentType = "application/proto"
+
+// Client calls one Restate ingress.
+type Client struct {
+	base   string
+	hc     *http.Client
+	header http.Header // sent with every request (authorization)
+	limit  int64
+}
+
+// Options configure a Client. The zero value is usable.
+type Options struct {
+	// HTTPClient carries the requests; default a pooled HTTP/1.1 client.
+	HTTPClient *http.Client
+	// BearerToken, when set, is sent as "authorization: Bearer <token>".
+	BearerToken string
+	// MaxResponseBytes bounds a response body; default 4 MiB.
+	MaxResponseBytes int
+}
+
+// NewClient returns a client of the ingress at baseURL (http://host:8080).
+func NewClient(baseURL string, o Options) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("ingress URL %q: want http(s)://host:port", baseURL)
+	}
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = DefaultHTTPClient()
+	}
+	h := http.Header{}
+	if o.BearerToken != "" {
+		h.Set("Authorization", "Bearer "+o.BearerToken)
+	}
+	limit := int64(o.MaxResponseBytes)
+	if limit <= 0 {
+		limit = 4 << 20
+	}
+	return &Client{base: strings.TrimSuffix(baseURL, "/"), hc: hc, header: h, limit: limit}, nil
+}
+
+// DefaultHTTPClient is an HTTP/1.1 client whose idle pool fits a busy sidecar: every waiting
+// call holds one connection, so the pool must not be the bottleneck.
+func DefaultHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 512
+	t.IdleConnTimeout = 90 * time.Second
+	return &http.Client{Transport: t}
+}
+
+// Target names the handler an invocation runs.
+type Target struct {
+	Service string
+	// Key is the object key or workflow id; Keyed says the target has one (it may be empty).
+	Key     string
+	Keyed   bool
+	Handler string
+}
+
+func (t Target) String() string {
+	if t.Keyed {
+		return t.Service + "/" + t.Key + "/" + t.Handler
+	}
+	return t.Service + "/" + t.Handler
+}
+
+// path is the ingress path of t; the key is escaped, since Restate URL-decodes it.
+func (t Target) path() string {
+	if t.Keyed {
+		return "/" + t.Service + "/" + url.PathEscape(t.Key) + "/" + t.Handler
+	}
+	return "/" + t.Service + "/" + t.Handler
+}
+
+// Invocation is one call or send.
+type Invocation struct {
+	Target         Target
+	Send           bool
+	Delay          time.Duration // sends only
+	IdempotencyKey string
+	Header         http.Header // forwarded caller metadata; stored by Restate in the journal
+	Body           []byte
+}
+
+// Result is what Restate answered.
+type Result struct {
+	InvocationID string
+	// Status is Completed for a call, Accepted or PreviouslyAccepted for a send.
+	Status string
+	Body   []byte
+}
+
+// Invoke runs inv and returns its result. Every error is a gRPC status error.
+func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
+	p := inv.Target.path()
+	if inv.Send {
+		p += "/send"
+		if inv.Delay > 0 {
+			p += "?delay=" + inv.Delay.String()
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+p, bytes.NewReader(inv.Body))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "building ingress request for %s: %v", inv.Target, err)
+	}
+	for k, vs := range inv.Header {
+		req.Header[k] = vs
+	}
+	for k, vs := range c.header {
+		req.Header[k] = vs
+	}
+	req.Header.Set("Content-Type", ContentType)
+	if inv.IdempotencyKey != "" {
+		req.Header.Set("Idempotency-Key", inv.IdempotencyKey)
+	}
+	resp, body, err := c.do(req)
+	if err != nil {
+		return nil, err
+	}
+	id := resp.Header.Get("X-Restate-Id")
+	switch {
+	case resp.StatusCode == http.StatusOK && !inv.Send:
+		return &Result{InvocationID: id, Status: "Completed", Body: body}, nil
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusAccepted:
+		var sr struct {
+			InvocationID string `json:"invocationId"`
+			Status       string `json:"status"`
+		}
+		if err := json.Unmarshal(body, &sr); err != nil {
+			return nil, status.Errorf(codes.Internal, "restate: unreadable send response %q: %v", body, err)
+		}
+		return &Result{InvocationID: or(sr.InvocationID, id), Status: sr.Status}, nil
+	}
+	return nil, StatusFromResponse(resp.StatusCode, body).Err()
+}
+
+// do sends req and reads the whole body, bounded. Transport failures are UNAVAILABLE: the
+// ingress may come back, and a caller with an idempotency key may safely retry.
+func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, nil, status.FromContextError(ctxErr).Err()
+		}
+		return nil, nil, status.Errorf(codes.Unavailable, "restate ingress unreachable at %s: %v", c.base, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.limit+1))
+	if err != nil {
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, nil, status.FromContextError(ctxErr).Err()
+		}
+		return nil, nil, status.Errorf(codes.Unavailable, "reading restate ingress response: %v", err)
+	}
+	if int64(len(body)) > c.limit {
+		return nil, nil, status.Errorf(codes.ResourceExhausted, "restate response larger than the %d-byte limit", c.limit)
+	}
+	return resp, body, nil
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

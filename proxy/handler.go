@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/descriptors"
+	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
+	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+)
+
+// Invoker runs a Restate invocation; *restatehttp.Client is the real one.
+type Invoker interface {
+	Invoke(ctx context.Context, inv restatehttp.Invocation) (*restatehttp.Result, error)
+}
+
+// Options configure a Handler.
+type Options struct {
+	Config *config.Outbound
+	// Ingress runs durable calls. Required when Config has routes.
+	Ingress Invoker
+	// Descriptors resolves request types; needed only by field keys and to refuse streaming
+	// methods on durable routes before reading them. May be nil.
+	Descriptors descriptors.Resolver
+	// Dial opens passthrough connections; default grpc.NewClient with plaintext credentials.
+	Dial   func(target string) (*grpc.ClientConn, error)
+	Logger *slog.Logger
+}
+
+// Handler serves the outbound listener.
+type Handler struct {
+	cfg    *config.Outbound
+	routes routes
+	ingr   Invoker
+	desc   descriptors.Resolver
+	dial   func(string) (*grpc.ClientConn, error)
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // passthrough upstreams by address
+	paths sync.Map                    // method+"|"+field path -> *descriptors.FieldPath
+}
+
+// New returns a handler for o.
+func New(o Options) (*Handler, error) {
+	if o.Config == nil {
+		return nil, errors.New("proxy: no outbound config")
+	}
+	if len(o.Config.Routes) > 0 && o.Ingress == nil {
+		return nil, errors.New("proxy: routes need an ingress client")
+	}
+	h := &Handler{
+		cfg:    o.Config,
+		routes: routes(o.Config.Routes),
+		ingr:   o.Ingress,
+		desc:   o.Descriptors,
+		dial:   o.Dial,
+		log:    o.Logger,
+		conns:  map[string]*grpc.ClientConn{},
+	}
+	if h.dial == nil {
+		h.dial = DialPlaintext
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	return h, nil
+}
+
+// DialPlaintext opens a plaintext (h2c) client connection that moves raw bytes.
+func DialPlaintext(target string) (*grpc.ClientConn, error) {
+	return grpc.NewClient("passthrough:///"+target,
+		grpc.WithTransportCredentials(insecureCreds()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec)))
+}
+
+// ServerOptions are the options a grpc.Server needs to serve h: the raw codec, the size
+// limits, and h as the unknown-service handler.
+func (h *Handler) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(rawcodec.Codec),
+		grpc.MaxRecvMsgSize(h.cfg.MaxMessageBytes),
+		grpc.MaxSendMsgSize(h.cfg.MaxMessageBytes),
+		grpc.UnknownServiceHandler(h.Handle),
+	}
+}
+
+// Close closes the passthrough connections.
+func (h *Handler) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var errs []error
+	for addr, c := range h.conns {
+		errs = append(errs, c.Close())
+		delete(h.conns, addr)
+	}
+	return errors.Join(errs...)
+}
+
+// Handle serves one call: durable when a route matches, else passthrough or reject.
+func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
+	method, ok := grpc.MethodFromServerStream(stream)
+	if !ok {
+		return status.Error(codes.Internal, "proxy: no method on the stream")
+	}
+	if r := h.routes.match(method); r != nil {
+		return h.durable(stream, method, r)
+	}
+	if h.cfg.Unmatched == config.UnmatchedReject {
+		return status.Errorf(codes.Unimplemented, "%s matches no route and unmatched calls are rejected (outbound.unmatched: reject)", method)
+	}
+	return h.passthrough(stream, method)
+}
+
+// durable runs a unary call as a Restate invocation.
+func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Route) error {
+	ctx := stream.Context()
+	md, _ := metadata.FromIncomingContext(ctx)
+	ov, err := parseOverrides(md)
+	if err != nil {
+		return err
+	}
+	var mdesc protoreflect.MethodDescriptor
+	if h.desc != nil {
+		// Unknown methods are not an error here: descriptors only sharpen the checks.
+		if mdesc, _ = descriptors.Method(ctx, h.desc, method); mdesc != nil && (mdesc.IsStreamingClient() || mdesc.IsStreamingServer()) {
+			return status.Errorf(codes.Unimplemented, "%s is a streaming method; route %q makes calls durable and Restate invocations are unary: exclude it from the route to pass it through", method, r.Match)
+		}
+	}
+	var req []byte
+	if err := stream.RecvMsg(&req); err != nil {
+		if err == io.EOF {
+			return status.Errorf(codes.InvalidArgument, "%s: the call sent no request message", method)
+		}
+		return err
+	}
+	var extra []byte
+	if err := stream.RecvMsg(&extra); err != io.EOF {
+		if err != nil {
+			return err
+		}
+		return status.Errorf(codes.Unimplemented, "%s sent more than one request message; route %q makes calls durable and Restate invocations are unary: exclude streaming methods from the route", method, r.Match)
+	}
+	inv, err := h.invocation(ctx, method, r, md, ov, req, mdesc)
+	if err != nil {
+		return err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, r.Timeout.Std())
+	defer cancel()
+	res, err := h.ingr.Invoke(callCtx, inv)
+	if err != nil {
+		if ctx.Err() == nil && callCtx.Err() != nil {
+			err = status.Errorf(codes.DeadlineExceeded, "%s: no answer within the route's timeout of %s; the invocation goes on in Restate", inv.Target, r.Timeout.Std())
+		}
+		h.log.Debug("durable call failed", "method", method, "target", inv.Target.String(), "error", err)
+		return err
+	}
+	h.log.Debug("durable call", "method", method, "target", inv.Target.String(), "send", inv.Send, "invocation", res.InvocationID, "status", res.Status)
+	if err := stream.SetHeader(metadata.Pairs(MDInvocationID, res.InvocationID, MDStatus, res.Status)); err != nil {
+		return err
+	}
+	return stream.SendMsg(&res.Body)
+}
+
+// invocation builds the Restate invocation of one call.
+func (h *Handler) invocation(ctx context.Context, method string, r *config.Route, md metadata.MD, ov overrides, req []byte, mdesc protoreflect.MethodDescriptor) (restatehttp.Invocation, error) {
+	svc, handler := splitMethod(method)
+	name := svc
+	if r.Service != "" {
+		name = r.Service
+	}
+	if err := config.CheckServiceName(name); err != nil {
+		return restatehttp.Invocation{}, status.Errorf(codes.InvalidArgument, "%s: %v; map it to another name with the route's service:", method, err)
+	}
+	inv := restatehttp.Invocation{
+		Target: restatehttp.Target{Service: name, Handler: handler},
+		Send:   r.Mode == config.ModeSend,
+		Header: ingressHeader(md, r),
+		Body:   req,
+	}
+	if ov.mode != "" {
+		inv.Send = ov.mode == config.ModeSend
+	}
+	switch {
+	case ov.hasDelay && !inv.Send:
+		return inv, status.Errorf(codes.InvalidArgument, "%s is only for sends: add metadata %s: send or use a send route", MDDelay, MDMode)
+	case ov.hasDelay:
+		inv.Delay = ov.delay
+	case inv.Send:
+		inv.Delay = r.Delay.Std()
+	}
+	if r.Target != config.KindService {
+		inv.Target.Keyed = true
+		key, ok := ov.key, ov.hasKey
+		if !ok {
+			var err error
+			if key, ok, err = h.value(ctx, method, r.Key, md, req, mdesc); err != nil {
+				return inv, err
+			}
+		}
+		if !ok {
+			return inv, missing("key", r.Key, r.Match)
+		}
+		inv.Target.Key = key
+	} else if ov.hasKey {
+		return inv, status.Errorf(codes.InvalidArgument, "%s: route %q targets a service, which has no key; drop %s", method, r.Match, MDKey)
+	}
+	if !(r.Target == config.KindWorkflow && handler == r.Run) {
+		key, _, err := h.value(ctx, method, r.IdempotencyKey, md, req, mdesc)
+		if err != nil {
+			return inv, err
+		}
+		inv.IdempotencyKey = key
+	}
+	return inv, nil
+}
+
+// value reads a source of a call: a metadata header, or a field of the request message.
+func (h *Handler) value(ctx context.Context, method string, src config.Source, md metadata.MD, req []byte, mdesc protoreflect.MethodDescriptor) (string, bool, error) {
+	switch {
+	case src.Metadata != "":
+		v, ok := last(md, src.Metadata)
+		return v, ok && v != "", nil
+	case src.Field == "":
+		return "", false, nil
+	}
+	fp, err := h.fieldPath(ctx, method, src.Field, mdesc)
+	if err != nil {
+		return "", false, err
+	}
+	v, ok, err := fp.Value(req)
+	if err != nil {
+		return "", false, status.Errorf(codes.InvalidArgument, "%s: reading field %q: %v", method, src.Field, err)
+	}
+	return v, ok, nil
+}
+
+func (h *Handler) fieldPath(ctx context.Context, method, field string, mdesc protoreflect.MethodDescriptor) (*descriptors.FieldPath, error) {
+	k := method + "|" + field
+	if fp, ok := h.paths.Load(k); ok {
+		return fp.(*descriptors.FieldPath), nil
+	}
+	if mdesc == nil {
+		if h.desc == nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "%s: the route reads field %q, which needs descriptors: set outbound.descriptors", method, field)
+		}
+		var err error
+		if mdesc, err = descriptors.Method(ctx, h.desc, method); err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "%s: the route reads field %q but its type is unknown: %v", method, field, err)
+		}
+	}
+	fp, err := descriptors.CompilePath(mdesc.Input(), field)
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s: %v", method, err)
+	}
+	h.paths.Store(k, fp)
+	return fp, nil
+}
+

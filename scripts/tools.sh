@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the demo, the tests and the benchmark need and the machine may lack, into
+# ./.tools (ignored by git). Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RESTATE_VERSION=1.7.12
+tools=$PWD/.tools
+bin=$tools/node_modules/@restatedev/restate-server-linux-x64/bin/restate-server
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+if ! need go; then
+  echo "tools: Go is missing; install Go 1.26 (https://go.dev/dl) and run again" >&2
+  exit 1
+fi
+
+if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$RESTATE_VERSION"; then
+  :
+else
+  if ! need npm; then
+    echo "tools: npm is missing (it installs the pinned Restate server);" \
+      "install Node.js and npm (Debian: apt-get install -y nodejs npm) and run again" >&2
+    exit 1
+  fi
+  echo "tools: installing @restatedev/restate-server@$RESTATE_VERSION into .tools"
+  mkdir -p "$tools"
+  npm install --silent --no-audit --no-fund --prefix "$tools" "@restatedev/restate-server@$RESTATE_VERSION" >&2
+fi
+"$bin" --version | head -1
