@@ -391,3 +391,6 @@ func checkURL(bad func(string, string, ...any), field, s string) {
 		bad(field, "want an http(s) URL, got %q", s)
 	}
 }
+
+// Marshal renders c as YAML, defaults included.
+func Marshal(c *Config) ([]byte, error) { return yaml.Marshal(c) }

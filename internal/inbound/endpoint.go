@@ -303,7 +303,7 @@ func appMetadata(r *restate.Request) metadata.MD {
 		md.Append(k, v)
 	}
 	for _, k := range []string{"traceparent", "tracestate"} {
-		if vs := r.AttemptHeaders[http.CanonicalHeaderKey(k)]; len(vs) > 0 {
+		if vs := r.AttemptHeaders[http.CanonicalHeaderKey(k)]; len(vs) > 0 && vs[0] != "" {
 			md.Set(k, vs[0])
 		} else if v := r.Headers.Get(k); v != "" {
 			md.Set(k, v)

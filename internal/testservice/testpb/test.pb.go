@@ -78,6 +78,7 @@ type Req struct {
 	SleepMs       int32                  `protobuf:"varint,6,opt,name=sleep_ms,json=sleepMs,proto3" json:"sleep_ms,omitempty"`             // wait before answering
 	Nested        *Nested                `protobuf:"bytes,7,opt,name=nested,proto3" json:"nested,omitempty"`
 	Blob          []byte                 `protobuf:"bytes,8,opt,name=blob,proto3" json:"blob,omitempty"`
+	FailAttempts  int32                  `protobuf:"varint,9,opt,name=fail_attempts,json=failAttempts,proto3" json:"fail_attempts,omitempty"` // with fail_code: fail only the first N attempts of one invocation
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -168,6 +169,13 @@ func (x *Req) GetBlob() []byte {
 	return nil
 }
 
+func (x *Req) GetFailAttempts() int32 {
+	if x != nil {
+		return x.FailAttempts
+	}
+	return 0
+}
+
 type Resp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Text          string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
@@ -250,7 +258,7 @@ const file_internal_testservice_testpb_test_proto_rawDesc = "" +
 	"\n" +
 	"&internal/testservice/testpb/test.proto\x12\trgtest.v1\"\x18\n" +
 	"\x06Nested\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xe8\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x8d\x02\n" +
 	"\x03Req\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1b\n" +
@@ -259,7 +267,8 @@ const file_internal_testservice_testpb_test_proto_rawDesc = "" +
 	"\ffail_details\x18\x05 \x01(\bR\vfailDetails\x12\x19\n" +
 	"\bsleep_ms\x18\x06 \x01(\x05R\asleepMs\x12)\n" +
 	"\x06nested\x18\a \x01(\v2\x11.rgtest.v1.NestedR\x06nested\x12\x12\n" +
-	"\x04blob\x18\b \x01(\fR\x04blob\"\xdb\x01\n" +
+	"\x04blob\x18\b \x01(\fR\x04blob\x12#\n" +
+	"\rfail_attempts\x18\t \x01(\x05R\ffailAttempts\"\xdb\x01\n" +
 	"\x04Resp\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12#\n" +
 	"\rinvocation_id\x18\x02 \x01(\tR\finvocationId\x12\x10\n" +
@@ -279,7 +288,9 @@ const file_internal_testservice_testpb_test_proto_rawDesc = "" +
 	"\x03Get\x12\x0e.rgtest.v1.Req\x1a\x0f.rgtest.v1.Resp2Y\n" +
 	"\x04Flow\x12&\n" +
 	"\x03Run\x12\x0e.rgtest.v1.Req\x1a\x0f.rgtest.v1.Resp\x12)\n" +
-	"\x06Status\x12\x0e.rgtest.v1.Req\x1a\x0f.rgtest.v1.RespBBZ@github.com/restate-grpc/restate-grpc/internal/testservice/testpbb\x06proto3"
+	"\x06Status\x12\x0e.rgtest.v1.Req\x1a\x0f.rgtest.v1.Resp22\n" +
+	"\x06Native\x12(\n" +
+	"\x05Greet\x12\x0e.rgtest.v1.Req\x1a\x0f.rgtest.v1.RespBBZ@github.com/restate-grpc/restate-grpc/internal/testservice/testpbb\x06proto3"
 
 var (
 	file_internal_testservice_testpb_test_proto_rawDescOnce sync.Once
@@ -311,16 +322,18 @@ var file_internal_testservice_testpb_test_proto_depIdxs = []int32{
 	1,  // 7: rgtest.v1.Counter.Get:input_type -> rgtest.v1.Req
 	1,  // 8: rgtest.v1.Flow.Run:input_type -> rgtest.v1.Req
 	1,  // 9: rgtest.v1.Flow.Status:input_type -> rgtest.v1.Req
-	2,  // 10: rgtest.v1.Echo.Call:output_type -> rgtest.v1.Resp
-	2,  // 11: rgtest.v1.Echo.ServerStream:output_type -> rgtest.v1.Resp
-	2,  // 12: rgtest.v1.Echo.ClientStream:output_type -> rgtest.v1.Resp
-	2,  // 13: rgtest.v1.Echo.Bidi:output_type -> rgtest.v1.Resp
-	2,  // 14: rgtest.v1.Counter.Add:output_type -> rgtest.v1.Resp
-	2,  // 15: rgtest.v1.Counter.Get:output_type -> rgtest.v1.Resp
-	2,  // 16: rgtest.v1.Flow.Run:output_type -> rgtest.v1.Resp
-	2,  // 17: rgtest.v1.Flow.Status:output_type -> rgtest.v1.Resp
-	10, // [10:18] is the sub-list for method output_type
-	2,  // [2:10] is the sub-list for method input_type
+	1,  // 10: rgtest.v1.Native.Greet:input_type -> rgtest.v1.Req
+	2,  // 11: rgtest.v1.Echo.Call:output_type -> rgtest.v1.Resp
+	2,  // 12: rgtest.v1.Echo.ServerStream:output_type -> rgtest.v1.Resp
+	2,  // 13: rgtest.v1.Echo.ClientStream:output_type -> rgtest.v1.Resp
+	2,  // 14: rgtest.v1.Echo.Bidi:output_type -> rgtest.v1.Resp
+	2,  // 15: rgtest.v1.Counter.Add:output_type -> rgtest.v1.Resp
+	2,  // 16: rgtest.v1.Counter.Get:output_type -> rgtest.v1.Resp
+	2,  // 17: rgtest.v1.Flow.Run:output_type -> rgtest.v1.Resp
+	2,  // 18: rgtest.v1.Flow.Status:output_type -> rgtest.v1.Resp
+	2,  // 19: rgtest.v1.Native.Greet:output_type -> rgtest.v1.Resp
+	11, // [11:20] is the sub-list for method output_type
+	2,  // [2:11] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
 	2,  // [2:2] is the sub-list for extension extendee
 	0,  // [0:2] is the sub-list for field type_name
@@ -339,7 +352,7 @@ func file_internal_testservice_testpb_test_proto_init() {
 			NumEnums:      0,
 			NumMessages:   4,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_internal_testservice_testpb_test_proto_goTypes,
 		DependencyIndexes: file_internal_testservice_testpb_test_proto_depIdxs,

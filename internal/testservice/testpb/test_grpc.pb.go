@@ -519,3 +519,111 @@ var Flow_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "internal/testservice/testpb/test.proto",
 }
+
+const (
+	Native_Greet_FullMethodName = "/rgtest.v1.Native/Greet"
+)
+
+// NativeClient is the client API for Native service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Native is served by a native sdk-go service (restate.WithProto), not by a legacy app: the test
+// of a legacy caller reaching a Restate service built from the same .proto.
+type NativeClient interface {
+	Greet(ctx context.Context, in *Req, opts ...grpc.CallOption) (*Resp, error)
+}
+
+type nativeClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewNativeClient(cc grpc.ClientConnInterface) NativeClient {
+	return &nativeClient{cc}
+}
+
+func (c *nativeClient) Greet(ctx context.Context, in *Req, opts ...grpc.CallOption) (*Resp, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Resp)
+	err := c.cc.Invoke(ctx, Native_Greet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// NativeServer is the server API for Native service.
+// All implementations must embed UnimplementedNativeServer
+// for forward compatibility.
+//
+// Native is served by a native sdk-go service (restate.WithProto), not by a legacy app: the test
+// of a legacy caller reaching a Restate service built from the same .proto.
+type NativeServer interface {
+	Greet(context.Context, *Req) (*Resp, error)
+	mustEmbedUnimplementedNativeServer()
+}
+
+// UnimplementedNativeServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedNativeServer struct{}
+
+func (UnimplementedNativeServer) Greet(context.Context, *Req) (*Resp, error) {
+	return nil, status.Error(codes.Unimplemented, "method Greet not implemented")
+}
+func (UnimplementedNativeServer) mustEmbedUnimplementedNativeServer() {}
+func (UnimplementedNativeServer) testEmbeddedByValue()                {}
+
+// UnsafeNativeServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to NativeServer will
+// result in compilation errors.
+type UnsafeNativeServer interface {
+	mustEmbedUnimplementedNativeServer()
+}
+
+func RegisterNativeServer(s grpc.ServiceRegistrar, srv NativeServer) {
+	// If the following call panics, it indicates UnimplementedNativeServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Native_ServiceDesc, srv)
+}
+
+func _Native_Greet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Req)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NativeServer).Greet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Native_Greet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NativeServer).Greet(ctx, req.(*Req))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Native_ServiceDesc is the grpc.ServiceDesc for Native service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Native_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "rgtest.v1.Native",
+	HandlerType: (*NativeServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Greet",
+			Handler:    _Native_Greet_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "internal/testservice/testpb/test.proto",
+}

@@ -1,0 +1,288 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/descriptors"
+	"github.com/restate-grpc/restate-grpc/internal/inbound"
+	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+	"github.com/restate-grpc/restate-grpc/proxy"
+)
+
+// ShutdownGrace bounds how long in-flight calls may finish after the context ends.
+const ShutdownGrace = 5 * time.Second
+
+// Options configure a Sidecar.
+type Options struct {
+	Config *config.Config
+	// Health is the address of /healthz and /readyz; empty disables them.
+	Health string
+	Logger *slog.Logger
+}
+
+// Sidecar is a running sidecar.
+type Sidecar struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	log      *slog.Logger
+	outbound net.Listener
+	inbound  net.Listener
+	health   net.Listener
+
+	inboundReady atomic.Bool
+	wg           sync.WaitGroup
+	mu           sync.Mutex
+	errs         []error
+}
+
+// Start binds every listener (so a bad address fails here) and serves until ctx ends.
+func Start(ctx context.Context, o Options) (*Sidecar, error) {
+	s := &Sidecar{log: o.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	// A part that fails for good stops the whole sidecar: half a sidecar is worse than none.
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.ctx = ctx
+	closeAll := func() {
+		s.cancel()
+		for _, l := range []net.Listener{s.outbound, s.inbound, s.health} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
+	var err error
+	if oc := o.Config.Outbound; oc != nil {
+		if s.outbound, err = net.Listen("tcp", oc.Listen); err != nil {
+			return nil, fmt.Errorf("outbound listener: %w", err)
+		}
+		if err := s.startOutbound(ctx, oc); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
+	if ic := o.Config.Inbound; ic != nil {
+		if s.inbound, err = net.Listen("tcp", ic.Listen); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("inbound listener: %w", err)
+		}
+		s.startInbound(ctx, ic)
+	} else {
+		s.inboundReady.Store(true)
+	}
+	if o.Health != "" {
+		if s.health, err = net.Listen("tcp", o.Health); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("health listener: %w", err)
+		}
+		s.serveHTTP(ctx, "health", s.health, s.healthHandler())
+	}
+	return s, nil
+}
+
+// OutboundAddr is the outbound listener's address (nil without outbound).
+func (s *Sidecar) OutboundAddr() net.Addr { return addr(s.outbound) }
+
+// InboundAddr is the inbound endpoint's address (nil without inbound).
+func (s *Sidecar) InboundAddr() net.Addr { return addr(s.inbound) }
+
+// HealthAddr is the health endpoint's address.
+func (s *Sidecar) HealthAddr() net.Addr { return addr(s.health) }
+
+func addr(l net.Listener) net.Addr {
+	if l == nil {
+		return nil
+	}
+	return l.Addr()
+}
+
+// Ready reports whether the inbound side, if any, is serving and registered.
+func (s *Sidecar) Ready() bool { return s.inboundReady.Load() }
+
+// Wait blocks until every part has stopped and returns their errors.
+func (s *Sidecar) Wait() error {
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(s.errs...)
+}
+
+// Done is closed when the sidecar stops: its context ended, or a part failed for good.
+func (s *Sidecar) Done() <-chan struct{} { return s.ctx.Done() }
+
+func (s *Sidecar) fail(err error) {
+	s.log.Error("sidecar part failed", "error", err)
+	s.mu.Lock()
+	s.errs = append(s.errs, err)
+	s.mu.Unlock()
+	s.cancel()
+}
+
+// goFn runs fn as a part of the sidecar: Wait waits for it.
+func (s *Sidecar) goFn(fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+}
+
+func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error {
+	po := proxy.Options{Config: oc, Logger: s.log}
+	if oc.Ingress != "" {
+		c, err := restatehttp.NewClient(oc.Ingress, restatehttp.Options{MaxResponseBytes: oc.MaxMessageBytes})
+		if err != nil {
+			return err
+		}
+		po.Ingress = c
+	}
+	switch {
+	case oc.Descriptors.File != "":
+		f, err := descriptors.Load(oc.Descriptors.File)
+		if err != nil {
+			return fmt.Errorf("outbound.descriptors.file: %w", err)
+		}
+		po.Descriptors = f
+	case oc.Descriptors.Reflection != "":
+		conn, err := proxy.DialPlaintext(oc.Descriptors.Reflection)
+		if err != nil {
+			return err
+		}
+		s.closeOnDone(ctx, conn)
+		po.Descriptors = descriptors.NewReflection(conn)
+	}
+	h, err := proxy.New(po)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(h.ServerOptions()...)
+	s.log.Info("outbound listening", "addr", s.outbound.Addr().String(), "routes", len(oc.Routes), "unmatched", oc.Unmatched, "ingress", oc.Ingress)
+	s.goFn(func() {
+		if err := srv.Serve(s.outbound); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.fail(fmt.Errorf("outbound: %w", err))
+		}
+	})
+	s.goFn(func() {
+		<-ctx.Done()
+		stopGRPC(srv)
+		h.Close()
+	})
+	return nil
+}
+
+// stopGRPC stops srv gracefully, but within ShutdownGrace.
+func stopGRPC(srv *grpc.Server) {
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(ShutdownGrace):
+		srv.Stop()
+		<-done
+	}
+}
+
+func (s *Sidecar) closeOnDone(ctx context.Context, conn *grpc.ClientConn) {
+	s.goFn(func() { <-ctx.Done(); conn.Close() })
+}
+
+// startInbound serves the endpoint once the app's services are known. The app may start after
+// the sidecar (a native sidecar starts first), so resolving and registering retry until ctx ends.
+func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
+	app, err := proxy.DialPlaintext(ic.App)
+	if err != nil {
+		s.fail(fmt.Errorf("inbound.app: %w", err))
+		return
+	}
+	s.closeOnDone(ctx, app)
+	s.goFn(func() {
+		e, err := retry(ctx, s.log, "reading the app's services", func() (*inbound.Endpoint, error) {
+			return inbound.New(ctx, inbound.Options{Config: ic, App: app, Descriptors: descriptors.NewReflection(app), Logger: s.log})
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				s.fail(err)
+			}
+			s.inbound.Close()
+			return
+		}
+		s.log.Info("inbound listening", "addr", s.inbound.Addr().String(), "app", ic.App, "version", e.Version())
+		s.serveHTTP(ctx, "inbound", s.inbound, e)
+		if ic.Register == nil {
+			s.inboundReady.Store(true)
+			return
+		}
+		admin, err := restatehttp.NewAdmin(ic.Register.Admin, restatehttp.Options{BearerToken: ic.Register.BearerToken})
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		if _, err := e.Register(ctx, admin, ic.Register.URI); err != nil {
+			if ctx.Err() == nil {
+				s.fail(err)
+			}
+			return
+		}
+		s.inboundReady.Store(true)
+	})
+}
+
+// retry calls fn with backoff until it succeeds or ctx ends.
+func retry[T any](ctx context.Context, log *slog.Logger, what string, fn func() (T, error)) (T, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		v, err := fn()
+		if err == nil {
+			return v, nil
+		}
+		log.Warn(what+" failed; retrying", "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return v, fmt.Errorf("%s: %w", what, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (s *Sidecar) serveHTTP(ctx context.Context, name string, l net.Listener, h http.Handler) {
+	srv := inbound.NewHTTPServer(h)
+	s.goFn(func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.fail(fmt.Errorf("%s: %w", name, err))
+		}
+	})
+	s.goFn(func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
+	})
+}
+
+func (s *Sidecar) healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.Ready() {
+			http.Error(w, "inbound endpoint not registered yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}

@@ -1,0 +1,218 @@
+package testenv
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mr-tron/base58"
+)
+
+// RestateOptions configure a Restate server.
+type RestateOptions struct {
+	// Identity makes the server sign its requests to deployments; IdentityKey is then the public
+	// key deployments verify with.
+	Identity bool
+	// TracingEndpoint, when set, is the server's OTLP tracing endpoint (otlp+http://...).
+	TracingEndpoint string
+	// Log receives the server's output; default a file in the base dir.
+	Log *os.File
+}
+
+// Restate is a running Restate server.
+type Restate struct {
+	Ingress     string // http://127.0.0.1:port
+	Admin       string
+	IdentityKey string // publickeyv1_..., when Identity
+
+	bin, dir, conf string
+	logFile        *os.File
+	cmd            *exec.Cmd
+	exited         chan struct{}
+}
+
+// RestateBinary finds the pinned restate-server: $RESTATE_SERVER_BIN, or the one
+// scripts/tools.sh installed under the repository's .tools.
+func RestateBinary() (string, error) {
+	if p := os.Getenv("RESTATE_SERVER_BIN"); p != "" {
+		return p, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(root, ".tools/node_modules/@restatedev/restate-server-linux-x64/bin/restate-server")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("restate-server not found at %s: run `make tools` (scripts/tools.sh) to install the pinned @restatedev/restate-server, or set RESTATE_SERVER_BIN", p)
+	}
+	return p, nil
+}
+
+// RepoRoot is the directory of the repository's go.mod.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/restate-grpc/restate-grpc\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the restate-grpc repository")
+		}
+		dir = parent
+	}
+}
+
+// FreePort returns a loopback port nobody listens on right now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartRestate starts a server in a new base dir under dir and waits until it is healthy.
+func StartRestate(dir string, o RestateOptions) (*Restate, error) {
+	bin, err := RestateBinary()
+	if err != nil {
+		return nil, err
+	}
+	ports := make([]int, 3)
+	for i := range ports {
+		if ports[i], err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	r := &Restate{
+		Ingress: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		Admin:   fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		bin:     bin, dir: dir, conf: filepath.Join(dir, "restate.toml"),
+	}
+	conf := fmt.Sprintf(`cluster-name = "rgtest"
+bind-address = "127.0.0.1:%[3]d"
+advertised-address = "http://127.0.0.1:%[3]d/"
+[admin]
+bind-address = "127.0.0.1:%[2]d"
+[ingress]
+bind-address = "127.0.0.1:%[1]d"
+`, ports[0], ports[1], ports[2])
+	if o.TracingEndpoint != "" {
+		conf = fmt.Sprintf("tracing-endpoint = %q\n", o.TracingEndpoint) + conf
+	}
+	if o.Identity {
+		keyFile := filepath.Join(dir, "identity.pem")
+		if r.IdentityKey, err = writeIdentityKey(keyFile); err != nil {
+			return nil, err
+		}
+		conf += fmt.Sprintf("[worker.invoker]\nrequest-identity-private-key-pem-file = %q\n", keyFile)
+	}
+	if err := os.WriteFile(r.conf, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	r.logFile = o.Log
+	if r.logFile == nil {
+		if r.logFile, err = os.Create(filepath.Join(dir, "restate.log")); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.start(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Restate) start() error {
+	r.cmd = exec.Command(r.bin, "--no-logo", "--base-dir", filepath.Join(r.dir, "data"), "-c", r.conf)
+	r.cmd.Stdout, r.cmd.Stderr = r.logFile, r.logFile
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the tests
+	if err := r.cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", r.bin, err)
+	}
+	r.exited = make(chan struct{})
+	go func() { r.cmd.Wait(); close(r.exited) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, u := range []string{r.Ingress + "/restate/health", r.Admin + "/health"} {
+		if err := waitHTTP(ctx, u, r.exited); err != nil {
+			r.Stop()
+			return fmt.Errorf("restate server (log %s): %w", r.logFile.Name(), err)
+		}
+	}
+	return nil
+}
+
+func waitHTTP(ctx context.Context, url string, exited <-chan struct{}) error {
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return errors.New("exited before it was healthy")
+		case <-ctx.Done():
+			return fmt.Errorf("%s not healthy: %v", url, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Stop ends the server (SIGTERM, then SIGKILL after 10s) and waits for it.
+func (r *Restate) Stop() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.exited:
+	case <-time.After(10 * time.Second):
+		r.cmd.Process.Kill()
+		<-r.exited
+	}
+}
+
+// Kill ends the server at once (SIGKILL), as a crash would.
+func (r *Restate) Kill() {
+	r.cmd.Process.Kill()
+	<-r.exited
+}
+
+// Restart starts the server again on the same ports and base dir.
+func (r *Restate) Restart() error { return r.start() }
+
+// writeIdentityKey writes a new ed25519 private key as PKCS#8 PEM and returns its public key
+// in Restate's publickeyv1_<base58> form.
+func writeIdentityKey(path string) (string, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return "", err
+	}
+	return "publickeyv1_" + base58.Encode(pub), nil
+}
