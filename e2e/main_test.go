@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,11 +17,16 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/sidecar"
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
 	"github.com/restate-grpc/restate-grpc/internal/testservice"
+	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
 // env is what TestMain starts once for the package.
@@ -32,6 +38,10 @@ var env struct {
 	// out is the outbound sidecar of the durable routes; conn dials it.
 	out  *sidecar.Sidecar
 	conn *grpc.ClientConn
+	// strict (connStrict) sends by default, reads descriptors from a file and rejects
+	// unmatched calls; plain (connPlain) has no descriptors and passes most calls through.
+	strict, plain         *sidecar.Sidecar
+	connStrict, connPlain *grpc.ClientConn
 	// traces counts the OTLP exports Restate made.
 	traces *traceSink
 	dir    string
@@ -60,8 +70,9 @@ func runMain(m *testing.M) int {
 	}
 	code := m.Run()
 	cancel()
-	env.out.Wait()
-	env.inbound.Wait()
+	for _, s := range []*sidecar.Sidecar{env.out, env.strict, env.plain, env.inbound} {
+		s.Wait()
+	}
 	env.restate.Stop()
 	return code
 }
@@ -89,8 +100,36 @@ func setup(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	env.conn, err = grpc.NewClient(env.out.OutboundAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	return err
+	descFile := filepath.Join(dir, "test.pb")
+	if err := writeDescriptorSet(descFile); err != nil {
+		return err
+	}
+	if env.strict, err = startSidecar(ctx, strictConfig(descFile)); err != nil {
+		return err
+	}
+	if env.plain, err = startSidecar(ctx, plainConfig()); err != nil {
+		return err
+	}
+	env.conn, env.connStrict, env.connPlain = dial(env.out), dial(env.strict), dial(env.plain)
+	return nil
+}
+
+func dial(s *sidecar.Sidecar) *grpc.ClientConn {
+	c, err := grpc.NewClient(s.OutboundAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		panic(err) // NewClient fails only on a malformed target
+	}
+	return c
+}
+
+// writeDescriptorSet writes the test proto as a FileDescriptorSet, as protoc would.
+func writeDescriptorSet(path string) error {
+	set := &descriptorpb.FileDescriptorSet{File: []*descriptorpb.FileDescriptorProto{protodesc.ToFileDescriptorProto(testpb.File_internal_testservice_testpb_test_proto)}}
+	b, err := proto.Marshal(set)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
 }
 
 // inboundConfig exposes the test app: Echo as a service, Counter as an object, Flow as a
@@ -131,6 +170,41 @@ outbound:
     - {match: grpc.testing.TestService/EmptyCall}
     - {match: grpc.testing.TestService/UnaryCall}
     - {match: grpc.testing.TestService/UnimplementedCall}
+`, env.restate.Ingress, env.appAddr)
+}
+
+func strictConfig(descFile string) string {
+	return fmt.Sprintf(`
+outbound:
+  listen: 127.0.0.1:0
+  ingress: %s
+  unmatched: reject
+  descriptors: {file: %s}
+  routes:
+    - match: rgtest.v1.Echo/Call
+      mode: send
+      delay: 1s
+    - match: rgtest.v1.Counter/*
+      target: object
+      key: field:nested.id
+    - match: rgtest.v1.Echo/*
+    - match: rgtest.v1.Missing/*
+    - match: restatedemo.v1.*
+`, env.restate.Ingress, descFile)
+}
+
+func plainConfig() string {
+	return fmt.Sprintf(`
+outbound:
+  listen: 127.0.0.1:0
+  ingress: %s
+  maxMessageBytes: 1048576
+  upstreams: {rgtest.v1.Echo: %[2]s, grpc.testing.TestService: %[2]s}
+  routes:
+    - match: rgtest.v1.Echo/ClientStream
+    - match: rgtest.v1.Flow/*
+      target: workflow
+      key: field:key
 `, env.restate.Ingress, env.appAddr)
 }
 
@@ -201,4 +275,32 @@ func (ts *traceSink) exports() [][]byte {
 // uniq returns a name unique to the test, for keys and ids.
 func uniq(t *testing.T, s string) string {
 	return strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()) + "-" + s + "-" + fmt.Sprint(time.Now().UnixNano())
+}
+
+// invoke calls method on conn with req and the metadata pairs md, and returns the response and
+// the header metadata.
+func invoke(ctx context.Context, conn *grpc.ClientConn, method string, req *testpb.Req, md ...string) (*testpb.Resp, metadata.MD, error) {
+	var hdr metadata.MD
+	resp := &testpb.Resp{}
+	ctx = metadata.AppendToOutgoingContext(ctx, md...)
+	err := conn.Invoke(ctx, method, req, resp, grpc.Header(&hdr))
+	return resp, hdr, err
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }

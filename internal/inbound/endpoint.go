@@ -260,8 +260,13 @@ type forwarder struct {
 func (f forwarder) forward(ctx restate.Context, path, key string, in []byte) ([]byte, error) {
 	md := appMetadata(ctx.Request())
 	md.Set(MDInvocationID, ctx.Request().ID)
-	if key != "" || f.s.kind != config.KindService {
-		md.Set(MDKey, key)
+	if f.s.kind != config.KindService {
+		if printableASCII(key) {
+			md.Set(MDKey, key)
+		} else {
+			// gRPC metadata values are printable ASCII; other keys travel as binary metadata.
+			md.Set(MDKey+"-bin", key)
+		}
 	}
 	cctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, md), f.s.attemptTimeout)
 	defer cancel()
@@ -278,6 +283,15 @@ func (f forwarder) forward(ctx restate.Context, path, key string, in []byte) ([]
 	return nil, restate.ToTerminalError(errors.New(st.Message()),
 		restate.WithErrorCode(restate.Code(httpCode(st.Code()))),
 		restate.WithMetadataMap(restatehttp.StatusMetadata(st)))
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // dropped are ingress headers that are not the caller's metadata.

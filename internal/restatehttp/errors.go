@@ -58,6 +58,9 @@ func StatusFromResponse(httpCode int, body []byte) *status.Status {
 	if code == 0 {
 		code = httpCode
 	}
+	if code == http.StatusConflict && strings.Contains(msg, "already invoked") {
+		return status.New(codes.AlreadyExists, "restate: "+msg)
+	}
 	if eb.Source == "invocation" {
 		switch {
 		case code == http.StatusConflict && strings.EqualFold(msg, "cancelled"):
@@ -71,9 +74,6 @@ func StatusFromResponse(httpCode int, body []byte) *status.Status {
 			return status.New(codes.Code(code), msg)
 		}
 		return status.New(httpCodeToGRPC(code, msg), msg)
-	}
-	if code == http.StatusConflict && strings.Contains(msg, "already invoked") {
-		return status.New(codes.AlreadyExists, "restate: "+msg)
 	}
 	if code == http.StatusNotFound && strings.Contains(msg, "not found") &&
 		(strings.HasPrefix(msg, "service ") || strings.HasPrefix(msg, "the service ")) {

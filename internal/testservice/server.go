@@ -161,6 +161,9 @@ func keyOf(ctx context.Context) string {
 	if v := md.Get("restate-key"); len(v) > 0 {
 		return v[0]
 	}
+	if v := md.Get("restate-key-bin"); len(v) > 0 {
+		return v[0]
+	}
 	return ""
 }
 
