@@ -237,14 +237,27 @@ func startSidecar(ctx context.Context, yaml string) (*sidecar.Sidecar, error) {
 	return sidecar.Start(ctx, sidecar.Options{Config: cfg, Logger: testLogger()})
 }
 
-// testLogger logs warnings and errors; RG_E2E_DEBUG=1 shows every call.
+// testLogger writes the sidecars' logs to $TMPDIR/rg-e2e-sidecars.log (kept after the run);
+// RG_E2E_DEBUG=1 sends them, every call included, to stderr instead.
 func testLogger() *slog.Logger {
-	lvl := slog.LevelWarn
 	if os.Getenv("RG_E2E_DEBUG") != "" {
-		lvl = slog.LevelDebug
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	logOnce.Do(func() {
+		f, err := os.Create(filepath.Join(os.TempDir(), "rg-e2e-sidecars.log"))
+		if err != nil {
+			logFile = io.Discard
+			return
+		}
+		logFile = f
+	})
+	return slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
+
+var (
+	logOnce sync.Once
+	logFile io.Writer
+)
 
 // traceSink is an OTLP/HTTP receiver that keeps the raw export requests.
 type traceSink struct {

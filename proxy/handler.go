@@ -266,4 +266,3 @@ func (h *Handler) fieldPath(ctx context.Context, method, field string, mdesc pro
 	h.paths.Store(k, fp)
 	return fp, nil
 }
-
