@@ -317,3 +317,7 @@ func testCtx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func ctxWith(ctx context.Context, md []string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, md...)
+}

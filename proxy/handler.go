@@ -32,6 +32,9 @@ type Options struct {
 	// Descriptors resolves request types; needed only by field keys and to refuse streaming
 	// methods on durable routes before reading them. May be nil.
 	Descriptors descriptors.Resolver
+	// Self is the listener's actual address, so that a passthrough call to the sidecar itself
+	// is refused with a useful message. Default Config.Listen.
+	Self string
 	// Dial opens passthrough connections; default grpc.NewClient with plaintext credentials.
 	Dial   func(target string) (*grpc.ClientConn, error)
 	Logger *slog.Logger
@@ -45,6 +48,7 @@ type Handler struct {
 	desc   descriptors.Resolver
 	dial   func(string) (*grpc.ClientConn, error)
 	log    *slog.Logger
+	self   string
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // passthrough upstreams by address
@@ -67,6 +71,10 @@ func New(o Options) (*Handler, error) {
 		dial:   o.Dial,
 		log:    o.Logger,
 		conns:  map[string]*grpc.ClientConn{},
+		self:   o.Self,
+	}
+	if h.self == "" {
+		h.self = o.Config.Listen
 	}
 	if h.dial == nil {
 		h.dial = DialPlaintext

@@ -133,11 +133,11 @@ func (h *Handler) upstream(method string, md metadata.MD) (*grpc.ClientConn, err
 
 // isSelf reports whether addr is the sidecar's own listener.
 func (h *Handler) isSelf(addr string) bool {
-	if addr == h.cfg.Listen {
+	if addr == h.self {
 		return true
 	}
 	_, port, err := net.SplitHostPort(addr)
-	_, lport, lerr := net.SplitHostPort(h.cfg.Listen)
+	_, lport, lerr := net.SplitHostPort(h.self)
 	if err != nil || lerr != nil || port != lport {
 		return false
 	}

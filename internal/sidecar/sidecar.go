@@ -140,7 +140,7 @@ func (s *Sidecar) goFn(fn func()) {
 }
 
 func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error {
-	po := proxy.Options{Config: oc, Logger: s.log}
+	po := proxy.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String()}
 	if oc.Ingress != "" {
 		c, err := restatehttp.NewClient(oc.Ingress, restatehttp.Options{MaxResponseBytes: oc.MaxMessageBytes})
 		if err != nil {
