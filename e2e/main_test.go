@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -167,6 +168,7 @@ outbound:
     - match: rgtest.v1.Flow/*
       target: workflow
       key: field:key
+    - match: rgtest.v1.Native/*
     - {match: grpc.testing.TestService/EmptyCall}
     - {match: grpc.testing.TestService/UnaryCall}
     - {match: grpc.testing.TestService/UnimplementedCall}
@@ -321,3 +323,5 @@ func testCtx(t *testing.T) context.Context {
 func ctxWith(ctx context.Context, md []string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, md...)
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

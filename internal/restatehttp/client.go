@@ -101,6 +101,8 @@ type Invocation struct {
 	IdempotencyKey string
 	Header         http.Header // forwarded caller metadata; stored by Restate in the journal
 	Body           []byte
+	// ContentType of Body; default application/proto.
+	ContentType string
 }
 
 // Result is what Restate answered.
@@ -130,7 +132,7 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 	for k, vs := range c.header {
 		req.Header[k] = vs
 	}
-	req.Header.Set("Content-Type", ContentType)
+	req.Header.Set("Content-Type", or(inv.ContentType, ContentType))
 	if inv.IdempotencyKey != "" {
 		req.Header.Set("Idempotency-Key", inv.IdempotencyKey)
 	}
