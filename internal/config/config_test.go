@@ -1,0 +1,158 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseDuration(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Duration
+		err  string
+	}{
+		{in: "5s", want: 5 * time.Second},
+		{in: "1m30s", want: 90 * time.Second},
+		{in: "500ms", want: 500 * time.Millisecond},
+		{in: "PT5S", want: 5 * time.Second},
+		{in: "PT1M30S", want: 90 * time.Second},
+		{in: "P1D", want: 24 * time.Hour},
+		{in: "P1DT2H", want: 26 * time.Hour},
+		{in: "PT0.5S", want: 500 * time.Millisecond},
+		{in: "pt2m", want: 2 * time.Minute},
+		{in: "", err: "empty duration"},
+		{in: "soon", err: `bad duration "soon"`},
+		{in: "2000", err: `bad duration "2000"`},
+		{in: "-1s", err: "must not be negative"},
+		{in: "P", err: `bad duration "P"`},
+		{in: "PT", err: `bad duration "PT"`},
+		{in: "P1H", err: `bad duration "P1H"`},
+	}
+	for _, tc := range tests {
+		got, err := ParseDuration(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseDuration(%q) = %v, %v; want error containing %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	t.Setenv("RG_TEST_POD_IP", "10.1.2.3")
+	c, err := Parse([]byte(`
+outbound:
+  ingress: http://restate:8080
+  routes:
+    - match: orders.v1.Orders/*
+      target: object
+      key: metadata:order-id
+inbound:
+  app: 127.0.0.1:50051
+  services: [{name: orders.v1.Orders, kind: object}]
+  register: {admin: "http://restate:9070", uri: "http://$(RG_TEST_POD_IP):9080"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Outbound.Routes[0]
+	checks := []struct{ name, got, want string }{
+		{"outbound.listen", c.Outbound.Listen, "127.0.0.1:15001"},
+		{"outbound.unmatched", c.Outbound.Unmatched, "passthrough"},
+		{"route.mode", r.Mode, "call"},
+		{"route.idempotencyKey", r.IdempotencyKey.String(), "metadata:idempotency-key"},
+		{"route.key", r.Key.String(), "metadata:order-id"},
+		{"route.onCallerGone", r.OnCallerGone, "keep"},
+		{"route.timeout", r.Timeout.Std().String(), "30s"},
+		{"inbound.listen", c.Inbound.Listen, "0.0.0.0:9080"},
+		{"inbound.register.uri", c.Inbound.Register.URI, "http://10.1.2.3:9080"},
+		{"inbound.services[0].retryableCodes", strings.Join(c.Inbound.Services[0].RetryableCodes, ","), "UNAVAILABLE,RESOURCE_EXHAUSTED,ABORTED,DEADLINE_EXCEEDED"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %q, want %q", ch.name, ch.got, ch.want)
+		}
+	}
+	if c.Outbound.MaxMessageBytes != 4<<20 {
+		t.Errorf("maxMessageBytes = %d, want 4 MiB", c.Outbound.MaxMessageBytes)
+	}
+}
+
+func TestParseJSON(t *testing.T) {
+	c, err := Parse([]byte(`{"outbound": {"ingress": "http://r:8080", "routes": [{"match": "a.B/*", "mode": "send", "delay": "PT2S"}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Outbound.Routes[0].Delay.Std(); got != 2*time.Second {
+		t.Errorf("delay = %v, want 2s", got)
+	}
+}
+
+// TestParseInvalid: every bad config is refused with a message naming the field and the fix.
+func TestParseInvalid(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"empty", ``, "neither outbound nor inbound"},
+		{"not yaml", "outbound: [", "invalid config"},
+		{"unknown field", "outbound: {ingress: 'http://r:8080', routs: []}", `unknown field "routs"`},
+		{"route without match", "outbound: {ingress: 'http://r:8080', routes: [{target: object, key: 'metadata:k'}]}", "outbound.routes[0].match: required"},
+		{"bad glob", "outbound: {ingress: 'http://r:8080', routes: [{match: 'a.B/[x'}]}", "bad glob"},
+		{"bad target", "outbound: {ingress: 'http://r:8080', routes: [{match: a.B/*, target: actor}]}", `outbound.routes[0].target: "actor" is not one of service, object, workflow`},
+		{"bad mode", "outbound: {ingress: 'http://r:8080', routes: [{match: a.B/*, mode: later}]}", `outbound.routes[0].mode: "later"`},
+		{"bad key source", "outbound: {ingress: 'http://r:8080', routes: [{match: a.B/*, target: object, key: order-id}]}", `want metadata:<header> or field:<field.path>`},
+		{"key on service", "outbound: {ingress: 'http://r:8080', routes: [{match: a.B/*, key: 'metadata:k'}]}", "a key needs target object or workflow"},
+		{"delay on call", "outbound: {ingress: 'http://r:8080', routes: [{match: a.B/*, delay: 5s}]}", "a delay needs mode: send"},
+		{"bad delay", "outbound: {ingress: 'http://r:8080', routes: [{match: a.B/*, mode: send, delay: soon}]}", `bad duration "soon"`},
+		{"reserved service", "outbound: {ingress: 'http://r:8080', routes: [{match: a.B/*, service: restate.Svc}]}", "reserved by Restate"},
+		{"bad service name", "outbound: {ingress: 'http://r:8080', routes: [{match: a.B/*, service: 'a/b'}]}", "not a valid Restate service name"},
+		{"routes without ingress", "outbound: {routes: [{match: a.B/*}]}", "outbound.ingress: required"},
+		{"bad ingress", "outbound: {ingress: 'restate:8080', routes: [{match: a.B/*}]}", "want an http(s) URL"},
+		{"bad listen", "outbound: {listen: 15001}", "outbound.listen: want host:port"},
+		{"bad unmatched", "outbound: {unmatched: drop}", `outbound.unmatched: "drop"`},
+		{"both descriptor sources", "outbound: {descriptors: {file: x.pb, reflection: 'a:1'}}", "set file or reflection, not both"},
+		{"inbound without services", "inbound: {app: '127.0.0.1:1'}", "inbound.services: required"},
+		{"inbound without app", "inbound: {services: [{name: a.B}]}", "inbound.app: required"},
+		{"inbound reserved name", "inbound: {app: '127.0.0.1:1', services: [{name: restate.x.Svc}]}", "rename it with as:"},
+		{"inbound duplicate", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}, {name: a.B}]}", "listed twice"},
+		{"inbound bad kind", "inbound: {app: '127.0.0.1:1', services: [{name: a.B, kind: actor}]}", `kind: "actor"`},
+		{"object handler kind", "inbound: {app: '127.0.0.1:1', services: [{name: a.B, kind: object, handlers: {Get: run}}]}", `handlers.Get: "run" is not one of exclusive, shared`},
+		{"workflow without run", "inbound: {app: '127.0.0.1:1', services: [{name: a.B, kind: workflow, handlers: {Get: shared}}]}", "exactly one run handler"},
+		{"bad retryable code", "inbound: {app: '127.0.0.1:1', services: [{name: a.B, retryableCodes: [SOMETIMES]}]}", `unknown gRPC code "SOMETIMES"`},
+		{"register uri with path", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], register: {admin: 'http://r:9070', uri: 'http://p:9080/x'}}", "must have no path"},
+		{"bad identity key", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], identityKeys: [abc]}", "publickeyv1_"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Parse() error = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseSource(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Source
+		err  bool
+	}{
+		{in: "metadata:Order-ID", want: Source{Metadata: "order-id"}},
+		{in: "field:order.id", want: Source{Field: "order.id"}},
+		{in: "field:order..id", err: true},
+		{in: "header:x", err: true},
+		{in: "metadata:", err: true},
+	}
+	for _, tc := range tests {
+		got, err := ParseSource(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("ParseSource(%q) = %+v, %v; want %+v, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
