@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"io"
-	"os"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"

