@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -85,10 +86,12 @@ func New(o Options) (*Handler, error) {
 	return h, nil
 }
 
-// DialPlaintext opens a plaintext (h2c) client connection that moves raw bytes.
+// DialPlaintext opens a plaintext (h2c) client connection that moves raw bytes. It does not
+// retry: a proxied call is the caller's to retry, and Restate retries durable ones.
 func DialPlaintext(target string) (*grpc.ClientConn, error) {
 	return grpc.NewClient("passthrough:///"+target,
 		grpc.WithTransportCredentials(insecureCreds()),
+		grpc.WithDisableRetry(),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec)))
 }
 
@@ -100,6 +103,9 @@ func (h *Handler) ServerOptions() []grpc.ServerOption {
 		grpc.MaxRecvMsgSize(h.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(h.cfg.MaxMessageBytes),
 		grpc.UnknownServiceHandler(h.Handle),
+		// Reused workers keep their grown stacks: a new goroutine per call spends more time
+		// growing its stack than the proxy spends on the call.
+		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
 	}
 }
 

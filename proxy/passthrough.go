@@ -55,11 +55,10 @@ func (h *Handler) passthrough(stream grpc.ServerStream, method string) error {
 		var msg []byte
 		err := cs.RecvMsg(&msg)
 		if !headerSent {
-			// Header first, also when the upstream answers with an error and no message.
+			// The upstream's header goes out with the first message, or with the status
+			// when the upstream answers with an error and no message.
 			if hdr, herr := cs.Header(); herr == nil && len(hdr) > 0 {
-				if err != nil {
-					stream.SetHeader(hdr)
-				} else if serr := stream.SendHeader(hdr); serr != nil {
+				if serr := stream.SetHeader(hdr); serr != nil {
 					return serr
 				}
 			}

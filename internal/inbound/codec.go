@@ -1,6 +1,13 @@
 package inbound
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/restatedev/sdk-go/encoding"
+)
+
+// Codec is the endpoint's codec, for native services that should look the same to Restate.
+var Codec encoding.Codec = protoBytes{}
 
 // protoBytes is the sdk-go codec of the endpoint: raw protobuf bytes, advertised as
 // application/proto like sdk-go's WithProto codec, so native Restate services built from the

@@ -206,7 +206,7 @@ func (e *Endpoint) Register(ctx context.Context, admin *restatehttp.Admin, uri s
 
 // definition builds the sdk-go definition of s, every handler forwarding to the app.
 func definition(s service, app grpc.ClientConnInterface) restate.ServiceDefinition {
-	codec := restate.WithCodec(protoBytes{})
+	codec := restate.WithCodec(Codec)
 	f := forwarder{s: s, app: app}
 	switch s.kind {
 	case config.KindObject:

@@ -191,6 +191,9 @@ func (r *Restate) Stop() {
 	}
 }
 
+// Pid is the server's process id.
+func (r *Restate) Pid() int { return r.cmd.Process.Pid }
+
 // Kill ends the server at once (SIGKILL), as a crash would.
 func (r *Restate) Kill() {
 	r.cmd.Process.Kill()

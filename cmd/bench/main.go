@@ -1,0 +1,385 @@
+// Command bench measures what the sidecar costs. It runs unary calls, one at a time and from 16
+// and 64 concurrent callers, over five paths, all on this machine:
+//
+//	(a) direct         gRPC client -> app
+//	(b) passthrough    gRPC client -> sidecar (no route) -> app
+//	(c) Restate alone  HTTP client -> Restate ingress -> the sdk-go handler of (d) -> app
+//	(d) durable        gRPC client -> sidecar -> Restate -> sidecar (sdk-go handler) -> app
+//	(n) native         HTTP client -> Restate ingress -> a native sdk-go handler, no app
+//
+// and prints p50, p99, throughput and CPU per call for each, then the ratios b/a, d/c (what the
+// outbound sidecar costs over calling Restate directly) and d/n (both sidecars and the app's
+// gRPC hop over a native Restate service). Every baseline is measured in the same run, in
+// interleaved rounds. Usage: go run ./cmd/bench [-duration 5s] [-paths abcdn]
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	restate "github.com/restatedev/sdk-go"
+	"github.com/restatedev/sdk-go/server"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/inbound"
+	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+	"github.com/restate-grpc/restate-grpc/internal/sidecar"
+	"github.com/restate-grpc/restate-grpc/internal/testenv"
+	"github.com/restate-grpc/restate-grpc/internal/testservice"
+	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
+)
+
+func main() {
+	duration := flag.Duration("duration", 5*time.Second, "measuring time per path and concurrency")
+	warmup := flag.Duration("warmup", time.Second, "warm-up time per path and concurrency")
+	only := flag.String("paths", "abcdn", "the paths to measure (ratios need both of their paths)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.Parse()
+	if v := os.Getenv("BENCH_GC"); v != "" {
+		n, _ := strconv.Atoi(v)
+		debug.SetGCPercent(n)
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(*duration, *warmup, *only); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		pprof.StopCPUProfile()
+		os.Exit(1)
+	}
+}
+
+// caller makes one call.
+type caller func(ctx context.Context) error
+
+type result struct {
+	path        string
+	concurrency int
+	p50, p99    time.Duration
+	rps         float64
+	errors      int
+	// CPU per call of this process (load generator, apps, sidecars) and of the Restate server.
+	cpuSelf, cpuRestate time.Duration
+}
+
+func run(duration, warmup time.Duration, only string) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir, err := os.MkdirTemp("", "rg-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	rs, err := testenv.StartRestate(dir, testenv.RestateOptions{})
+	if err != nil {
+		return err
+	}
+	defer rs.Stop()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	// The app, and the native service of (c) doing the same work.
+	app := testservice.NewApp()
+	app.KeepNoHistory()
+	al, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer app.Serve(al).Stop()
+	native := restate.NewService("bench.Native").Handler("Call", restate.NewServiceHandler(
+		func(ctx restate.Context, in []byte) ([]byte, error) {
+			var req testpb.Req
+			if err := proto.Unmarshal(in, &req); err != nil {
+				return nil, restate.TerminalErrorf("bad request: %v", err)
+			}
+			return proto.Marshal(&testpb.Resp{Text: req.GetText(), InvocationId: ctx.Request().ID})
+		}, restate.WithCodec(inbound.Codec)))
+	nh, err := server.NewRestate().WithLogger(quiet.Handler(), true).Bind(native).Handler()
+	if err != nil {
+		return err
+	}
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	ns := inbound.NewHTTPServer(nh)
+	go ns.Serve(nl)
+	defer ns.Close()
+	admin, err := restatehttp.NewAdmin(rs.Admin, restatehttp.Options{})
+	if err != nil {
+		return err
+	}
+	if _, err := admin.Register(ctx, "http://"+nl.Addr().String()); err != nil {
+		return err
+	}
+
+	// The sidecars.
+	port, err := testenv.FreePort()
+	if err != nil {
+		return err
+	}
+	in, err := start(ctx, quiet, fmt.Sprintf(`
+inbound:
+  app: %s
+  listen: 127.0.0.1:%d
+  register: {admin: %s, uri: "http://127.0.0.1:%[2]d"}
+  services: [{name: rgtest.v1.Echo, handlers: {Call: ""}}]
+`, al.Addr(), port, rs.Admin))
+	if err != nil {
+		return err
+	}
+	for !in.Ready() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	out, err := start(ctx, quiet, fmt.Sprintf(`
+outbound:
+  listen: 127.0.0.1:0
+  ingress: %s
+  upstreams: {rgtest.v1.Echo: %s}
+  routes: [{match: rgtest.v1.Echo/Call}]
+`, rs.Ingress, al.Addr()))
+	if err != nil {
+		return err
+	}
+	pass, err := start(ctx, quiet, fmt.Sprintf(`
+outbound:
+  listen: 127.0.0.1:0
+  upstreams: {rgtest.v1.Echo: %s}
+`, al.Addr()))
+	if err != nil {
+		return err
+	}
+
+	req := &testpb.Req{Text: strings.Repeat("x", 64)}
+	grpcCaller := func(addr string) (caller, func(), error) {
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, err
+		}
+		client := testpb.NewEchoClient(c)
+		return func(ctx context.Context) error { _, err := client.Call(ctx, req); return err }, func() { c.Close() }, nil
+	}
+	body, _ := proto.Marshal(req)
+	hc := restatehttp.DefaultHTTPClient()
+	httpCaller := func(path string) caller {
+		return func(ctx context.Context) error { return post(ctx, hc, rs.Ingress+path, body) }
+	}
+	direct, closeA, err := grpcCaller(al.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer closeA()
+	passthrough, closeB, err := grpcCaller(pass.OutboundAddr().String())
+	if err != nil {
+		return err
+	}
+	defer closeB()
+	durable, closeD, err := grpcCaller(out.OutboundAddr().String())
+	if err != nil {
+		return err
+	}
+	defer closeD()
+
+	paths := []struct {
+		name string
+		call caller
+	}{
+		{"a direct", direct},
+		{"b passthrough", passthrough},
+		{"c restate alone", httpCaller("/rgtest.v1.Echo/Call")},
+		{"d durable", durable},
+		{"n native", httpCaller("/bench.Native/Call")},
+	}
+	fmt.Printf("machine: %s/%s, %d CPUs, %s; restate-server 1.7.12; %s per point after %s warm-up\n\n",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), duration, warmup)
+	fmt.Printf("%-16s %5s %10s %10s %10s %7s %12s %12s\n", "path", "conc", "p50", "p99", "req/s", "errors", "cpu/call", "restate cpu")
+	// Paths are measured in interleaved rounds, so that a drift of the machine (frequency,
+	// background work of the Restate server) hits each path and its baseline alike.
+	const rounds = 10
+	byKey := map[string]result{}
+	for _, conc := range []int{1, 16, 64} {
+		samples := map[string]*sample{}
+		for _, p := range paths {
+			if strings.Contains(only, p.name[:1]) {
+				load(ctx, p.call, conc, warmup, rs.Pid())
+				samples[p.name] = &sample{}
+			}
+		}
+		for range rounds {
+			for _, p := range paths {
+				if s := samples[p.name]; s != nil {
+					s.add(load(ctx, p.call, conc, duration/rounds, rs.Pid()))
+				}
+			}
+		}
+		for _, p := range paths {
+			s := samples[p.name]
+			if s == nil {
+				continue
+			}
+			r := s.result()
+			r.path, r.concurrency = p.name, conc
+			byKey[fmt.Sprint(p.name[:1], conc)] = r
+			fmt.Printf("%-16s %5d %10s %10s %10.0f %7d %12s %12s\n", r.path, conc, ms(r.p50), ms(r.p99), r.rps, r.errors, ms(r.cpuSelf), ms(r.cpuRestate))
+		}
+	}
+	fmt.Printf("\n%-22s %5s %10s %10s %12s\n", "ratio", "conc", "p50", "p99", "throughput")
+	for _, pair := range [][2]string{{"b", "a"}, {"d", "c"}, {"d", "n"}} {
+		if !strings.Contains(only, pair[0]) || !strings.Contains(only, pair[1]) {
+			continue
+		}
+		for _, conc := range []int{1, 16, 64} {
+			x, base := byKey[fmt.Sprint(pair[0], conc)], byKey[fmt.Sprint(pair[1], conc)]
+			fmt.Printf("%-22s %5d %10.2f %10.2f %12.2f\n", pair[0]+"/"+pair[1], conc,
+				float64(x.p50)/float64(base.p50), float64(x.p99)/float64(base.p99), x.rps/base.rps)
+		}
+	}
+	if a, b := byKey["a1"], byKey["b1"]; a.p50 > 0 && b.p50 > 0 {
+		fmt.Printf("\npassthrough adds %s at p50, concurrency 1 (target: at most 0.100 ms)\n", ms(b.p50-a.p50))
+	}
+	if c, d := byKey["c1"], byKey["d1"]; c.p50 > 0 && d.p50 > 0 {
+		fmt.Printf("the outbound sidecar adds %s at p50, concurrency 1, over calling Restate directly\n", ms(d.p50-c.p50))
+	}
+	if n, d := byKey["n1"], byKey["d1"]; n.p50 > 0 && d.p50 > 0 {
+		fmt.Printf("both sidecars and the app's gRPC hop add %s at p50, concurrency 1, over a native service\n", ms(d.p50-n.p50))
+	}
+	return nil
+}
+
+func start(ctx context.Context, log *slog.Logger, yaml string) (*sidecar.Sidecar, error) {
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		return nil, err
+	}
+	return sidecar.Start(ctx, sidecar.Options{Config: cfg, Logger: log})
+}
+
+// sample accumulates the latencies of several rounds.
+type sample struct {
+	lat                 []time.Duration
+	elapsed             time.Duration
+	errors              int
+	cpuSelf, cpuRestate time.Duration
+}
+
+func (s *sample) add(o *sample) {
+	s.lat = append(s.lat, o.lat...)
+	s.elapsed += o.elapsed
+	s.errors += o.errors
+	s.cpuSelf += o.cpuSelf
+	s.cpuRestate += o.cpuRestate
+}
+
+func (s *sample) result() result {
+	slices.Sort(s.lat)
+	r := result{errors: s.errors, rps: float64(len(s.lat)) / s.elapsed.Seconds()}
+	if n := len(s.lat); n > 0 {
+		r.p50 = s.lat[n*50/100]
+		r.p99 = s.lat[n*99/100]
+		r.cpuSelf = s.cpuSelf / time.Duration(n)
+		r.cpuRestate = s.cpuRestate / time.Duration(n)
+	}
+	return r
+}
+
+// cpuTimes returns the CPU time used so far by this process and by the process pid.
+func cpuTimes(pid int) (self, other time.Duration) {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return self, 0
+	}
+	// Fields after the command name (which may hold spaces): utime and stime are the 12th and
+	// 13th, in clock ticks of 1/100 s.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(f) > 12 {
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		other = time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return self, other
+}
+
+// load runs call from conc callers for d; pid is the Restate server's.
+func load(ctx context.Context, call caller, conc int, d time.Duration, pid int) *sample {
+	var mu sync.Mutex
+	s := &sample{}
+	deadline := time.Now().Add(d)
+	self0, restate0 := cpuTimes(pid)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			var mine []time.Duration
+			bad := 0
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := call(ctx); err != nil {
+					bad++
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			s.lat = append(s.lat, mine...)
+			s.errors += bad
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	s.elapsed = time.Since(start)
+	self1, restate1 := cpuTimes(pid)
+	s.cpuSelf, s.cpuRestate = self1-self0, restate1-restate0
+	return s
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d.Microseconds())/1000) }
+
+// post sends body to url as application/proto and reads the answer.
+func post(ctx context.Context, hc *http.Client, url string, body []byte) error {
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	r.Header.Set("Content-Type", "application/proto")
+	resp, err := hc.Do(r)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+	}
+	return nil
+}
