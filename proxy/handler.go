@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -20,9 +19,16 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 )
 
-// Invoker runs a Restate invocation; *restatehttp.Client is the real one.
+// Invoker runs Restate invocations and attaches to them; *restatehttp.Client is the real one.
 type Invoker interface {
 	Invoke(ctx context.Context, inv restatehttp.Invocation) (*restatehttp.Result, error)
+	Attach(ctx context.Context, r restatehttp.Ref) (*restatehttp.Result, error)
+	Lookup(ctx context.Context, r restatehttp.Ref) (string, error)
+}
+
+// Canceller cancels invocations; *restatehttp.Admin is the real one.
+type Canceller interface {
+	Cancel(ctx context.Context, id string) error
 }
 
 // Options configure a Handler.
@@ -30,6 +36,8 @@ type Options struct {
 	Config *config.Outbound
 	// Ingress runs durable calls. Required when Config has routes.
 	Ingress Invoker
+	// Admin cancels invocations whose caller went away (onCallerGone: cancel).
+	Admin Canceller
 	// Descriptors resolves request types; needed only by field keys and to refuse streaming
 	// methods on durable routes before reading them. May be nil.
 	Descriptors descriptors.Resolver
@@ -46,6 +54,7 @@ type Handler struct {
 	cfg    *config.Outbound
 	routes routes
 	ingr   Invoker
+	admin  Canceller
 	desc   descriptors.Resolver
 	dial   func(string) (*grpc.ClientConn, error)
 	log    *slog.Logger
@@ -68,6 +77,7 @@ func New(o Options) (*Handler, error) {
 		cfg:    o.Config,
 		routes: routes(o.Config.Routes),
 		ingr:   o.Ingress,
+		admin:  o.Admin,
 		desc:   o.Descriptors,
 		dial:   o.Dial,
 		log:    o.Logger,
@@ -134,56 +144,6 @@ func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
 		return status.Errorf(codes.Unimplemented, "%s matches no route and unmatched calls are rejected (outbound.unmatched: reject)", method)
 	}
 	return h.passthrough(stream, method)
-}
-
-// durable runs a unary call as a Restate invocation.
-func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Route) error {
-	ctx := stream.Context()
-	md, _ := metadata.FromIncomingContext(ctx)
-	ov, err := parseOverrides(md)
-	if err != nil {
-		return err
-	}
-	var mdesc protoreflect.MethodDescriptor
-	if h.desc != nil {
-		// Unknown methods are not an error here: descriptors only sharpen the checks.
-		if mdesc, _ = descriptors.Method(ctx, h.desc, method); mdesc != nil && (mdesc.IsStreamingClient() || mdesc.IsStreamingServer()) {
-			return status.Errorf(codes.Unimplemented, "%s is a streaming method; route %q makes calls durable and Restate invocations are unary: exclude it from the route to pass it through", method, r.Match)
-		}
-	}
-	var req []byte
-	if err := stream.RecvMsg(&req); err != nil {
-		if err == io.EOF {
-			return status.Errorf(codes.InvalidArgument, "%s: the call sent no request message", method)
-		}
-		return err
-	}
-	var extra []byte
-	if err := stream.RecvMsg(&extra); err != io.EOF {
-		if err != nil {
-			return err
-		}
-		return status.Errorf(codes.Unimplemented, "%s sent more than one request message; route %q makes calls durable and Restate invocations are unary: exclude streaming methods from the route", method, r.Match)
-	}
-	inv, err := h.invocation(ctx, method, r, md, ov, req, mdesc)
-	if err != nil {
-		return err
-	}
-	callCtx, cancel := context.WithTimeout(ctx, r.Timeout.Std())
-	defer cancel()
-	res, err := h.ingr.Invoke(callCtx, inv)
-	if err != nil {
-		if ctx.Err() == nil && callCtx.Err() != nil {
-			err = status.Errorf(codes.DeadlineExceeded, "%s: no answer within the route's timeout of %s; the invocation goes on in Restate", inv.Target, r.Timeout.Std())
-		}
-		h.log.Debug("durable call failed", "method", method, "target", inv.Target.String(), "error", err)
-		return err
-	}
-	h.log.Debug("durable call", "method", method, "target", inv.Target.String(), "send", inv.Send, "invocation", res.InvocationID, "status", res.Status)
-	if err := stream.SetHeader(metadata.Pairs(MDInvocationID, res.InvocationID, MDStatus, res.Status)); err != nil {
-		return err
-	}
-	return stream.SendMsg(&res.Body)
 }
 
 // invocation builds the Restate invocation of one call.

@@ -20,6 +20,12 @@ const (
 	MDMode  = "restate-mode"
 	MDDelay = "restate-delay"
 	MDKey   = "restate-key"
+	// MDAttach answers the call from an existing invocation: an invocation id, or one of
+	// AttachIdempotencyKey and AttachWorkflow for the invocation the call itself names.
+	MDAttach = "restate-attach"
+
+	AttachIdempotencyKey = "idempotency-key"
+	AttachWorkflow       = "workflow"
 
 	// Set on every durable answer.
 	MDInvocationID = "restate-invocation-id"
@@ -31,6 +37,7 @@ type overrides struct {
 	mode             string
 	delay            time.Duration
 	key              string
+	attach           string // an invocation id, AttachIdempotencyKey or AttachWorkflow
 	hasKey, hasDelay bool
 }
 
@@ -57,10 +64,15 @@ func parseOverrides(md metadata.MD) (overrides, error) {
 			o.delay, o.hasDelay = d, true
 		case MDKey:
 			o.key, o.hasKey = v, true
+		case MDAttach:
+			if v != AttachIdempotencyKey && v != AttachWorkflow && !strings.HasPrefix(v, "inv_") {
+				return o, status.Errorf(codes.InvalidArgument, "%s: %q is not an invocation id (inv_...), %s or %s", MDAttach, v, AttachIdempotencyKey, AttachWorkflow)
+			}
+			o.attach = v
 		case MDInvocationID, MDStatus:
 			// Answers of an earlier hop that an app copied into its own call: not overrides.
 		default:
-			return o, status.Errorf(codes.InvalidArgument, "unknown metadata %q: the restate- prefix is reserved (known: %s, %s, %s)", k, MDMode, MDDelay, MDKey)
+			return o, status.Errorf(codes.InvalidArgument, "unknown metadata %q: the restate- prefix is reserved (known: %s, %s, %s, %s)", k, MDMode, MDDelay, MDKey, MDAttach)
 		}
 	}
 	return o, nil

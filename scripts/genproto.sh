@@ -7,7 +7,7 @@ export GOBIN=$PWD/.tools/bin PATH=$PWD/.tools/bin:$PATH
 go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 protoc --include_imports --descriptor_set_out=examples/orders/ordersv1/orders.binpb examples/orders/ordersv1/orders.proto
-for f in internal/testservice/testpb/test.proto examples/orders/ordersv1/orders.proto; do
+for f in api/invocationsv1/invocations.proto internal/testservice/testpb/test.proto examples/orders/ordersv1/orders.proto; do
   protoc --go_out=. --go_opt=paths=source_relative \
     --go-grpc_out=. --go-grpc_opt=paths=source_relative "$f"
 done

@@ -28,6 +28,9 @@ type Outbound struct {
 	Listen string `json:"listen,omitempty"`
 	// Ingress is the Restate ingress URL, e.g. http://restate:8080.
 	Ingress string `json:"ingress,omitempty"`
+	// Admin is the Restate admin API URL, e.g. http://restate:9070: needed to cancel and kill
+	// invocations (the management API, onCallerGone: cancel).
+	Admin string `json:"admin,omitempty"`
 	// Unmatched says what happens to a call no route matches: passthrough (default) or reject.
 	Unmatched string `json:"unmatched,omitempty"`
 	// Upstreams maps a gRPC service name to the address passthrough calls of it go to. A service
@@ -243,6 +246,9 @@ func (c *Config) Validate() error {
 		if len(o.Routes) > 0 || o.Ingress != "" {
 			checkURL(bad, "outbound.ingress", o.Ingress)
 		}
+		if o.Admin != "" {
+			checkURL(bad, "outbound.admin", o.Admin)
+		}
 		oneOf(bad, "outbound.unmatched", o.Unmatched, UnmatchedPassthrough, UnmatchedReject)
 		if o.MaxMessageBytes < 0 {
 			bad("outbound.maxMessageBytes", "must be positive, got %d", o.MaxMessageBytes)
@@ -263,6 +269,9 @@ func (c *Config) Validate() error {
 			oneOf(bad, f+".target", r.Target, KindService, KindObject, KindWorkflow)
 			oneOf(bad, f+".mode", r.Mode, ModeCall, ModeSend)
 			oneOf(bad, f+".onCallerGone", r.OnCallerGone, OnCallerGoneKeep, OnCallerGoneCancel)
+			if r.OnCallerGone == OnCallerGoneCancel && o.Admin == "" {
+				bad(f+".onCallerGone", "cancel needs outbound.admin, the Restate admin API that cancels invocations")
+			}
 			if r.Service != "" {
 				if err := CheckServiceName(r.Service); err != nil {
 					bad(f+".service", "%v", err)

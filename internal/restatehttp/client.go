@@ -165,7 +165,7 @@ func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, nil, status.FromContextError(ctxErr).Err()
 		}
-		return nil, nil, status.Errorf(codes.Unavailable, "restate ingress unreachable at %s: %v", c.base, unwrapURLError(err))
+		return nil, nil, &TransportError{status.Newf(codes.Unavailable, "restate unreachable at %s: %v", c.base, unwrapURLError(err))}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, c.limit+1))
@@ -173,12 +173,25 @@ func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, nil, status.FromContextError(ctxErr).Err()
 		}
-		return nil, nil, status.Errorf(codes.Unavailable, "reading restate ingress response: %v", err)
+		return nil, nil, &TransportError{status.Newf(codes.Unavailable, "reading restate's answer: %v", err)}
 	}
 	if int64(len(body)) > c.limit {
 		return nil, nil, status.Errorf(codes.ResourceExhausted, "restate response larger than the %d-byte limit", c.limit)
 	}
 	return resp, body, nil
+}
+
+// TransportError is a failure to reach Restate or to read its answer, as opposed to an answer:
+// the request may or may not have arrived. It is UNAVAILABLE at the gRPC edge.
+type TransportError struct{ st *status.Status }
+
+func (e *TransportError) Error() string              { return e.st.Message() }
+func (e *TransportError) GRPCStatus() *status.Status { return e.st }
+
+// IsTransport reports whether err is a TransportError.
+func IsTransport(err error) bool {
+	var te *TransportError
+	return errors.As(err, &te)
 }
 
 func unwrapURLError(err error) error {

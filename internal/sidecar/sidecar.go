@@ -13,9 +13,11 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/restate-grpc/restate-grpc/api/invocationsv1"
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
 	"github.com/restate-grpc/restate-grpc/internal/inbound"
+	"github.com/restate-grpc/restate-grpc/internal/invocations"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 	"github.com/restate-grpc/restate-grpc/proxy"
 )
@@ -141,12 +143,22 @@ func (s *Sidecar) goFn(fn func()) {
 
 func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error {
 	po := proxy.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String()}
+	var mgmt *invocations.Server
 	if oc.Ingress != "" {
 		c, err := restatehttp.NewClient(oc.Ingress, restatehttp.Options{MaxResponseBytes: oc.MaxMessageBytes})
 		if err != nil {
 			return err
 		}
 		po.Ingress = c
+		var admin invocations.Admin // nil unless configured: Cancel and Kill then say how
+		if oc.Admin != "" {
+			a, err := restatehttp.NewAdmin(oc.Admin, restatehttp.Options{})
+			if err != nil {
+				return err
+			}
+			po.Admin, admin = a, a
+		}
+		mgmt = invocations.NewServer(c, admin)
 	}
 	switch {
 	case oc.Descriptors.File != "":
@@ -168,6 +180,9 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 		return err
 	}
 	srv := grpc.NewServer(h.ServerOptions()...)
+	if mgmt != nil {
+		invocationsv1.RegisterInvocationsServer(srv, mgmt)
+	}
 	s.log.Info("outbound listening", "addr", s.outbound.Addr().String(), "routes", len(oc.Routes), "unmatched", oc.Unmatched, "ingress", oc.Ingress)
 	s.goFn(func() {
 		if err := srv.Serve(s.outbound); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

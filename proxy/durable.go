@@ -1,0 +1,187 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/descriptors"
+	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+)
+
+// Bounds of re-attaching after the connection to the ingress broke.
+const (
+	reattachTries   = 6
+	reattachBackoff = 100 * time.Millisecond
+)
+
+// durable runs a unary call as a Restate invocation.
+func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Route) error {
+	ctx := stream.Context()
+	md, _ := metadata.FromIncomingContext(ctx)
+	ov, err := parseOverrides(md)
+	if err != nil {
+		return err
+	}
+	var mdesc protoreflect.MethodDescriptor
+	if h.desc != nil {
+		// Unknown methods are not an error here: descriptors only sharpen the checks.
+		if mdesc, _ = descriptors.Method(ctx, h.desc, method); mdesc != nil && (mdesc.IsStreamingClient() || mdesc.IsStreamingServer()) {
+			return status.Errorf(codes.Unimplemented, "%s is a streaming method; route %q makes calls durable and Restate invocations are unary: exclude it from the route to pass it through", method, r.Match)
+		}
+	}
+	req, err := recvUnary(stream, method, r)
+	if err != nil {
+		return err
+	}
+	inv, err := h.invocation(ctx, method, r, md, ov, req, mdesc)
+	if err != nil {
+		return err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, r.Timeout.Std())
+	defer cancel()
+	var res *restatehttp.Result
+	switch {
+	case ov.attach != "":
+		res, err = h.attach(callCtx, method, r, inv, ov.attach)
+	case !inv.Send && r.OnCallerGone == config.OnCallerGoneCancel:
+		res, err = h.callCancellable(ctx, callCtx, inv)
+	default:
+		res, err = h.invoke(callCtx, inv)
+	}
+	if err != nil {
+		if ctx.Err() == nil && callCtx.Err() != nil {
+			err = status.Errorf(codes.DeadlineExceeded, "%s: no answer within the route's timeout of %s; the invocation goes on in Restate", inv.Target, r.Timeout.Std())
+		}
+		h.log.Debug("durable call failed", "method", method, "target", inv.Target, "error", err)
+		return err
+	}
+	h.log.Debug("durable call", "method", method, "target", inv.Target, "send", inv.Send, "invocation", res.InvocationID, "status", res.Status)
+	if err := stream.SetHeader(metadata.Pairs(MDInvocationID, res.InvocationID, MDStatus, res.Status)); err != nil {
+		return err
+	}
+	return stream.SendMsg(&res.Body)
+}
+
+// recvUnary reads the one request message of a unary call.
+func recvUnary(stream grpc.ServerStream, method string, r *config.Route) ([]byte, error) {
+	var req []byte
+	if err := stream.RecvMsg(&req); err != nil {
+		if err == io.EOF {
+			return nil, status.Errorf(codes.InvalidArgument, "%s: the call sent no request message", method)
+		}
+		return nil, err
+	}
+	var extra []byte
+	if err := stream.RecvMsg(&extra); err != io.EOF {
+		if err != nil {
+			return nil, err
+		}
+		return nil, status.Errorf(codes.Unimplemented, "%s sent more than one request message; route %q makes calls durable and Restate invocations are unary: exclude streaming methods from the route", method, r.Match)
+	}
+	return req, nil
+}
+
+// invoke runs inv. When the connection to the ingress breaks and the call has an idempotency
+// key, it re-attaches (Restate answers a repeated call with the same key from the invocation
+// it already has) instead of failing the caller; without a key a repeat could run twice.
+func (h *Handler) invoke(ctx context.Context, inv restatehttp.Invocation) (*restatehttp.Result, error) {
+	backoff := reattachBackoff
+	for try := 1; ; try++ {
+		res, err := h.ingr.Invoke(ctx, inv)
+		if err == nil || inv.IdempotencyKey == "" || !restatehttp.IsTransport(err) || try == reattachTries {
+			return res, err
+		}
+		h.log.Warn("connection to restate broke; re-attaching", "target", inv.Target, "idempotency-key", inv.IdempotencyKey, "try", try, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+}
+
+// callCancellable runs a call whose invocation is cancelled when its caller goes away. The id
+// must be known before the result: computed from the idempotency key, or else the call is made
+// as a send and then attached to.
+func (h *Handler) callCancellable(callerCtx, ctx context.Context, inv restatehttp.Invocation) (*restatehttp.Result, error) {
+	var ref restatehttp.Ref
+	if inv.IdempotencyKey != "" {
+		ref = restatehttp.Ref{Idempotent: &inv.Target, Key: inv.IdempotencyKey}
+		id, err := h.ingr.Lookup(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		done := h.cancelWhenGone(callerCtx, id)
+		defer done()
+		return h.invoke(ctx, inv)
+	}
+	send := inv
+	send.Send = true
+	accepted, err := h.invoke(ctx, send)
+	if err != nil {
+		return nil, err
+	}
+	done := h.cancelWhenGone(callerCtx, accepted.InvocationID)
+	defer done()
+	res, err := h.ingr.Attach(ctx, restatehttp.Ref{ID: accepted.InvocationID})
+	if res != nil && res.InvocationID == "" {
+		res.InvocationID = accepted.InvocationID
+	}
+	return res, err
+}
+
+// cancelWhenGone cancels invocation id if the caller leaves (cancel or deadline) before the
+// returned func is called.
+func (h *Handler) cancelWhenGone(callerCtx context.Context, id string) (done func()) {
+	finished := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-finished:
+		case <-callerCtx.Done():
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(callerCtx), 5*time.Second)
+			defer cancel()
+			err := h.admin.Cancel(ctx, id)
+			h.log.Info("caller gone; invocation cancelled (onCallerGone: cancel)", "invocation", id, "error", err)
+		}
+	}()
+	return func() { close(finished); <-exited }
+}
+
+// attach answers a call from an existing invocation: by id, or the invocation the call itself
+// names by its idempotency key or workflow id.
+func (h *Handler) attach(ctx context.Context, method string, r *config.Route, inv restatehttp.Invocation, how string) (*restatehttp.Result, error) {
+	var ref restatehttp.Ref
+	switch how {
+	case AttachIdempotencyKey:
+		if inv.IdempotencyKey == "" {
+			return nil, status.Errorf(codes.InvalidArgument, "%s: %s: %s needs the call's idempotency key (%s)", method, MDAttach, how, r.IdempotencyKey)
+		}
+		ref = restatehttp.Ref{Idempotent: &inv.Target, Key: inv.IdempotencyKey}
+	case AttachWorkflow:
+		if r.Target != config.KindWorkflow {
+			return nil, status.Errorf(codes.InvalidArgument, "%s: %s: workflow needs a workflow route; route %q targets a %s", method, MDAttach, r.Match, r.Target)
+		}
+		ref = restatehttp.Ref{Workflow: &inv.Target}
+	default:
+		ref = restatehttp.Ref{ID: how}
+	}
+	res, err := h.ingr.Attach(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if res.InvocationID == "" {
+		res.InvocationID, _ = h.ingr.Lookup(ctx, ref)
+	}
+	return res, nil
+}
