@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 	"github.com/restate-grpc/restate-grpc/internal/sidecar"
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
 	"github.com/restate-grpc/restate-grpc/internal/testservice"
@@ -31,7 +32,9 @@ import (
 )
 
 // env is what TestMain starts once for the package.
-var env struct {
+var env envT
+
+type envT struct {
 	restate *testenv.Restate
 	app     *testservice.App
 	appAddr string
@@ -144,6 +147,8 @@ inbound:
   register: {admin: %s, uri: "http://127.0.0.1:%%d"}
   services:
     - name: rgtest.v1.Echo
+      interruptible: true
+      attemptTimeout: 7s
     - name: rgtest.v1.Counter
       kind: object
       handlers: {Add: exclusive, Get: shared}
@@ -158,8 +163,9 @@ func outboundConfig() string {
 outbound:
   listen: 127.0.0.1:0
   ingress: %s
-  upstreams: {rgtest.v1.Echo: %[2]s, grpc.testing.TestService: %[2]s}
-  descriptors: {reflection: %[2]s}
+  admin: %s
+  upstreams: {rgtest.v1.Echo: %[3]s, grpc.testing.TestService: %[3]s}
+  descriptors: {reflection: %[3]s}
   routes:
     - match: rgtest.v1.Echo/Call
     - match: rgtest.v1.Counter/*
@@ -172,7 +178,7 @@ outbound:
     - {match: grpc.testing.TestService/EmptyCall}
     - {match: grpc.testing.TestService/UnaryCall}
     - {match: grpc.testing.TestService/UnimplementedCall}
-`, env.restate.Ingress, env.appAddr)
+`, env.restate.Ingress, env.restate.Admin, env.appAddr)
 }
 
 func strictConfig(descFile string) string {
@@ -325,3 +331,14 @@ func ctxWith(ctx context.Context, md []string) context.Context {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func (e *envT) adminQuery(t *testing.T, sql string, rows any) {
+	t.Helper()
+	a, err := restatehttp.NewAdmin(e.restate.Admin, restatehttp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Query(testCtx(t), sql, rows); err != nil {
+		t.Fatal(err)
+	}
+}

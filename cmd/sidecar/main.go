@@ -24,12 +24,16 @@ func main() {
 
 const usage = `usage: sidecar run -config FILE [-health ADDR] [-log-level LEVEL]
        sidecar check -config FILE     validate a config and print it with defaults
+       sidecar invocations attach|output|cancel|kill|lookup ...   manage invocations
 `
 
 func run(ctx context.Context, args []string, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
+	}
+	if args[0] == "invocations" {
+		return invocationsCmd(ctx, args[1:], os.Stdout, stderr)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)

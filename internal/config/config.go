@@ -103,6 +103,10 @@ type InboundService struct {
 	Handlers       map[string]string `json:"handlers,omitempty"`
 	RetryableCodes []string          `json:"retryableCodes,omitempty"`
 	AttemptTimeout Duration          `json:"attemptTimeout,omitempty"`
+	// Interruptible makes a cancel interrupt a call still waiting on the app: the call runs as
+	// a Run step, which Restate can interrupt, at the cost of one more journal write per call.
+	// Without it a cancel takes effect when the app has answered.
+	Interruptible bool `json:"interruptible,omitempty"`
 }
 
 // RestateName is the Restate service name of s.

@@ -58,6 +58,7 @@ type service struct {
 	methods                     []method
 	retryable                   []codes.Code
 	attemptTimeout              time.Duration
+	interruptible               bool
 }
 
 type method struct{ name, kind string }
@@ -93,7 +94,7 @@ func New(ctx context.Context, o Options) (*Endpoint, error) {
 
 // resolve lists the methods of one configured service, from its handlers or the descriptors.
 func resolve(ctx context.Context, sc config.InboundService, d descriptors.Resolver, log *slog.Logger) (service, error) {
-	s := service{grpcName: sc.Name, restateName: sc.RestateName(), kind: sc.Kind, attemptTimeout: sc.AttemptTimeout.Std()}
+	s := service{grpcName: sc.Name, restateName: sc.RestateName(), kind: sc.Kind, attemptTimeout: sc.AttemptTimeout.Std(), interruptible: sc.Interruptible}
 	for _, name := range sc.RetryableCodes {
 		c, _ := config.CodeByName(name)
 		s.retryable = append(s.retryable, codes.Code(c))
@@ -258,8 +259,20 @@ type forwarder struct {
 // forward calls the app once. Each Restate attempt calls it again with the same invocation id,
 // so the app sees at-least-once delivery and can deduplicate on restate-invocation-id.
 func (f forwarder) forward(ctx restate.Context, path, key string, in []byte) ([]byte, error) {
-	md := appMetadata(ctx.Request())
-	md.Set(MDInvocationID, ctx.Request().ID)
+	if !f.s.interruptible {
+		return f.call(ctx, ctx.Request(), path, key, in)
+	}
+	// As a Run step the call is awaited, and an await is where Restate's cancel signal
+	// reaches the handler: a cancel then ends the invocation at once, the app call with it.
+	return restate.RunAsync(ctx, func(rc restate.RunContext) ([]byte, error) {
+		return f.call(rc, ctx.Request(), path, key, in)
+	}, restate.WithCodec(Codec), restate.WithName("grpc "+path)).Result()
+}
+
+// call calls the app and classifies its answer: retryable, or terminal with the status.
+func (f forwarder) call(ctx context.Context, req *restate.Request, path, key string, in []byte) ([]byte, error) {
+	md := appMetadata(req)
+	md.Set(MDInvocationID, req.ID)
 	if f.s.kind != config.KindService {
 		if printableASCII(key) {
 			md.Set(MDKey, key)

@@ -54,10 +54,14 @@ func (r Ref) body() ([]byte, error) {
 
 // Attach waits for the invocation to finish and returns its result; Output returns it only if
 // it has finished (FAILED_PRECONDITION otherwise).
-func (c *Client) Attach(ctx context.Context, r Ref) (*Result, error) { return c.result(ctx, "attach", r) }
+func (c *Client) Attach(ctx context.Context, r Ref) (*Result, error) {
+	return c.result(ctx, "attach", r)
+}
 
 // Output returns the result of a finished invocation.
-func (c *Client) Output(ctx context.Context, r Ref) (*Result, error) { return c.result(ctx, "output", r) }
+func (c *Client) Output(ctx context.Context, r Ref) (*Result, error) {
+	return c.result(ctx, "output", r)
+}
 
 func (c *Client) result(ctx context.Context, verb string, r Ref) (*Result, error) {
 	resp, body, err := c.post(ctx, "/restate/"+verb, r)

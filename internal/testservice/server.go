@@ -46,6 +46,7 @@ type App struct {
 	seq       int64
 	attempts  map[string]int32 // per invocation id
 	noHistory bool
+	running   map[string]int // by request text
 }
 
 // KeepNoHistory stops recording calls, for benchmarks.
@@ -57,7 +58,7 @@ func (a *App) KeepNoHistory() {
 
 // NewApp returns an empty app.
 func NewApp() *App {
-	return &App{counters: map[string]int64{}, inflight: map[string]int{}, attempts: map[string]int32{}}
+	return &App{counters: map[string]int64{}, inflight: map[string]int{}, attempts: map[string]int32{}, running: map[string]int{}}
 }
 
 // Serve serves the app (with reflection and grpc-go's interop TestService) on l until the
@@ -97,6 +98,13 @@ func (a *App) CallsWithText(text string) []Call {
 	return out
 }
 
+// Running reports whether a call with this request text is executing now.
+func (a *App) Running(text string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.running[text] > 0
+}
+
 // Overlaps is how often two calls of one Counter key ran at the same time.
 func (a *App) Overlaps() int {
 	a.mu.Lock()
@@ -115,6 +123,7 @@ func (a *App) handle(ctx context.Context, method string, req *testpb.Req, key st
 		a.mu.Unlock()
 		return &testpb.Resp{Text: req.GetText(), InvocationId: c.InvocationID}, nil
 	}
+	a.running[req.GetText()]++
 	a.attempts[c.InvocationID+"|"+req.GetText()]++
 	attempt := a.attempts[c.InvocationID+"|"+req.GetText()]
 	serial := strings.HasPrefix(method, "Counter/Add")
@@ -131,6 +140,7 @@ func (a *App) handle(ctx context.Context, method string, req *testpb.Req, key st
 		if serial {
 			a.inflight[key]--
 		}
+		a.running[req.GetText()]--
 		a.calls = append(a.calls, c)
 		a.mu.Unlock()
 	}()
@@ -149,6 +159,9 @@ func (a *App) handle(ctx context.Context, method string, req *testpb.Req, key st
 		return nil, st.Err()
 	}
 	resp := &testpb.Resp{Text: req.GetText(), InvocationId: c.InvocationID, Key: key, Metadata: flatten(md)}
+	if d, ok := ctx.Deadline(); ok {
+		resp.Metadata["x-deadline-left-ms"] = fmt.Sprint(time.Until(d).Milliseconds())
+	}
 	if body != nil {
 		resp.Seq = body()
 	} else {
