@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,6 +50,8 @@ type envT struct {
 	// traces counts the OTLP exports Restate made.
 	traces *traceSink
 	dir    string
+	// bin holds the sidecar and testapp binaries, for the tests that run them as processes.
+	bin string
 }
 
 func TestMain(m *testing.M) {
@@ -82,8 +85,17 @@ func runMain(m *testing.M) int {
 }
 
 func setup(ctx context.Context, dir string) error {
+	env.bin = filepath.Join(dir, "bin")
+	build := exec.Command("go", "build", "-o", env.bin+"/", "./cmd/sidecar", "./internal/testservice/testapp")
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return err
+	}
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the binaries: %v\n%s", err, out)
+	}
 	env.traces = newTraceSink()
-	var err error
 	env.restate, err = testenv.StartRestate(dir, testenv.RestateOptions{Identity: true, TracingEndpoint: "otlp+" + env.traces.URL + "/v1/traces"})
 	if err != nil {
 		return err

@@ -47,6 +47,15 @@ type App struct {
 	attempts  map[string]int32 // per invocation id
 	noHistory bool
 	running   map[string]int // by request text
+	journal   io.Writer      // when set, every execution is appended as a line
+}
+
+// JournalTo appends a line "method invocation-id text" to w for every execution, as it
+// starts, so executions can be counted across restarts of the app's process.
+func (a *App) JournalTo(w io.Writer) {
+	a.mu.Lock()
+	a.journal = w
+	a.mu.Unlock()
 }
 
 // KeepNoHistory stops recording calls, for benchmarks.
@@ -122,6 +131,9 @@ func (a *App) handle(ctx context.Context, method string, req *testpb.Req, key st
 	if a.noHistory {
 		a.mu.Unlock()
 		return &testpb.Resp{Text: req.GetText(), InvocationId: c.InvocationID}, nil
+	}
+	if a.journal != nil {
+		fmt.Fprintf(a.journal, "%s %s %s\n", method, or(c.InvocationID, "-"), req.GetText())
 	}
 	a.running[req.GetText()]++
 	a.attempts[c.InvocationID+"|"+req.GetText()]++
@@ -270,4 +282,11 @@ func (a *App) Bidi(s grpc.BidiStreamingServer[testpb.Req, testpb.Resp]) error {
 			return err
 		}
 	}
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
