@@ -354,3 +354,5 @@ func (e *envT) adminQuery(t *testing.T, sql string, rows any) {
 		t.Fatal(err)
 	}
 }
+
+func unmarshalProto(b []byte, m proto.Message) error { return proto.Unmarshal(b, m) }

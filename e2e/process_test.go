@@ -17,8 +17,8 @@ type proc struct {
 	label string // names the log file
 	bin   string
 	args  []string
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd   *exec.Cmd
+	done  chan struct{}
 }
 
 // startProc starts bin (a binary of env.bin) with args; its output goes to a log file that a

@@ -1,0 +1,81 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
+)
+
+// TestInvocationsCLI runs `sidecar invocations ...` against the main outbound sidecar.
+func TestInvocationsCLI(t *testing.T) {
+	ctx := testCtx(t)
+	idem := uniq(t, "cli")
+	_, hdr, err := invoke(ctx, env.conn, echoCall, &testpb.Req{Text: idem}, "idempotency-key", idem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := header(hdr, idHeader)
+	addr := env.out.OutboundAddr().String()
+	run := func(args ...string) (string, string, int) {
+		cmd := exec.Command(filepath.Join(env.bin, "sidecar"), append([]string{"invocations"}, args...)...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errb.String(), code
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout *regexp.Regexp
+		stderr string
+	}{
+		{"lookup a call", []string{"lookup", "-addr", addr, "-service", "rgtest.v1.Echo", "-handler", "Call", "-idempotency-key", idem},
+			0, regexp.MustCompile(`^invocation  ` + id + `\n$`), ""},
+		{"attach by id", []string{"attach", "-addr", addr, id},
+			0, regexp.MustCompile(`^invocation  ` + id + `\npayload     \d+ bytes\n            0a [0-9a-f ]+\n`), ""},
+		{"output of an unknown id", []string{"output", "-addr", addr, "inv_1dulJCO0YId82jI7FnElglZwS7eO9Mjr3e"},
+			1, regexp.MustCompile(`^$`), "NotFound: restate: invocation not found"},
+		{"cancel a finished invocation", []string{"cancel", "-addr", addr, id},
+			1, regexp.MustCompile(`^$`), "FailedPrecondition: restate: invocation " + id + " has already completed"},
+		{"no target", []string{"attach", "-addr", addr},
+			2, regexp.MustCompile(`^$`), "name an invocation"},
+		{"unknown verb", []string{"frobnicate", "-addr", addr, id},
+			2, regexp.MustCompile(`^$`), "usage: sidecar invocations"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := run(tc.args...)
+			if code != tc.code || !tc.stdout.MatchString(out) || !strings.Contains(errOut, tc.stderr) {
+				t.Errorf("sidecar invocations %s:\nexit %d, want %d\nstdout %q, want %s\nstderr %q, want %q",
+					strings.Join(tc.args, " "), code, tc.code, out, tc.stdout, errOut, tc.stderr)
+			}
+		})
+	}
+	t.Run("json", func(t *testing.T) {
+		out, _, code := run("output", "-addr", addr, "-json", id)
+		var got struct {
+			InvocationID string `json:"invocationId"`
+			Payload      []byte `json:"payload"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.InvocationID != id || len(got.Payload) == 0 {
+			t.Errorf("output -json: exit %d, %q", code, out)
+		}
+		var resp testpb.Resp
+		if err := unmarshalProto(got.Payload, &resp); err != nil || resp.GetText() != idem {
+			t.Errorf("payload decodes to %v (%v), want the Echo answer %q", &resp, err, idem)
+		}
+	})
+}
