@@ -3,6 +3,8 @@ module github.com/restate-grpc/restate-grpc
 go 1.26.0
 
 require (
+	github.com/golang-jwt/jwt/v5 v5.2.3
+	github.com/google/go-cmp v0.7.0
 	github.com/mr-tron/base58 v1.2.0
 	github.com/restatedev/sdk-go v1.2.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1
@@ -18,8 +20,6 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/cncf/xds/go v0.0.0-20260202195803-dba9d589def2 // indirect
 	github.com/envoyproxy/protoc-gen-validate v1.3.3 // indirect
-	github.com/golang-jwt/jwt/v5 v5.2.3 // indirect
-	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/invopop/jsonschema v0.14.0 // indirect
 	github.com/pb33f/ordered-map/v2 v2.3.1 // indirect

@@ -31,6 +31,8 @@ type Outbound struct {
 	// Admin is the Restate admin API URL, e.g. http://restate:9070: needed to cancel and kill
 	// invocations (the management API, onCallerGone: cancel).
 	Admin string `json:"admin,omitempty"`
+	// Access is how the sidecar authenticates to the ingress and the admin API.
+	Access Access `json:"access,omitempty"`
 	// Unmatched says what happens to a call no route matches: passthrough (default) or reject.
 	Unmatched string `json:"unmatched,omitempty"`
 	// Upstreams maps a gRPC service name to the address passthrough calls of it go to. A service
@@ -121,9 +123,43 @@ func (s InboundService) RestateName() string {
 type Register struct {
 	Admin string `json:"admin"`
 	// URI is how Restate reaches the endpoint; $(VAR) expands from the environment.
-	URI string `json:"uri"`
-	// BearerToken, when set, is sent to the admin API.
-	BearerToken string `json:"bearerToken,omitempty"`
+	URI    string `json:"uri"`
+	Access Access `json:"access,omitempty"`
+}
+
+// Access is how the sidecar authenticates to Restate: a bearer token (sent as
+// "authorization: Bearer ...") and, for https URLs, the CA that signed Restate's certificate.
+type Access struct {
+	BearerToken     string `json:"bearerToken,omitempty"`
+	BearerTokenFile string `json:"bearerTokenFile,omitempty"`
+	// CAFile is a PEM bundle trusted besides the system's roots.
+	CAFile string `json:"caFile,omitempty"`
+}
+
+// Token returns the bearer token, reading BearerTokenFile if set.
+func (a Access) Token() (string, error) {
+	if a.BearerTokenFile == "" {
+		return a.BearerToken, nil
+	}
+	b, err := os.ReadFile(a.BearerTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("bearerTokenFile: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (a Access) validate(bad func(string, string, ...any), field string) {
+	if a.BearerToken != "" && a.BearerTokenFile != "" {
+		bad(field, "set bearerToken or bearerTokenFile, not both")
+	}
+	for _, f := range []struct{ name, path string }{{"bearerTokenFile", a.BearerTokenFile}, {"caFile", a.CAFile}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			bad(field+"."+f.name, "%v", err)
+		}
+	}
 }
 
 // Kinds and modes.
@@ -253,6 +289,7 @@ func (c *Config) Validate() error {
 		if o.Admin != "" {
 			checkURL(bad, "outbound.admin", o.Admin)
 		}
+		o.Access.validate(bad, "outbound.access")
 		oneOf(bad, "outbound.unmatched", o.Unmatched, UnmatchedPassthrough, UnmatchedReject)
 		if o.MaxMessageBytes < 0 {
 			bad("outbound.maxMessageBytes", "must be positive, got %d", o.MaxMessageBytes)
@@ -342,6 +379,7 @@ func (c *Config) Validate() error {
 		if r := in.Register; r != nil {
 			checkURL(bad, "inbound.register.admin", r.Admin)
 			checkURL(bad, "inbound.register.uri", r.URI)
+			r.Access.validate(bad, "inbound.register.access")
 			if u, err := url.Parse(r.URI); err == nil && strings.Trim(u.Path, "/") != "" {
 				bad("inbound.register.uri", "must have no path (the endpoint serves at the root), got %q", u.Path)
 			}

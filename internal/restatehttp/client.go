@@ -3,12 +3,15 @@ package restatehttp
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -34,6 +37,8 @@ type Options struct {
 	HTTPClient *http.Client
 	// BearerToken, when set, is sent as "authorization: Bearer <token>".
 	BearerToken string
+	// CAFile is a PEM bundle trusted for https URLs besides the system's roots.
+	CAFile string
 	// MaxResponseBytes bounds a response body; default 4 MiB.
 	MaxResponseBytes int
 }
@@ -47,6 +52,22 @@ func NewClient(baseURL string, o Options) (*Client, error) {
 	hc := o.HTTPClient
 	if hc == nil {
 		hc = DefaultHTTPClient()
+	}
+	if o.CAFile != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", o.CAFile)
+		}
+		t := hc.Transport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		hc = &http.Client{Transport: t}
 	}
 	h := http.Header{}
 	if o.BearerToken != "" {
@@ -164,6 +185,11 @@ func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
 	if err != nil {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, nil, status.FromContextError(ctxErr).Err()
+		}
+		var certErr *tls.CertificateVerificationError
+		if errors.As(err, &certErr) {
+			// Not a passing fault: retrying will not make the certificate trusted.
+			return nil, nil, status.Errorf(codes.Unavailable, "restate at %s has an untrusted certificate (set access.caFile): %v", c.base, unwrapURLError(err))
 		}
 		return nil, nil, &TransportError{status.Newf(codes.Unavailable, "restate unreachable at %s: %v", c.base, unwrapURLError(err))}
 	}

@@ -145,14 +145,20 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 	po := proxy.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String()}
 	var mgmt *invocations.Server
 	if oc.Ingress != "" {
-		c, err := restatehttp.NewClient(oc.Ingress, restatehttp.Options{MaxResponseBytes: oc.MaxMessageBytes})
+		access, err := clientOptions(oc.Access)
+		if err != nil {
+			return fmt.Errorf("outbound.access: %w", err)
+		}
+		withLimit := access
+		withLimit.MaxResponseBytes = oc.MaxMessageBytes
+		c, err := restatehttp.NewClient(oc.Ingress, withLimit)
 		if err != nil {
 			return err
 		}
 		po.Ingress = c
 		var admin invocations.Admin // nil unless configured: Cancel and Kill then say how
 		if oc.Admin != "" {
-			a, err := restatehttp.NewAdmin(oc.Admin, restatehttp.Options{})
+			a, err := restatehttp.NewAdmin(oc.Admin, access)
 			if err != nil {
 				return err
 			}
@@ -239,7 +245,12 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			s.inboundReady.Store(true)
 			return
 		}
-		admin, err := restatehttp.NewAdmin(ic.Register.Admin, restatehttp.Options{BearerToken: ic.Register.BearerToken})
+		access, err := clientOptions(ic.Register.Access)
+		if err != nil {
+			s.fail(fmt.Errorf("inbound.register.access: %w", err))
+			return
+		}
+		admin, err := restatehttp.NewAdmin(ic.Register.Admin, access)
 		if err != nil {
 			s.fail(err)
 			return
@@ -252,6 +263,12 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 		}
 		s.inboundReady.Store(true)
 	})
+}
+
+// clientOptions turns configured access into client options.
+func clientOptions(a config.Access) (restatehttp.Options, error) {
+	tok, err := a.Token()
+	return restatehttp.Options{BearerToken: tok, CAFile: a.CAFile}, err
 }
 
 // retry calls fn with backoff until it succeeds or ctx ends.
