@@ -19,6 +19,20 @@ go test -count=1 -timeout 20m -v ./... 2>&1 | tee "$out" | grep -E '^(=== RUN|--
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || fail=1
 
+# A short fuzz run of each target; the seed corpora under testdata/fuzz run with the tests above.
+for target in "FuzzParse ./internal/config" "FuzzParseDuration ./internal/config" \
+  "FuzzParseOverrides ./proxy" "FuzzStatusFromResponse ./internal/restatehttp" "FuzzFieldValue ./internal/descriptors"; do
+  set -- $target
+  if go test -run='^$' -fuzz="^$1\$" -fuzztime="${FUZZTIME:-10s}" "$2" >"$out.fuzz" 2>&1; then
+    echo "--- PASS: $1 (fuzz ${FUZZTIME:-10s})" | tee -a "$out"
+  else
+    cat "$out.fuzz"
+    echo "--- FAIL: $1 (fuzz)" | tee -a "$out"
+    fail=1
+  fi
+done
+rm -f "$out.fuzz"
+
 passed=$(grep -cE '^\s*--- PASS' "$out")
 failed=$(grep -cE '^\s*--- FAIL' "$out")
 skipped=$(grep -cE '^\s*--- SKIP' "$out")

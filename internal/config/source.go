@@ -54,6 +54,10 @@ func (s *Source) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &str); err != nil {
 		return fmt.Errorf("want a string such as \"metadata:order-id\", got %s", b)
 	}
+	if str == "" {
+		*s = Source{} // as Marshal renders the zero value
+		return nil
+	}
 	v, err := ParseSource(str)
 	if err != nil {
 		return err

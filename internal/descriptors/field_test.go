@@ -76,3 +76,25 @@ func TestCompilePathErrors(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFieldValue: reading a field out of arbitrary bytes never panics.
+func FuzzFieldValue(f *testing.F) {
+	raw, _ := proto.Marshal(&descriptorpb.FieldDescriptorProto{Name: proto.String("x"), Options: &descriptorpb.FieldOptions{Packed: proto.Bool(true)}})
+	f.Add(raw)
+	f.Add([]byte{0x0a, 0xff})
+	f.Add([]byte{0x42, 0x02, 0x10, 0x01})
+	md := (&descriptorpb.FieldDescriptorProto{}).ProtoReflect().Descriptor()
+	paths := []*FieldPath{}
+	for _, p := range []string{"name", "number", "options.packed", "type"} {
+		fp, err := CompilePath(md, p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		paths = append(paths, fp)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, fp := range paths {
+			fp.Value(b)
+		}
+	})
+}

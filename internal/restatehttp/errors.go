@@ -88,8 +88,8 @@ func fromMetadata(md map[string]string) (*status.Status, bool) {
 		return nil, false
 	}
 	c, err := strconv.Atoi(cs)
-	if err != nil || c < 0 || c > 16 {
-		return nil, false
+	if err != nil || c <= 0 || c > 16 {
+		return nil, false // an error is never OK
 	}
 	if d := md[MetaDetails]; d != "" {
 		if b, err := base64.StdEncoding.DecodeString(d); err == nil {
