@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"time"
 )
 
 // Admin calls Restate's admin API.
@@ -54,33 +53,6 @@ func (a *Admin) Register(ctx context.Context, uri string) (*Deployment, error) {
 	}
 	d.Created = resp.StatusCode == http.StatusCreated
 	return &d, nil
-}
-
-// Health reports whether the admin API answers.
-func (a *Admin) Health(ctx context.Context) error {
-	resp, rb, err := a.send(ctx, http.MethodGet, "/health", nil)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("restate admin health: %d %s", resp.StatusCode, truncate(rb))
-	}
-	return nil
-}
-
-// WaitHealthy polls Health until it answers or ctx ends.
-func (a *Admin) WaitHealthy(ctx context.Context) error {
-	for {
-		err := a.Health(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("restate admin API at %s not healthy: %w", a.c.base, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 func (a *Admin) send(ctx context.Context, method, path string, body []byte) (*http.Response, []byte, error) {

@@ -100,9 +100,6 @@ func (s *Sidecar) OutboundAddr() net.Addr { return addr(s.outbound) }
 // InboundAddr is the inbound endpoint's address (nil without inbound).
 func (s *Sidecar) InboundAddr() net.Addr { return addr(s.inbound) }
 
-// HealthAddr is the health endpoint's address.
-func (s *Sidecar) HealthAddr() net.Addr { return addr(s.health) }
-
 func addr(l net.Listener) net.Addr {
 	if l == nil {
 		return nil
