@@ -159,7 +159,6 @@ inbound:
   register: {admin: %s, uri: "http://127.0.0.1:%%d"}
   services:
     - name: rgtest.v1.Echo
-      interruptible: true
       attemptTimeout: 7s
     - name: rgtest.v1.Counter
       kind: object

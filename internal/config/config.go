@@ -105,10 +105,12 @@ type InboundService struct {
 	Handlers       map[string]string `json:"handlers,omitempty"`
 	RetryableCodes []string          `json:"retryableCodes,omitempty"`
 	AttemptTimeout Duration          `json:"attemptTimeout,omitempty"`
-	// Interruptible makes a cancel interrupt a call still waiting on the app: the call runs as
-	// a Run step, which Restate can interrupt, at the cost of one more journal write per call.
-	// Without it a cancel takes effect when the app has answered.
-	Interruptible bool `json:"interruptible,omitempty"`
+	// FastPath skips the Run step that journals the app's answer before it becomes the
+	// invocation's result. That saves a round trip to Restate per call, but a cancel then waits
+	// for the app's answer, and if Restate crashes between the app's answer and its commit, the
+	// retry must get a byte-identical answer from the app (no counters, timestamps or map
+	// fields), or the invocation's replay fails until it is killed. Only for deterministic apps.
+	FastPath bool `json:"fastPath,omitempty"`
 }
 
 // RestateName is the Restate service name of s.

@@ -58,7 +58,7 @@ type service struct {
 	methods                     []method
 	retryable                   []codes.Code
 	attemptTimeout              time.Duration
-	interruptible               bool
+	fastPath                    bool
 }
 
 type method struct{ name, kind string }
@@ -94,7 +94,7 @@ func New(ctx context.Context, o Options) (*Endpoint, error) {
 
 // resolve lists the methods of one configured service, from its handlers or the descriptors.
 func resolve(ctx context.Context, sc config.InboundService, d descriptors.Resolver, log *slog.Logger) (service, error) {
-	s := service{grpcName: sc.Name, restateName: sc.RestateName(), kind: sc.Kind, attemptTimeout: sc.AttemptTimeout.Std(), interruptible: sc.Interruptible}
+	s := service{grpcName: sc.Name, restateName: sc.RestateName(), kind: sc.Kind, attemptTimeout: sc.AttemptTimeout.Std(), fastPath: sc.FastPath}
 	for _, name := range sc.RetryableCodes {
 		c, _ := config.CodeByName(name)
 		s.retryable = append(s.retryable, codes.Code(c))
@@ -259,11 +259,14 @@ type forwarder struct {
 // forward calls the app once. Each Restate attempt calls it again with the same invocation id,
 // so the app sees at-least-once delivery and can deduplicate on restate-invocation-id.
 func (f forwarder) forward(ctx restate.Context, path, key string, in []byte) ([]byte, error) {
-	if !f.s.interruptible {
+	if f.s.fastPath {
 		return f.call(ctx, ctx.Request(), path, key, in)
 	}
-	// As a Run step the call is awaited, and an await is where Restate's cancel signal
-	// reaches the handler: a cancel then ends the invocation at once, the app call with it.
+	// The app's answer is journaled as a Run step before it becomes the result. A replay
+	// (after Restate or this sidecar crashed) then returns the journaled answer rather than
+	// asking the app again, whose new answer could differ and break the replay. And the Run
+	// is awaited, which is where Restate's cancel signal reaches the handler: a cancel ends the
+	// invocation at once, the app call with it.
 	return restate.RunAsync(ctx, func(rc restate.RunContext) ([]byte, error) {
 		return f.call(rc, ctx.Request(), path, key, in)
 	}, restate.WithCodec(Codec), restate.WithName("grpc "+path)).Result()
