@@ -1,15 +1,16 @@
 // Command bench measures what the sidecar costs. It runs unary calls, one at a time and from 16
-// and 64 concurrent callers, over five paths, all on this machine:
+// and 64 concurrent callers, over these paths, all on this machine:
 //
 //	(a) direct         gRPC client -> app
 //	(b) passthrough    gRPC client -> sidecar (no route) -> app
 //	(c) Restate alone  HTTP client -> Restate ingress -> the sdk-go handler of (d) -> app
 //	(d) durable        gRPC client -> sidecar -> Restate -> sidecar (sdk-go handler) -> app
+//	(e), (f)           (c) and (d) with the inbound service's fastPath (no Run step)
 //	(n) native         HTTP client -> Restate ingress -> a native sdk-go handler, no app
 //
-// and prints p50, p99, throughput and CPU per call for each, then the ratios b/a, d/c (what the
-// outbound sidecar costs over calling Restate directly) and d/n (both sidecars and the app's
-// gRPC hop over a native Restate service). Every baseline is measured in the same run, in
+// and prints p50, p99, throughput and CPU per call for each, then the ratios b/a, d/c and f/e
+// (what the outbound sidecar costs over calling Restate directly) and d/n, f/n (everything
+// the sidecars add over a native Restate service). Every baseline is measured in the same run, in
 // interleaved rounds. Usage: go run ./cmd/bench [-duration 5s] [-paths abcdn]
 package main
 
@@ -51,7 +52,7 @@ import (
 func main() {
 	duration := flag.Duration("duration", 5*time.Second, "measuring time per path and concurrency")
 	warmup := flag.Duration("warmup", time.Second, "warm-up time per path and concurrency")
-	only := flag.String("paths", "abcdn", "the paths to measure (ratios need both of their paths)")
+	only := flag.String("paths", "abcdefn", "the paths to measure (ratios need both of their paths)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if v := os.Getenv("BENCH_GC"); v != "" {
@@ -147,7 +148,9 @@ inbound:
   app: %s
   listen: 127.0.0.1:%d
   register: {admin: %s, uri: "http://127.0.0.1:%[2]d"}
-  services: [{name: rgtest.v1.Echo, handlers: {Call: ""}}]
+  services:
+    - {name: rgtest.v1.Echo, handlers: {Call: ""}}
+    - {name: rgtest.v1.Echo, as: rgtest.v1.EchoFast, handlers: {Call: ""}, fastPath: true}
 `, al.Addr(), port, rs.Admin))
 	if err != nil {
 		return err
@@ -162,6 +165,15 @@ outbound:
   upstreams: {rgtest.v1.Echo: %s}
   routes: [{match: rgtest.v1.Echo/Call}]
 `, rs.Ingress, al.Addr()))
+	if err != nil {
+		return err
+	}
+	outFast, err := start(ctx, quiet, fmt.Sprintf(`
+outbound:
+  listen: 127.0.0.1:0
+  ingress: %s
+  routes: [{match: rgtest.v1.Echo/Call, service: rgtest.v1.EchoFast}]
+`, rs.Ingress))
 	if err != nil {
 		return err
 	}
@@ -203,6 +215,11 @@ outbound:
 		return err
 	}
 	defer closeD()
+	durableFast, closeF, err := grpcCaller(outFast.OutboundAddr().String())
+	if err != nil {
+		return err
+	}
+	defer closeF()
 
 	paths := []struct {
 		name string
@@ -212,11 +229,13 @@ outbound:
 		{"b passthrough", passthrough},
 		{"c restate alone", httpCaller("/rgtest.v1.Echo/Call")},
 		{"d durable", durable},
+		{"e alone, fastPath", httpCaller("/rgtest.v1.EchoFast/Call")},
+		{"f durable, fastPath", durableFast},
 		{"n native", httpCaller("/bench.Native/Call")},
 	}
 	fmt.Printf("machine: %s/%s, %d CPUs, %s; restate-server 1.7.12; %s per point after %s warm-up\n\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), duration, warmup)
-	fmt.Printf("%-16s %5s %10s %10s %10s %7s %12s %12s\n", "path", "conc", "p50", "p99", "req/s", "errors", "cpu/call", "restate cpu")
+	fmt.Printf("%-19s %5s %10s %10s %10s %7s %12s %12s\n", "path", "conc", "p50", "p99", "req/s", "errors", "cpu/call", "restate cpu")
 	// Paths are measured in interleaved rounds, so that a drift of the machine (frequency,
 	// background work of the Restate server) hits each path and its baseline alike.
 	const rounds = 10
@@ -244,11 +263,11 @@ outbound:
 			r := s.result()
 			r.path, r.concurrency = p.name, conc
 			byKey[fmt.Sprint(p.name[:1], conc)] = r
-			fmt.Printf("%-16s %5d %10s %10s %10.0f %7d %12s %12s\n", r.path, conc, ms(r.p50), ms(r.p99), r.rps, r.errors, ms(r.cpuSelf), ms(r.cpuRestate))
+			fmt.Printf("%-19s %5d %10s %10s %10.0f %7d %12s %12s\n", r.path, conc, ms(r.p50), ms(r.p99), r.rps, r.errors, ms(r.cpuSelf), ms(r.cpuRestate))
 		}
 	}
 	fmt.Printf("\n%-22s %5s %10s %10s %12s\n", "ratio", "conc", "p50", "p99", "throughput")
-	for _, pair := range [][2]string{{"b", "a"}, {"d", "c"}, {"d", "n"}} {
+	for _, pair := range [][2]string{{"b", "a"}, {"d", "c"}, {"f", "e"}, {"d", "n"}, {"f", "n"}} {
 		if !strings.Contains(only, pair[0]) || !strings.Contains(only, pair[1]) {
 			continue
 		}
