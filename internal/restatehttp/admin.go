@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-
 )
 
 // Admin calls Restate's admin API.
