@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -43,9 +44,7 @@ type Options struct {
 	Descriptors descriptors.Resolver
 	// Self is the listener's actual address, so that a passthrough call to the sidecar itself
 	// is refused with a useful message. Default Config.Listen.
-	Self string
-	// Dial opens passthrough connections; default grpc.NewClient with plaintext credentials.
-	Dial   func(target string) (*grpc.ClientConn, error)
+	Self   string
 	Logger *slog.Logger
 }
 
@@ -56,7 +55,6 @@ type Handler struct {
 	ingr   Invoker
 	admin  Canceller
 	desc   descriptors.Resolver
-	dial   func(string) (*grpc.ClientConn, error)
 	log    *slog.Logger
 	self   string
 
@@ -79,16 +77,12 @@ func New(o Options) (*Handler, error) {
 		ingr:   o.Ingress,
 		admin:  o.Admin,
 		desc:   o.Descriptors,
-		dial:   o.Dial,
 		log:    o.Logger,
 		conns:  map[string]*grpc.ClientConn{},
 		self:   o.Self,
 	}
 	if h.self == "" {
 		h.self = o.Config.Listen
-	}
-	if h.dial == nil {
-		h.dial = DialPlaintext
 	}
 	if h.log == nil {
 		h.log = slog.Default()
@@ -100,7 +94,7 @@ func New(o Options) (*Handler, error) {
 // retry: a proxied call is the caller's to retry, and Restate retries durable ones.
 func DialPlaintext(target string) (*grpc.ClientConn, error) {
 	return grpc.NewClient("passthrough:///"+target,
-		grpc.WithTransportCredentials(insecureCreds()),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDisableRetry(),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec)))
 }

@@ -7,8 +7,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -16,8 +14,6 @@ import (
 // hopHeader marks calls the sidecar forwarded, so that a call routed back to the sidecar
 // itself fails instead of looping.
 const hopHeader = "x-restate-grpc-hop"
-
-func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }
 
 // passthrough forwards a call of any kind unchanged to its original destination.
 func (h *Handler) passthrough(stream grpc.ServerStream, method string) error {
@@ -122,7 +118,7 @@ func (h *Handler) upstream(method string, md metadata.MD) (*grpc.ClientConn, err
 	if c, ok := h.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := h.dial(addr)
+	c, err := DialPlaintext(addr)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "dialing upstream %s for %s: %v", addr, method, err)
 	}
