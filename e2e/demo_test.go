@@ -37,6 +37,8 @@ func TestDemo(t *testing.T) {
 		regexp.MustCompile(`Status \(shared handler\): paid`),
 		regexp.MustCompile(`GetOrder order-\d+ \(restate-invocation-id=inv_\w+ restate-key=order-\d+ trace=4bf92f3577b34da6a3ce929d0e0e4736\)`),
 		regexp.MustCompile(`health SERVING \(no restate headers: -\)`),
+		regexp.MustCompile(`attached to inv_\w+: order version \d+ with 2 items`),
+		regexp.MustCompile(`\n    invocation  inv_\w+\n    invocation  inv_\w+\n    payload     \d+ bytes\n`),
 		regexp.MustCompile(`answered after [\d.]+s: version 1; nothing lost`),
 	} {
 		if !want.MatchString(text) {

@@ -66,7 +66,13 @@ bin/sidecar run -config examples/orders/shop-sidecar.yaml -health 127.0.0.1:1502
 pids+=($!)
 wait_http http://127.0.0.1:15021/healthz "the shop sidecar"
 
-bin/shop tour
+bin/shop tour | tee "$work/tour.log"
+
+echo
+echo "==> Managing invocations from a shell: the checkout workflow of the first order"
+wf=$(grep -o 'order-[0-9]*' "$work/tour.log" | head -1)
+bin/sidecar invocations lookup -addr 127.0.0.1:15001 -workflow orders.v1.Checkout -workflow-id "$wf" | sed 's/^/    /'
+bin/sidecar invocations output -addr 127.0.0.1:15001 -workflow orders.v1.Checkout -workflow-id "$wf" | sed 's/^/    /'
 
 echo
 echo "==> Durability: the orders app goes down, the shop calls anyway"

@@ -150,6 +150,20 @@ func (s shop) tour(ctx context.Context) {
 	}
 	show("Status (shared handler): %s", o.GetStatus())
 
+	step("Attach: a send returns an id at once; a later call with restate-attach gets its result, typed")
+	_, err = s.orders.AddItem(with(ctx, "order-id", order, "restate-mode", "send", "idempotency-key", "late-"+run),
+		&ordersv1.AddItemRequest{OrderId: order, Item: &ordersv1.Item{Sku: "lamp", Quantity: 2}}, grpc.Header(&h))
+	if err != nil {
+		fail(err)
+	}
+	id := first(h, "restate-invocation-id")
+	show("sent: %s", durable(h))
+	o, err = s.orders.AddItem(with(ctx, "order-id", order, "restate-attach", id), &ordersv1.AddItemRequest{OrderId: order})
+	if err != nil {
+		fail(err)
+	}
+	show("attached to %s: order version %d with %d items", id, o.GetVersion(), len(o.GetItems()))
+
 	step("Trace context: the caller's traceparent reaches the app (the orders app prints the trace id)")
 	_, err = s.orders.GetOrder(with(ctx, "order-id", order, "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
 		&ordersv1.GetOrderRequest{OrderId: order})
