@@ -140,7 +140,7 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 	if inv.Send {
 		p += "/send"
 		if inv.Delay > 0 {
-			p += "?delay=" + inv.Delay.String()
+			p += fmt.Sprintf("?delay=%dms", inv.Delay.Milliseconds()) // as sdk-go sends it
 		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+p, bytes.NewReader(inv.Body))
