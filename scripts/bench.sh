@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The benchmark of BENCHMARKS.md: installs what is missing, then measures the four paths (and a
-# native reference) on this machine and prints the table and the ratios.
+# The benchmark of BENCHMARKS.md: installs what is missing, then measures the paths twice: with
+# the app and the sidecars in the benchmark's process (the cost of the sidecars' own work), and
+# with each in its own process, as deployed (that plus the process hops). Extra arguments go to both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/tools.sh >/dev/null
 go run ./cmd/bench "$@"
+echo
+go run ./cmd/bench -processes "$@"

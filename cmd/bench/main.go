@@ -40,12 +40,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/inbound"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
-	"github.com/restate-grpc/restate-grpc/internal/sidecar"
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
-	"github.com/restate-grpc/restate-grpc/internal/testservice"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
@@ -54,6 +51,7 @@ func main() {
 	warmup := flag.Duration("warmup", time.Second, "warm-up time per path and concurrency")
 	only := flag.String("paths", "abcdefn", "the paths to measure (ratios need both of their paths)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	processes := flag.Bool("processes", false, "run the app and each sidecar in its own process, as deployed (default: all in this process)")
 	flag.Parse()
 	if v := os.Getenv("BENCH_GC"); v != "" {
 		n, _ := strconv.Atoi(v)
@@ -68,7 +66,7 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*duration, *warmup, *only); err != nil {
+	if err := run(*duration, *warmup, *only, *processes); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -84,11 +82,12 @@ type result struct {
 	p50, p99    time.Duration
 	rps         float64
 	errors      int
-	// CPU per call of this process (load generator, apps, sidecars) and of the Restate server.
+	// CPU per call of this process and the app's and sidecars' (when they run apart), and of
+	// the Restate server.
 	cpuSelf, cpuRestate time.Duration
 }
 
-func run(duration, warmup time.Duration, only string) error {
+func run(duration, warmup time.Duration, only string, processes bool) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "rg-bench-")
@@ -103,14 +102,7 @@ func run(duration, warmup time.Duration, only string) error {
 	defer rs.Stop()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	// The app, and the native service of (c) doing the same work.
-	app := testservice.NewApp()
-	app.KeepNoHistory()
-	al, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer app.Serve(al).Stop()
+	// The native service of (n): the same work as the app, in this process.
 	native := restate.NewService("bench.Native").Handler("Call", restate.NewServiceHandler(
 		func(ctx restate.Context, in []byte) ([]byte, error) {
 			var req testpb.Req
@@ -138,52 +130,55 @@ func run(duration, warmup time.Duration, only string) error {
 		return err
 	}
 
-	// The sidecars.
-	port, err := testenv.FreePort()
+	// The app and the sidecars: in this process, or each in its own as deployed.
+	var parts runner = &inProcess{ctx: ctx, log: quiet}
+	if processes {
+		pr, err := newProcesses(dir)
+		if err != nil {
+			return err
+		}
+		defer pr.stop()
+		parts = pr
+	}
+	addrs, err := freeAddrs(5)
 	if err != nil {
 		return err
 	}
-	in, err := start(ctx, quiet, fmt.Sprintf(`
+	appAddr, inAddr, outAddr, fastAddr, passAddr := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4]
+	if err := parts.app(appAddr); err != nil {
+		return err
+	}
+	for _, sc := range []string{
+		fmt.Sprintf(`
 inbound:
   app: %s
-  listen: 127.0.0.1:%d
-  register: {admin: %s, uri: "http://127.0.0.1:%[2]d"}
+  listen: %s
+  register: {admin: %s, uri: "http://%[2]s"}
   services:
     - {name: rgtest.v1.Echo, handlers: {Call: ""}}
     - {name: rgtest.v1.Echo, as: rgtest.v1.EchoFast, handlers: {Call: ""}, fastPath: true}
-`, al.Addr(), port, rs.Admin))
-	if err != nil {
-		return err
-	}
-	for !in.Ready() {
-		time.Sleep(20 * time.Millisecond)
-	}
-	out, err := start(ctx, quiet, fmt.Sprintf(`
+`, appAddr, inAddr, rs.Admin),
+		fmt.Sprintf(`
 outbound:
-  listen: 127.0.0.1:0
+  listen: %s
   ingress: %s
-  upstreams: {rgtest.v1.Echo: %s}
   routes: [{match: rgtest.v1.Echo/Call}]
-`, rs.Ingress, al.Addr()))
-	if err != nil {
-		return err
-	}
-	outFast, err := start(ctx, quiet, fmt.Sprintf(`
+`, outAddr, rs.Ingress),
+		fmt.Sprintf(`
 outbound:
-  listen: 127.0.0.1:0
+  listen: %s
   ingress: %s
   routes: [{match: rgtest.v1.Echo/Call, service: rgtest.v1.EchoFast}]
-`, rs.Ingress))
-	if err != nil {
-		return err
-	}
-	pass, err := start(ctx, quiet, fmt.Sprintf(`
+`, fastAddr, rs.Ingress),
+		fmt.Sprintf(`
 outbound:
-  listen: 127.0.0.1:0
+  listen: %s
   upstreams: {rgtest.v1.Echo: %s}
-`, al.Addr()))
-	if err != nil {
-		return err
+`, passAddr, appAddr),
+	} {
+		if err := parts.sidecar(sc); err != nil {
+			return err
+		}
 	}
 
 	req := &testpb.Req{Text: strings.Repeat("x", 64)}
@@ -200,22 +195,22 @@ outbound:
 	httpCaller := func(path string) caller {
 		return func(ctx context.Context) error { return post(ctx, hc, rs.Ingress+path, body) }
 	}
-	direct, closeA, err := grpcCaller(al.Addr().String())
+	direct, closeA, err := grpcCaller(appAddr)
 	if err != nil {
 		return err
 	}
 	defer closeA()
-	passthrough, closeB, err := grpcCaller(pass.OutboundAddr().String())
+	passthrough, closeB, err := grpcCaller(passAddr)
 	if err != nil {
 		return err
 	}
 	defer closeB()
-	durable, closeD, err := grpcCaller(out.OutboundAddr().String())
+	durable, closeD, err := grpcCaller(outAddr)
 	if err != nil {
 		return err
 	}
 	defer closeD()
-	durableFast, closeF, err := grpcCaller(outFast.OutboundAddr().String())
+	durableFast, closeF, err := grpcCaller(fastAddr)
 	if err != nil {
 		return err
 	}
@@ -233,8 +228,12 @@ outbound:
 		{"f durable, fastPath", durableFast},
 		{"n native", httpCaller("/bench.Native/Call")},
 	}
-	fmt.Printf("machine: %s/%s, %d CPUs, %s; restate-server 1.7.12; %s per point after %s warm-up\n\n",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), duration, warmup)
+	where := "the app and the sidecars in the benchmark's process"
+	if processes {
+		where = "the app and each sidecar in its own process"
+	}
+	fmt.Printf("machine: %s/%s, %d CPUs, %s; restate-server 1.7.12; %s per point after %s warm-up; %s\n\n",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), duration, warmup, where)
 	fmt.Printf("%-19s %5s %10s %10s %10s %7s %12s %12s\n", "path", "conc", "p50", "p99", "req/s", "errors", "cpu/call", "restate cpu")
 	// Paths are measured in interleaved rounds, so that a drift of the machine (frequency,
 	// background work of the Restate server) hits each path and its baseline alike.
@@ -244,14 +243,14 @@ outbound:
 		samples := map[string]*sample{}
 		for _, p := range paths {
 			if strings.Contains(only, p.name[:1]) {
-				load(ctx, p.call, conc, warmup, rs.Pid())
+				load(ctx, p.call, conc, warmup, parts.pids(), rs.Pid())
 				samples[p.name] = &sample{}
 			}
 		}
 		for range rounds {
 			for _, p := range paths {
 				if s := samples[p.name]; s != nil {
-					s.add(load(ctx, p.call, conc, duration/rounds, rs.Pid()))
+					s.add(load(ctx, p.call, conc, duration/rounds, parts.pids(), rs.Pid()))
 				}
 			}
 		}
@@ -289,14 +288,6 @@ outbound:
 	return nil
 }
 
-func start(ctx context.Context, log *slog.Logger, yaml string) (*sidecar.Sidecar, error) {
-	cfg, err := config.Parse([]byte(yaml))
-	if err != nil {
-		return nil, err
-	}
-	return sidecar.Start(ctx, sidecar.Options{Config: cfg, Logger: log})
-}
-
 // sample accumulates the latencies of several rounds.
 type sample struct {
 	lat                 []time.Duration
@@ -325,33 +316,41 @@ func (s *sample) result() result {
 	return r
 }
 
-// cpuTimes returns the CPU time used so far by this process and by the process pid.
-func cpuTimes(pid int) (self, other time.Duration) {
+// cpuTimes returns the CPU time used so far by this process plus the processes parts, and by
+// the process restate.
+func cpuTimes(parts []int, restate int) (self, other time.Duration) {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return self, 0
+	for _, pid := range parts {
+		self += procCPU(pid)
 	}
-	// Fields after the command name (which may hold spaces): utime and stime are the 12th and
-	// 13th, in clock ticks of 1/100 s.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	if len(f) > 12 {
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		other = time.Duration(ut+st) * 10 * time.Millisecond
-	}
-	return self, other
+	return self, procCPU(restate)
 }
 
-// load runs call from conc callers for d; pid is the Restate server's.
-func load(ctx context.Context, call caller, conc int, d time.Duration, pid int) *sample {
+// procCPU reads a process's CPU time from /proc: utime and stime, the 12th and 13th fields
+// after the command name (which may hold spaces), in clock ticks of 1/100 s.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// load runs call from conc callers for d; parts and restate are the pids whose CPU it counts.
+func load(ctx context.Context, call caller, conc int, d time.Duration, parts []int, restate int) *sample {
 	var mu sync.Mutex
 	s := &sample{}
 	deadline := time.Now().Add(d)
-	self0, restate0 := cpuTimes(pid)
+	self0, restate0 := cpuTimes(parts, restate)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range conc {
@@ -374,7 +373,7 @@ func load(ctx context.Context, call caller, conc int, d time.Duration, pid int) 
 	}
 	wg.Wait()
 	s.elapsed = time.Since(start)
-	self1, restate1 := cpuTimes(pid)
+	self1, restate1 := cpuTimes(parts, restate)
 	s.cpuSelf, s.cpuRestate = self1-self0, restate1-restate0
 	return s
 }
