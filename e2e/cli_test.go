@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"google.golang.org/protobuf/proto"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -74,7 +75,7 @@ func TestInvocationsCLI(t *testing.T) {
 			t.Errorf("output -json: exit %d, %q", code, out)
 		}
 		var resp testpb.Resp
-		if err := unmarshalProto(got.Payload, &resp); err != nil || resp.GetText() != idem {
+		if err := proto.Unmarshal(got.Payload, &resp); err != nil || resp.GetText() != idem {
 			t.Errorf("payload decodes to %v (%v), want the Echo answer %q", &resp, err, idem)
 		}
 	})

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -346,8 +345,6 @@ func ctxWith(ctx context.Context, md []string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, md...)
 }
 
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
 func (e *envT) adminQuery(t *testing.T, sql string, rows any) {
 	t.Helper()
 	a, err := restatehttp.NewAdmin(e.restate.Admin, restatehttp.Options{})
@@ -358,5 +355,3 @@ func (e *envT) adminQuery(t *testing.T, sql string, rows any) {
 		t.Fatal(err)
 	}
 }
-
-func unmarshalProto(b []byte, m proto.Message) error { return proto.Unmarshal(b, m) }

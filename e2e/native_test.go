@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -133,7 +134,7 @@ func TestNativeHandlerReachesLegacyApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got driveResult
-	if err := jsonUnmarshal(res.Body, &got); err != nil {
+	if err := json.Unmarshal(res.Body, &got); err != nil {
 		t.Fatal(err)
 	}
 	if got.Called != id+"-request" || got.ObjectKey != id || got.Attached != id+"-delayed" {
