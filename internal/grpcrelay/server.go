@@ -1,0 +1,237 @@
+package grpcrelay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/status"
+)
+
+// ErrServerClosed is what Serve returns after Shutdown.
+var ErrServerClosed = errors.New("grpcrelay: server closed")
+
+// Request is what the Director sees of a new stream.
+type Request struct {
+	Method    string // :path, "/pkg.Service/Method"
+	Authority string
+	Header    []hpack.HeaderField // every field, pseudo-headers first
+}
+
+// Get returns the last value of the header field name (lower case).
+func (r *Request) Get(name string) (string, bool) {
+	for i := len(r.Header) - 1; i >= 0; i-- {
+		if r.Header[i].Name == name {
+			return r.Header[i].Value, true
+		}
+	}
+	return "", false
+}
+
+// IsGRPC reports whether the request is a gRPC call (a POST of application/grpc).
+func (r *Request) IsGRPC() bool {
+	m, _ := r.Get(":method")
+	ct, _ := r.Get("content-type")
+	return m == "POST" && (ct == "application/grpc" || len(ct) > 17 && ct[:17] == "application/grpc+" || len(ct) > 17 && ct[:17] == "application/grpc;")
+}
+
+// Decision is the Director's answer for one stream. Exactly one of Local, Upstream and Status
+// is set.
+type Decision struct {
+	Local    bool           // hand the stream to the server behind Server.Local
+	Upstream string         // relay the stream to this host:port
+	Status   *status.Status // answer with this status and nothing else
+
+	// Header is added to the request headers of a relayed stream.
+	Header []hpack.HeaderField
+	// MaxRequestMessage, when above 0, bounds each request message of a relayed stream: a
+	// larger one ends the call with RESOURCE_EXHAUSTED before the upstream sees it.
+	MaxRequestMessage int
+}
+
+// Server relays the streams of the connections it accepts.
+type Server struct {
+	// Director decides each new stream. It runs on the connection's reading goroutine with the
+	// connection locked, so it must be quick and must not block.
+	Director func(*Request) Decision
+	// Local connects to the local server, for Decision.Local.
+	Local func(ctx context.Context) (net.Conn, error)
+	// Dial connects to an upstream; default a net.Dialer with DialTimeout.
+	Dial   func(ctx context.Context, addr string) (net.Conn, error)
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	links     map[*link]struct{}
+	closing   bool
+	wg        sync.WaitGroup
+}
+
+// DialTimeout bounds connecting to an upstream.
+const DialTimeout = 10 * time.Second
+
+// Serve accepts connections on l and relays their streams until Shutdown or Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+		s.links = map[*link]struct{}{}
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: wait, as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if !s.track(c) {
+			c.Close()
+			return ErrServerClosed
+		}
+	}
+}
+
+// track starts serving c, unless the server is closing.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	l := newLink(s, c)
+	s.links[l] = struct{}{}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		l.serve()
+		s.mu.Lock()
+		delete(s.links, l)
+		s.mu.Unlock()
+	}()
+	return true
+}
+
+// Shutdown stops accepting, tells every connection that no new stream will be taken
+// (GOAWAY), and waits for their streams to end, or for ctx, after which it closes them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for l := range s.links {
+		l.drain()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes every listener and connection at once.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for l := range s.links {
+		l.closeAll()
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Server) dial(ctx context.Context, d Decision) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	defer cancel()
+	switch {
+	case d.Local:
+		return s.Local(ctx)
+	case s.Dial != nil:
+		return s.Dial(ctx, d.Upstream)
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", d.Upstream)
+}
+
+// readFrames reads r's frames into handle, which runs with l locked, and flushes what the
+// handling wrote whenever nothing more is buffered: a burst of frames costs one write per peer.
+func (l *link) readFrames(self *peer, handle func(http2.Frame) error, bad func(http2.StreamError)) error {
+	br := bufio.NewReaderSize(self.nc, 32<<10)
+	fr := http2.NewFramer(nil, br)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.MaxHeaderListSize = maxHeaderListSize
+	var t touched
+	for {
+		f, err := fr.ReadFrame()
+		var se http2.StreamError
+		switch {
+		case errors.As(err, &se):
+			l.mu.Lock()
+			l.t = &t
+			bad(se)
+			l.t = nil
+			l.mu.Unlock()
+		case err != nil:
+			t.flush(self)
+			return err
+		default:
+			l.mu.Lock()
+			l.t = &t
+			err = handle(f)
+			l.t = nil
+			l.mu.Unlock()
+			if err != nil {
+				t.flush(self)
+				return err
+			}
+		}
+		if br.Buffered() == 0 {
+			t.flush(self)
+		}
+	}
+}
