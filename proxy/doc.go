@@ -2,10 +2,13 @@
 // turns them into Restate invocations (calls that match a route rule) or forwards them unchanged
 // to their original destination (passthrough, streaming included).
 //
-// Payloads are never decoded: the listener's codec hands every message over as raw bytes, which
-// go to the Restate ingress as application/proto, or to the upstream as they came. Only a route
-// that takes its key from a message field reads that one field off the wire.
+// A Server relays each HTTP/2 stream at the frame level (internal/grpcrelay) and decides it
+// from its headers alone: a passthrough call goes to its upstream frame by frame, so it costs
+// about what a TCP relay costs; a durable call, and the sidecar's own services (the management
+// API), go over an in-memory connection to a local grpc.Server, where the Handler serves
+// every method no registered service claims.
 //
-// All of it is one grpc.StreamHandler installed as the server's unknown-service handler, so
-// services registered on the same server (the management API) keep working beside it.
+// Payloads are never decoded: durable calls reach the Handler as raw bytes, which go to the
+// Restate ingress as application/proto; passthrough calls are not even split into messages.
+// Only a route that takes its key from a message field reads that one field off the wire.
 package proxy

@@ -57,10 +57,7 @@ type Handler struct {
 	desc   descriptors.Resolver
 	log    *slog.Logger
 	self   string
-
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn // passthrough upstreams by address
-	paths sync.Map                    // method+"|"+field path -> *descriptors.FieldPath
+	paths  sync.Map // method+"|"+field path -> *descriptors.FieldPath
 }
 
 // New returns a handler for o.
@@ -78,7 +75,6 @@ func New(o Options) (*Handler, error) {
 		admin:  o.Admin,
 		desc:   o.Descriptors,
 		log:    o.Logger,
-		conns:  map[string]*grpc.ClientConn{},
 		self:   o.Self,
 	}
 	if h.self == "" {
@@ -113,31 +109,17 @@ func (h *Handler) ServerOptions() []grpc.ServerOption {
 	}
 }
 
-// Close closes the passthrough connections.
-func (h *Handler) Close() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var errs []error
-	for addr, c := range h.conns {
-		errs = append(errs, c.Close())
-		delete(h.conns, addr)
-	}
-	return errors.Join(errs...)
-}
-
-// Handle serves one call: durable when a route matches, else passthrough or reject.
+// Handle serves a durable call. The Server sends only calls that match a route here.
 func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
 	method, ok := grpc.MethodFromServerStream(stream)
 	if !ok {
 		return status.Error(codes.Internal, "proxy: no method on the stream")
 	}
-	if r := h.routes.match(method); r != nil {
-		return h.durable(stream, method, r)
+	r := h.routes.match(method)
+	if r == nil {
+		return status.Errorf(codes.Unimplemented, "%s matches no durable route", method)
 	}
-	if h.cfg.Unmatched == config.UnmatchedReject {
-		return status.Errorf(codes.Unimplemented, "%s matches no route and unmatched calls are rejected (outbound.unmatched: reject)", method)
-	}
-	return h.passthrough(stream, method)
+	return h.durable(stream, method, r)
 }
 
 // invocation builds the Restate invocation of one call.

@@ -1,129 +1,51 @@
 package proxy
 
 import (
-	"context"
-	"io"
 	"net"
 
-	"google.golang.org/grpc"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/grpcrelay"
 )
 
 // hopHeader marks calls the sidecar forwarded, so that a call routed back to the sidecar
 // itself fails instead of looping.
 const hopHeader = "x-restate-grpc-hop"
 
-// passthrough forwards a call of any kind unchanged to its original destination.
-func (h *Handler) passthrough(stream grpc.ServerStream, method string) error {
-	ctx := stream.Context()
-	md, _ := metadata.FromIncomingContext(ctx)
-	if len(md.Get(hopHeader)) > 0 {
-		return status.Errorf(codes.FailedPrecondition, "%s came back to the sidecar it passed through: its upstream is the sidecar itself", method)
-	}
-	conn, err := h.upstream(method, md)
-	if err != nil {
-		return err
-	}
-	out := metadata.MD{}
-	for k, vs := range md {
-		if k[0] != ':' && k != "content-type" && k != "user-agent" && k != "te" {
-			out[k] = vs
-		}
-	}
-	out.Set(hopHeader, "1")
-	// The upstream call lives exactly as long as this handler: cancelling it on every return
-	// stops the client-to-upstream pump below.
-	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, out))
-	defer cancel()
-	cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method,
-		grpc.MaxCallRecvMsgSize(h.cfg.MaxMessageBytes), grpc.MaxCallSendMsgSize(h.cfg.MaxMessageBytes))
-	if err != nil {
-		return err
-	}
-	// Buffered, so the pump never blocks on an error nobody reads once this handler returns.
-	c2s := make(chan error, 1)
-	go func() { c2s <- pumpToUpstream(stream, cs) }()
+var hop = []hpack.HeaderField{{Name: hopHeader, Value: "1"}}
 
-	headerSent := false
-	for {
-		var msg []byte
-		err := cs.RecvMsg(&msg)
-		if !headerSent {
-			// The upstream's header goes out with the first message, or with the status
-			// when the upstream answers with an error and no message.
-			if hdr, herr := cs.Header(); herr == nil && len(hdr) > 0 {
-				if serr := stream.SetHeader(hdr); serr != nil {
-					return serr
-				}
-			}
-			headerSent = true
+// direct decides each call on the outbound listener from its headers. The local server takes
+// durable routes, the sidecar's own services (own) and anything that is not gRPC (which
+// grpc-go answers as it should); every other call passes through unchanged to its upstream,
+// or is refused.
+func (h *Handler) direct(own map[string]bool) func(*grpcrelay.Request) grpcrelay.Decision {
+	return func(r *grpcrelay.Request) grpcrelay.Decision {
+		svc, _ := splitMethod(r.Method)
+		if !r.IsGRPC() || own[svc] || h.routes.match(r.Method) != nil {
+			return grpcrelay.Decision{Local: true}
 		}
-		if err != nil {
-			stream.SetTrailer(cs.Trailer())
-			if err == io.EOF {
-				return nil
-			}
-			return err // the upstream's status, unchanged
+		if h.cfg.Unmatched == config.UnmatchedReject {
+			return refuse(codes.Unimplemented, "%s matches no route and unmatched calls are rejected (outbound.unmatched: reject)", r.Method)
 		}
-		if err := stream.SendMsg(&msg); err != nil {
-			return err
+		if _, looped := r.Get(hopHeader); looped {
+			return refuse(codes.FailedPrecondition, "%s came back to the sidecar it passed through: its upstream is the sidecar itself", r.Method)
 		}
-		select {
-		case err := <-c2s:
-			if err != nil {
-				return err
-			}
-			c2s = nil // half-closed; keep relaying the upstream's messages
-		default:
+		addr, ok := h.cfg.Upstreams[svc]
+		if !ok {
+			addr = r.Authority
 		}
+		if addr == "" || h.isSelf(addr) {
+			return refuse(codes.Unavailable, "no upstream for %s: add outbound.upstreams[%q], or dial the sidecar with grpc.WithAuthority(\"host:port of the service\")", r.Method, svc)
+		}
+		return grpcrelay.Decision{Upstream: addr, Header: hop, MaxRequestMessage: h.cfg.MaxMessageBytes}
 	}
 }
 
-// pumpToUpstream relays the caller's messages and half-closes when the caller does.
-func pumpToUpstream(stream grpc.ServerStream, cs grpc.ClientStream) error {
-	for {
-		var msg []byte
-		if err := stream.RecvMsg(&msg); err != nil {
-			if err == io.EOF {
-				return cs.CloseSend()
-			}
-			return err
-		}
-		if err := cs.SendMsg(&msg); err != nil {
-			if err == io.EOF {
-				return nil // the upstream finished; its status comes from RecvMsg
-			}
-			return err
-		}
-	}
-}
-
-// upstream returns the connection for a passthrough call: the upstream configured for its
-// service, or else its :authority.
-func (h *Handler) upstream(method string, md metadata.MD) (*grpc.ClientConn, error) {
-	svc, _ := splitMethod(method)
-	addr, ok := h.cfg.Upstreams[svc]
-	if !ok {
-		if a := md.Get(":authority"); len(a) > 0 {
-			addr = a[0]
-		}
-	}
-	if addr == "" || h.isSelf(addr) {
-		return nil, status.Errorf(codes.Unavailable, "no upstream for %s: add outbound.upstreams[%q], or dial the sidecar with grpc.WithAuthority(\"host:port of the service\")", method, svc)
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if c, ok := h.conns[addr]; ok {
-		return c, nil
-	}
-	c, err := DialPlaintext(addr)
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "dialing upstream %s for %s: %v", addr, method, err)
-	}
-	h.conns[addr] = c
-	return c, nil
+func refuse(c codes.Code, format string, a ...any) grpcrelay.Decision {
+	return grpcrelay.Decision{Status: status.Newf(c, format, a...)}
 }
 
 // isSelf reports whether addr is the sidecar's own listener.

@@ -182,34 +182,24 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(h.ServerOptions()...)
-	if mgmt != nil {
-		invocationsv1.RegisterInvocationsServer(srv, mgmt)
-	}
+	srv := proxy.NewServer(h, func(r grpc.ServiceRegistrar) {
+		if mgmt != nil {
+			invocationsv1.RegisterInvocationsServer(r, mgmt)
+		}
+	}, s.log)
 	s.log.Info("outbound listening", "addr", s.outbound.Addr().String(), "routes", len(oc.Routes), "unmatched", oc.Unmatched, "ingress", oc.Ingress)
 	s.goFn(func() {
-		if err := srv.Serve(s.outbound); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := srv.Serve(s.outbound); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
 			s.fail(fmt.Errorf("outbound: %w", err))
 		}
 	})
 	s.goFn(func() {
 		<-ctx.Done()
-		stopGRPC(srv)
-		h.Close()
+		grace, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+		defer cancel()
+		srv.Shutdown(grace)
 	})
 	return nil
-}
-
-// stopGRPC stops srv gracefully, but within ShutdownGrace.
-func stopGRPC(srv *grpc.Server) {
-	done := make(chan struct{})
-	go func() { srv.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(ShutdownGrace):
-		srv.Stop()
-		<-done
-	}
 }
 
 func (s *Sidecar) closeOnDone(ctx context.Context, conn *grpc.ClientConn) {
