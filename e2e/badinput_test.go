@@ -60,7 +60,7 @@ func TestBadInput(t *testing.T) {
 			code: codes.Unimplemented, message: "is a streaming method"},
 		{name: "oversized message", method: echoCall, req: &testpb.Req{Blob: big},
 			code: codes.ResourceExhausted, message: "larger than max"},
-		{name: "oversized message, configured limit", conn: plain, method: "/rgtest.v1.Echo/Call", req: &testpb.Req{Blob: big[:2<<20]},
+		{name: "oversized message, configured limit, passthrough", conn: plain, method: "/rgtest.v1.Echo/Call", req: &testpb.Req{Blob: big[:2<<20]},
 			code: codes.ResourceExhausted, message: "larger than max (2097"},
 		{name: "unmatched call under reject", conn: strict, method: "/rgtest.v1.Flow/Run", req: &testpb.Req{Key: "k"},
 			code: codes.Unimplemented, message: "matches no route and unmatched calls are rejected"},

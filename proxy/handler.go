@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"runtime"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -95,21 +94,8 @@ func DialPlaintext(target string) (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec)))
 }
 
-// ServerOptions are the options a grpc.Server needs to serve h: the raw codec, the size
-// limits, and h as the unknown-service handler.
-func (h *Handler) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ForceServerCodecV2(rawcodec.Codec),
-		grpc.MaxRecvMsgSize(h.cfg.MaxMessageBytes),
-		grpc.MaxSendMsgSize(h.cfg.MaxMessageBytes),
-		grpc.UnknownServiceHandler(h.Handle),
-		// Reused workers keep their grown stacks: a new goroutine per call spends more time
-		// growing its stack than the proxy spends on the call.
-		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
-	}
-}
-
-// Handle serves a durable call. The Server sends only calls that match a route here.
+// Handle serves a durable call, its messages as *[]byte. The Server sends only calls that
+// match a route here.
 func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
 	method, ok := grpc.MethodFromServerStream(stream)
 	if !ok {

@@ -17,15 +17,18 @@ const hopHeader = "x-restate-grpc-hop"
 
 var hop = []hpack.HeaderField{{Name: hopHeader, Value: "1"}}
 
-// direct decides each call on the outbound listener from its headers. The local server takes
-// durable routes, the sidecar's own services (own) and anything that is not gRPC (which
-// grpc-go answers as it should); every other call passes through unchanged to its upstream,
-// or is refused.
+// direct decides each call on the outbound listener from its headers. Durable routes run in
+// Handle; the local server takes the sidecar's own services (own) and anything that is not
+// gRPC (which grpc-go answers as it should); every other call passes through unchanged to its
+// upstream, or is refused.
 func (h *Handler) direct(own map[string]bool) func(*grpcrelay.Request) grpcrelay.Decision {
 	return func(r *grpcrelay.Request) grpcrelay.Decision {
 		svc, _ := splitMethod(r.Method)
-		if !r.IsGRPC() || own[svc] || h.routes.match(r.Method) != nil {
+		switch {
+		case !r.IsGRPC() || own[svc]:
 			return grpcrelay.Decision{Local: true}
+		case h.routes.match(r.Method) != nil:
+			return grpcrelay.Decision{Handler: h.Handle, MaxRequestMessage: h.cfg.MaxMessageBytes}
 		}
 		if h.cfg.Unmatched == config.UnmatchedReject {
 			return refuse(codes.Unimplemented, "%s matches no route and unmatched calls are rejected (outbound.unmatched: reject)", r.Method)

@@ -23,7 +23,7 @@ type Server struct {
 // NewServer returns the outbound server of h. register adds the sidecar's own services to the
 // local gRPC server before it starts; those calls never pass through.
 func NewServer(h *Handler, register func(grpc.ServiceRegistrar), log *slog.Logger) *Server {
-	local := grpc.NewServer(h.ServerOptions()...)
+	local := grpc.NewServer()
 	if register != nil {
 		register(local)
 	}

@@ -49,11 +49,12 @@ func newLink(s *Server, c net.Conn) *link {
 // stream is one call: the downstream's stream and its twin, with the same id, on up.
 type stream struct {
 	id          uint32
-	up          *peer
-	req         half // downstream -> up
-	resp        half // up -> downstream
-	respHeaders bool // the response headers went downstream
-	rstAfter    bool // up reset the stream (NO_ERROR) while its trailers still waited for window
+	up          *peer   // nil when the relay serves the stream itself
+	srv         *served // non-nil then
+	req         half    // downstream -> up
+	resp        half    // up -> downstream
+	respHeaders bool    // the response headers went downstream
+	rstAfter    bool    // up reset the stream (NO_ERROR) while its trailers still waited for window
 	limit       msgLimit
 }
 
@@ -66,6 +67,13 @@ type half struct {
 	trailers []hpack.HeaderField
 	done     bool   // END_STREAM went to to
 	credit   uint32 // bytes passed on, not yet credited to from for this stream
+}
+
+// resetUp resets the upstream's twin of s, if it has one.
+func (s *stream) resetUp(code http2.ErrCode) {
+	if s.up != nil {
+		s.up.writeRST(s.id, code)
+	}
 }
 
 // toward returns the half that carries data to p; from the half that carries p's data.
@@ -179,7 +187,7 @@ func (l *link) onDown(f http2.Frame) error {
 		l.onData(l.down, f)
 	case *http2.RSTStreamFrame:
 		if s := l.down.streams[f.StreamID]; s != nil {
-			s.up.writeRST(s.id, f.ErrCode)
+			s.resetUp(f.ErrCode)
 			l.drop(s)
 		}
 	case *http2.PushPromiseFrame:
@@ -192,7 +200,7 @@ func (l *link) onDown(f http2.Frame) error {
 
 func (l *link) badDown(se http2.StreamError) {
 	if s := l.down.streams[se.StreamID]; s != nil {
-		s.up.writeRST(s.id, http2.ErrCodeCancel)
+		s.resetUp(http2.ErrCodeCancel)
 		l.drop(s)
 	}
 	l.down.writeRST(se.StreamID, se.Code)
@@ -273,6 +281,15 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) {
 		if !f.StreamEnded() {
 			l.down.writeRST(id, http2.ErrCodeNo)
 		}
+		return
+	}
+	if d.Handler != nil {
+		s := &stream{id: id, limit: msgLimit{max: d.MaxRequestMessage}}
+		s.req = half{from: l.down, end: f.StreamEnded(), done: f.StreamEnded()}
+		s.resp = half{to: l.down, win: l.down.initWin}
+		l.down.streams[id] = s
+		l.handle(s, f, d.Handler)
+		s.srv.inEnd = f.StreamEnded()
 		return
 	}
 	p := l.upstream(d)
@@ -418,13 +435,19 @@ func (l *link) onData(p *peer, f *http2.DataFrame) {
 	if p == l.down && s.limit.max > 0 {
 		if size, over := s.limit.feed(data); over {
 			p.credit(len(data))
-			s.up.writeRST(s.id, http2.ErrCodeCancel)
+			s.resetUp(http2.ErrCodeCancel)
 			l.end(s, status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", size, s.limit.max))
 			return
 		}
 	}
 	h := s.from(p)
 	h.end = f.StreamEnded()
+	if s.srv != nil {
+		s.srv.feed(data, h.end)
+		h.done = h.end
+		h.passed(s.id, len(data))
+		return
+	}
 	l.push(s, h, data)
 }
 
@@ -481,21 +504,28 @@ func (l *link) push(s *stream, h *half, data []byte) {
 	if sent > 0 || h.done {
 		to.touch()
 	}
-	if sent > 0 {
-		h.from.credit(sent)
-		h.credit += uint32(sent)
-		if !h.end && h.credit >= streamWindow/4 {
-			h.from.fw.WriteWindowUpdate(s.id, h.credit)
-			h.credit = 0
-			h.from.touch()
-		}
-	}
+	h.passed(s.id, sent)
 	switch {
 	case s.rstAfter && s.resp.done:
 		l.down.writeRST(s.id, http2.ErrCodeNo)
 		l.drop(s)
 	case s.req.done && s.resp.done:
 		l.drop(s)
+	}
+}
+
+// passed credits h's sender for n bytes passed on: its connection window at once, the
+// stream's in batches of a quarter window, while the sender still sends.
+func (h *half) passed(id uint32, n int) {
+	if n == 0 || h.from == nil {
+		return
+	}
+	h.from.credit(n)
+	h.credit += uint32(n)
+	if !h.end && h.credit >= streamWindow/4 {
+		h.from.fw.WriteWindowUpdate(id, h.credit)
+		h.credit = 0
+		h.from.touch()
 	}
 }
 
@@ -517,12 +547,17 @@ func (l *link) drop(s *stream) {
 		return
 	}
 	delete(l.down.streams, s.id)
-	delete(s.up.streams, s.id)
 	// What was received and never passed on still counts against the senders' windows.
 	l.down.credit(len(s.req.buf))
-	s.up.credit(len(s.resp.buf))
+	if s.up != nil {
+		delete(s.up.streams, s.id)
+		s.up.credit(len(s.resp.buf))
+		l.retire(s.up)
+	}
+	if s.srv != nil {
+		s.srv.cancel()
+	}
 	s.req.buf, s.resp.buf = nil, nil
-	l.retire(s.up)
 	if l.draining && len(l.down.streams) == 0 {
 		l.down.closing = true
 		l.down.touch()

@@ -2,11 +2,16 @@ package grpcrelay
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 )
 
-// Pipe is an in-memory listener: a local server serves it, and Server.Local dials it with Dial.
+// Pipe is a listener with no address: a local server serves it, and Server.Local dials it
+// with Dial. Its connections are socket pairs: unlike net.Pipe, the kernel buffers what one
+// side writes, so a write costs the reader one wake-up instead of a rendezvous of both.
 type Pipe struct {
 	conns chan net.Conn
 	done  chan struct{}
@@ -20,15 +25,43 @@ func NewPipe() *Pipe {
 
 // Dial connects to the server accepting on p.
 func (p *Pipe) Dial(ctx context.Context) (net.Conn, error) {
-	client, server := net.Pipe()
+	client, server, err := socketPair()
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case p.conns <- server:
 		return client, nil
 	case <-p.done:
-		return nil, net.ErrClosed
+		err = net.ErrClosed
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		err = ctx.Err()
 	}
+	client.Close()
+	server.Close()
+	return nil, err
+}
+
+func socketPair() (net.Conn, net.Conn, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "grpcrelay-pipe")
+		conns[i], err = net.FileConn(f) // dups fd
+		f.Close()
+		if err != nil {
+			if i == 1 {
+				conns[0].Close()
+			} else {
+				syscall.Close(fds[1])
+			}
+			return nil, nil, fmt.Errorf("socketpair: %w", err)
+		}
+	}
+	return conns[0], conns[1], nil
 }
 
 // Accept waits for the next Dial.

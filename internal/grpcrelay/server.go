@@ -6,11 +6,13 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 )
 
@@ -41,17 +43,21 @@ func (r *Request) IsGRPC() bool {
 	return m == "POST" && (ct == "application/grpc" || len(ct) > 17 && ct[:17] == "application/grpc+" || len(ct) > 17 && ct[:17] == "application/grpc;")
 }
 
-// Decision is the Director's answer for one stream. Exactly one of Local, Upstream and Status
-// is set.
+// Decision is the Director's answer for one stream. Exactly one of Handler, Local, Upstream
+// and Status is set.
 type Decision struct {
+	// Handler serves the stream in this process, with messages as *[]byte. The relay is its
+	// gRPC server, so the call costs no second hop; the handler's response data is buffered
+	// as its caller's window requires, without blocking the handler, which suits unary calls.
+	Handler  grpc.StreamHandler
 	Local    bool           // hand the stream to the server behind Server.Local
 	Upstream string         // relay the stream to this host:port
 	Status   *status.Status // answer with this status and nothing else
 
 	// Header is added to the request headers of a relayed stream.
 	Header []hpack.HeaderField
-	// MaxRequestMessage, when above 0, bounds each request message of a relayed stream: a
-	// larger one ends the call with RESOURCE_EXHAUSTED before the upstream sees it.
+	// MaxRequestMessage, when above 0, bounds each request message of a relayed or handled
+	// stream: a larger one ends the call with RESOURCE_EXHAUSTED before it is passed on.
 	MaxRequestMessage int
 }
 
@@ -65,6 +71,11 @@ type Server struct {
 	// Dial connects to an upstream; default a net.Dialer with DialTimeout.
 	Dial   func(ctx context.Context, addr string) (net.Conn, error)
 	Logger *slog.Logger
+
+	work      chan func() // to idle workers
+	startPool sync.Once
+	done      chan struct{} // closed by Shutdown and Close: workers exit
+	closeOnce sync.Once
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -89,6 +100,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
+	s.pool()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, l)
@@ -141,6 +153,41 @@ func (s *Server) track(c net.Conn) bool {
 	return true
 }
 
+// pool starts the workers that run handlers. Reused goroutines keep their grown stacks: a new
+// goroutine per call spends more time growing its stack than the relay spends on the call.
+func (s *Server) pool() {
+	s.startPool.Do(func() {
+		s.work = make(chan func())
+		s.done = make(chan struct{})
+		for range runtime.GOMAXPROCS(0) {
+			go func() {
+				for {
+					select {
+					case fn := <-s.work:
+						fn()
+					case <-s.done:
+						return
+					}
+				}
+			}()
+		}
+	})
+}
+
+// run runs fn on an idle worker, or else on a new goroutine.
+func (s *Server) run(fn func()) {
+	select {
+	case s.work <- fn:
+	default:
+		go fn()
+	}
+}
+
+func (s *Server) stopPool() {
+	s.pool()
+	s.closeOnce.Do(func() { close(s.done) })
+}
+
 // Shutdown stops accepting, tells every connection that no new stream will be taken
 // (GOAWAY), and waits for their streams to end, or for ctx, after which it closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -155,6 +202,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	defer s.stopPool()
 	select {
 	case <-done:
 		return nil
@@ -176,6 +224,7 @@ func (s *Server) Close() {
 		l.closeAll()
 	}
 	s.mu.Unlock()
+	s.stopPool()
 }
 
 func (s *Server) log() *slog.Logger {

@@ -1,0 +1,139 @@
+package grpcrelay_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/restate-grpc/restate-grpc/internal/grpcrelay"
+	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
+)
+
+// TestHandler: a stream the relay serves itself behaves, for the handler and for the caller,
+// as a grpc-go server's does.
+func TestHandler(t *testing.T) {
+	seen := make(chan string, 1)
+	handler := func(_ any, s grpc.ServerStream) error {
+		ctx := s.Context()
+		method, _ := grpc.MethodFromServerStream(s)
+		md, _ := metadata.FromIncomingContext(ctx)
+		var req []byte
+		if err := s.RecvMsg(&req); err != nil {
+			return err
+		}
+		switch string(req) {
+		case "echo":
+			if err := s.RecvMsg(&req); err != io.EOF {
+				return status.Errorf(codes.InvalidArgument, "second RecvMsg: %v, want EOF", err)
+			}
+			s.SetHeader(metadata.Pairs("x-method", method, "x-bin-bin", md.Get("x-in-bin")[0]))
+			s.SetTrailer(metadata.Pairs("x-trailer", "t"))
+			out := []byte("echo:" + md.Get("x-in")[0])
+			return s.SendMsg(&out)
+		case "details":
+			st, _ := status.New(codes.AlreadyExists, "exists").WithDetails(&errdetails.ResourceInfo{ResourceName: "r1"})
+			return st.Err()
+		case "deadline":
+			d, ok := ctx.Deadline()
+			seen <- time.Until(d).Round(time.Second).String() + map[bool]string{true: "", false: " (none)"}[ok]
+			return s.SendMsg(&req)
+		case "wait":
+			<-ctx.Done()
+			seen <- ctx.Err().Error()
+			return ctx.Err()
+		}
+		return status.Error(codes.Unimplemented, string(req))
+	}
+	cc, _ := relay(t, func(*grpcrelay.Request) grpcrelay.Decision {
+		return grpcrelay.Decision{Handler: handler, MaxRequestMessage: 1 << 20}
+	}, nil)
+	call := func(ctx context.Context, req string, opts ...grpc.CallOption) (string, error) {
+		in, out := []byte(req), []byte(nil)
+		err := cc.Invoke(ctx, "/x.Svc/Do", &in, &out, append(opts, grpc.ForceCodecV2(rawcodec.Codec))...)
+		return string(out), err
+	}
+
+	t.Run("message, metadata, header and trailer", func(t *testing.T) {
+		var hdr, trl metadata.MD
+		ctx := metadata.AppendToOutgoingContext(testCtx(t), "x-in", "v", "x-in-bin", "\x00\xff")
+		got, err := call(ctx, "echo", grpc.Header(&hdr), grpc.Trailer(&trl))
+		if err != nil || got != "echo:v" {
+			t.Fatalf("got %q, %v, want echo:v", got, err)
+		}
+		if hdr.Get("x-method")[0] != "/x.Svc/Do" || hdr.Get("x-bin-bin")[0] != "\x00\xff" || trl.Get("x-trailer")[0] != "t" {
+			t.Errorf("header %v, trailer %v: want x-method, x-bin-bin and x-trailer", hdr, trl)
+		}
+	})
+	t.Run("status with details", func(t *testing.T) {
+		_, err := call(testCtx(t), "details")
+		st := status.Convert(err)
+		if st.Code() != codes.AlreadyExists || st.Message() != "exists" || len(st.Details()) != 1 {
+			t.Fatalf("got %v %q %v, want AlreadyExists exists with one detail", st.Code(), st.Message(), st.Details())
+		}
+		if ri, ok := st.Details()[0].(*errdetails.ResourceInfo); !ok || ri.ResourceName != "r1" {
+			t.Errorf("detail %v, want ResourceInfo r1", st.Details()[0])
+		}
+	})
+	t.Run("the caller's deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 7*time.Second)
+		defer cancel()
+		if _, err := call(ctx, "deadline"); err != nil {
+			t.Fatal(err)
+		}
+		if got := <-seen; got != "7s" {
+			t.Errorf("the handler's deadline is %s from now, want 7s", got)
+		}
+	})
+	t.Run("the caller's cancel", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(testCtx(t))
+		errc := make(chan error, 1)
+		go func() { _, err := call(ctx, "wait"); errc <- err }()
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+		select {
+		case got := <-seen:
+			if got != context.Canceled.Error() {
+				t.Errorf("the handler's context ended with %q, want %q", got, context.Canceled)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the handler's context did not end after the caller cancelled")
+		}
+		if err := <-errc; status.Code(err) != codes.Canceled {
+			t.Errorf("caller got %v, want Canceled", err)
+		}
+	})
+	t.Run("over the size limit", func(t *testing.T) {
+		_, err := call(testCtx(t), strings.Repeat("x", 2<<20))
+		if st := status.Convert(err); st.Code() != codes.ResourceExhausted {
+			t.Errorf("got %v, want ResourceExhausted", st)
+		}
+	})
+	t.Run("two request messages", func(t *testing.T) {
+		s, err := cc.NewStream(testCtx(t), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/x.Svc/Do", grpc.ForceCodecV2(rawcodec.Codec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []string{"echo", "more"} {
+			b := []byte(m)
+			s.SendMsg(&b)
+		}
+		s.CloseSend()
+		var out []byte
+		err = s.RecvMsg(&out)
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "second RecvMsg") {
+			t.Errorf("got %v, want InvalidArgument from the handler's second RecvMsg", err)
+		}
+		if errors.Is(err, io.EOF) {
+			t.Error("stream ended without a status")
+		}
+	})
+}
