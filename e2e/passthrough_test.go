@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"io"
 	"testing"
 
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/restate-grpc/restate-grpc/internal/testservice"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
@@ -132,25 +132,8 @@ func equal(a, b []string) bool {
 func TestInteropPassthrough(t *testing.T) {
 	ctx := testCtx(t)
 	tc := testgrpc.NewTestServiceClient(env.connPlain)
-	cases := []struct {
-		name string
-		run  func(context.Context, testgrpc.TestServiceClient, ...grpc.CallOption)
-	}{
-		{"empty_unary", interop.DoEmptyUnaryCall},
-		{"large_unary", interop.DoLargeUnaryCall},
-		{"client_streaming", interop.DoClientStreaming},
-		{"server_streaming", interop.DoServerStreaming},
-		{"ping_pong", interop.DoPingPong},
-		{"empty_stream", interop.DoEmptyStream},
-		{"timeout_on_sleeping_server", interop.DoTimeoutOnSleepingServer},
-		{"cancel_after_begin", interop.DoCancelAfterBegin},
-		{"cancel_after_first_response", interop.DoCancelAfterFirstResponse},
-		{"custom_metadata", interop.DoCustomMetadata},
-		{"status_code_and_message", interop.DoStatusCodeAndMessage},
-		{"special_status_message", interop.DoSpecialStatusMessage},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { c.run(ctx, tc) })
+	for _, c := range testservice.InteropCases {
+		t.Run(c.Name, func(t *testing.T) { c.Run(ctx, tc) })
 	}
 	t.Run("unimplemented_method", func(t *testing.T) { interop.DoUnimplementedMethod(ctx, env.connPlain) })
 }
@@ -162,20 +145,14 @@ func TestInteropPassthrough(t *testing.T) {
 func TestInteropDurable(t *testing.T) {
 	ctx := testCtx(t)
 	tc := testgrpc.NewTestServiceClient(env.conn)
-	cases := []struct {
-		name string
-		run  func(context.Context, testgrpc.TestServiceClient, ...grpc.CallOption)
-	}{
-		{"empty_unary", interop.DoEmptyUnaryCall},
-		{"large_unary", interop.DoLargeUnaryCall},
-		{"status_code_and_message", interop.DoStatusCodeAndMessage},
-		{"special_status_message", interop.DoSpecialStatusMessage},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
+	for _, c := range testservice.InteropCases {
+		if !c.Durable {
+			continue
+		}
+		t.Run(c.Name, func(t *testing.T) {
 			var hdr metadata.MD
-			c.run(ctx, tc, grpc.Header(&hdr))
-			if c.name == "empty_unary" || c.name == "large_unary" {
+			c.Run(ctx, tc, grpc.Header(&hdr))
+			if c.Name == "empty_unary" || c.Name == "large_unary" {
 				if len(hdr.Get("restate-invocation-id")) == 0 {
 					t.Errorf("no restate-invocation-id header: the call was not durable (header %v)", hdr)
 				}

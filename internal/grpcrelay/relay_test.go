@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/restate-grpc/restate-grpc/internal/grpcrelay"
+	"github.com/restate-grpc/restate-grpc/internal/testservice"
 )
 
 // upstream serves grpc-go's interop TestService on loopback, plus a raw handler for any other
@@ -90,25 +91,8 @@ func TestInterop(t *testing.T) {
 	addr, _ := upstream(t, nil)
 	cc, _ := relay(t, to(addr), nil)
 	tc := testgrpc.NewTestServiceClient(cc)
-	cases := []struct {
-		name string
-		run  func(context.Context, testgrpc.TestServiceClient, ...grpc.CallOption)
-	}{
-		{"empty_unary", interop.DoEmptyUnaryCall},
-		{"large_unary", interop.DoLargeUnaryCall},
-		{"client_streaming", interop.DoClientStreaming},
-		{"server_streaming", interop.DoServerStreaming},
-		{"ping_pong", interop.DoPingPong},
-		{"empty_stream", interop.DoEmptyStream},
-		{"timeout_on_sleeping_server", interop.DoTimeoutOnSleepingServer},
-		{"cancel_after_begin", interop.DoCancelAfterBegin},
-		{"cancel_after_first_response", interop.DoCancelAfterFirstResponse},
-		{"custom_metadata", interop.DoCustomMetadata},
-		{"status_code_and_message", interop.DoStatusCodeAndMessage},
-		{"special_status_message", interop.DoSpecialStatusMessage},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { c.run(testCtx(t), tc) })
+	for _, c := range testservice.InteropCases {
+		t.Run(c.Name, func(t *testing.T) { c.Run(testCtx(t), tc) })
 	}
 	t.Run("unimplemented_method", func(t *testing.T) { interop.DoUnimplementedMethod(testCtx(t), cc) })
 	t.Run("unimplemented_service", func(t *testing.T) {
