@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -103,14 +104,29 @@ func decodeBinary(v string) (string, error) {
 
 // decodeTimeout parses a grpc-timeout value: at most 8 digits and a unit.
 func decodeTimeout(v string) (time.Duration, error) {
-	units := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second, 'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}
 	if len(v) < 2 || len(v) > 9 {
-		return 0, status.Errorf(codes.Internal, "%q", v)
+		return 0, fmt.Errorf("%q is not 1 to 8 digits and a unit", v)
 	}
-	unit, ok := units[v[len(v)-1]]
-	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
-	if !ok || err != nil || n < 0 {
-		return 0, status.Errorf(codes.Internal, "%q", v)
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, fmt.Errorf("%q has no unit (H, M, S, m, u, n)", v)
+	}
+	n, err := strconv.ParseUint(v[:len(v)-1], 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %v", v, err)
 	}
 	return time.Duration(n) * unit, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,7 +41,8 @@ func (r *Request) Get(name string) (string, bool) {
 func (r *Request) IsGRPC() bool {
 	m, _ := r.Get(":method")
 	ct, _ := r.Get("content-type")
-	return m == "POST" && (ct == "application/grpc" || len(ct) > 17 && ct[:17] == "application/grpc+" || len(ct) > 17 && ct[:17] == "application/grpc;")
+	rest, ok := strings.CutPrefix(ct, "application/grpc")
+	return m == "POST" && ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
 }
 
 // Decision is the Director's answer for one stream. Exactly one of Handler, Local, Upstream
