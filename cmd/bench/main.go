@@ -49,7 +49,7 @@ import (
 func main() {
 	duration := flag.Duration("duration", 5*time.Second, "measuring time per path and concurrency")
 	warmup := flag.Duration("warmup", time.Second, "warm-up time per path and concurrency")
-	only := flag.String("paths", "abcdefn", "the paths to measure (ratios need both of their paths)")
+	only := flag.String("paths", "arbcdefn", "the paths to measure (ratios need both of their paths)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	processes := flag.Bool("processes", false, "run the app and each sidecar in its own process, as deployed (default: all in this process)")
 	flag.Parse()
@@ -140,12 +140,15 @@ func run(duration, warmup time.Duration, only string, processes bool) error {
 		defer pr.stop()
 		parts = pr
 	}
-	addrs, err := freeAddrs(5)
+	addrs, err := freeAddrs(6)
 	if err != nil {
 		return err
 	}
-	appAddr, inAddr, outAddr, fastAddr, passAddr := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4]
+	appAddr, inAddr, outAddr, fastAddr, passAddr, relayAddr := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], addrs[5]
 	if err := parts.app(appAddr); err != nil {
+		return err
+	}
+	if err := parts.relay(relayAddr, appAddr); err != nil {
 		return err
 	}
 	for _, sc := range []string{
@@ -200,6 +203,11 @@ outbound:
 		return err
 	}
 	defer closeA()
+	relayed, closeR, err := grpcCaller(relayAddr)
+	if err != nil {
+		return err
+	}
+	defer closeR()
 	passthrough, closeB, err := grpcCaller(passAddr)
 	if err != nil {
 		return err
@@ -221,6 +229,7 @@ outbound:
 		call caller
 	}{
 		{"a direct", direct},
+		{"r tcp relay", relayed},
 		{"b passthrough", passthrough},
 		{"c restate alone", httpCaller("/rgtest.v1.Echo/Call")},
 		{"d durable", durable},
@@ -266,7 +275,7 @@ outbound:
 		}
 	}
 	fmt.Printf("\n%-22s %5s %10s %10s %12s\n", "ratio", "conc", "p50", "p99", "throughput")
-	for _, pair := range [][2]string{{"b", "a"}, {"d", "c"}, {"f", "e"}, {"d", "n"}, {"f", "n"}} {
+	for _, pair := range [][2]string{{"r", "a"}, {"b", "a"}, {"b", "r"}, {"d", "c"}, {"f", "e"}, {"d", "n"}, {"f", "n"}} {
 		if !strings.Contains(only, pair[0]) || !strings.Contains(only, pair[1]) {
 			continue
 		}
@@ -278,6 +287,9 @@ outbound:
 	}
 	if a, b := byKey["a1"], byKey["b1"]; a.p50 > 0 && b.p50 > 0 {
 		fmt.Printf("\npassthrough adds %s at p50, concurrency 1 (target: at most 0.100 ms)\n", ms(b.p50-a.p50))
+		if r := byKey["r1"]; r.p50 > 0 {
+			fmt.Printf("a plain TCP relay in the same place adds %s: the floor for any proxy there\n", ms(r.p50-a.p50))
+		}
 	}
 	if c, d := byKey["c1"], byKey["d1"]; c.p50 > 0 && d.p50 > 0 {
 		fmt.Printf("the outbound sidecar adds %s at p50, concurrency 1, over calling Restate directly\n", ms(d.p50-c.p50))

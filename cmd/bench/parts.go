@@ -21,6 +21,8 @@ import (
 // runner starts the app and sidecars of the measured paths, and returns once they serve.
 type runner interface {
 	app(addr string) error
+	// relay starts a plain TCP relay from addr to the address to.
+	relay(addr, to string) error
 	sidecar(yaml string) error
 	// pids are the processes besides this one whose CPU counts as the parts'.
 	pids() []int
@@ -42,6 +44,15 @@ func (p *inProcess) app(addr string) error {
 	a := testservice.NewApp()
 	a.KeepNoHistory()
 	a.Serve(l)
+	return nil
+}
+
+func (p *inProcess) relay(addr, to string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	go testservice.Relay(l, to)
 	return nil
 }
 
@@ -95,7 +106,16 @@ func (p *processes) pids() []int {
 }
 
 func (p *processes) app(addr string) error {
-	if err := p.start("testapp", "-listen", addr); err != nil {
+	return p.startListening(addr, "testapp", "-listen", addr)
+}
+
+func (p *processes) relay(addr, to string) error {
+	return p.startListening(addr, "testapp", "-listen", addr, "-relay-to", to)
+}
+
+// startListening starts bin and waits until addr takes connections.
+func (p *processes) startListening(addr, bin string, args ...string) error {
+	if err := p.start(bin, args...); err != nil {
 		return err
 	}
 	return waitFor(func() bool {

@@ -1,5 +1,6 @@
 // Command testapp serves the test app in its own process, for the fault tests that kill it.
-// Every execution is appended to the -journal file, which outlives the process.
+// Every execution is appended to the -journal file, which outlives the process. With
+// -relay-to it is a plain TCP relay instead, the benchmark's floor for a proxy process.
 package main
 
 import (
@@ -16,10 +17,18 @@ import (
 func main() {
 	addr := flag.String("listen", "127.0.0.1:0", "gRPC listen address")
 	journal := flag.String("journal", "", "file to append executions to")
+	relayTo := flag.String("relay-to", "", "relay TCP connections to this address instead of serving the app")
 	flag.Parse()
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
+	}
+	if *relayTo != "" {
+		go testservice.Relay(l, *relayTo)
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		return
 	}
 	app := testservice.NewApp()
 	if *journal != "" {
