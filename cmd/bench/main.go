@@ -52,6 +52,7 @@ func main() {
 	only := flag.String("paths", "arbcdefn", "the paths to measure (ratios need both of their paths)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	processes := flag.Bool("processes", false, "run the app and each sidecar in its own process, as deployed (default: all in this process)")
+	sidecarProcs := flag.Int("sidecar-procs", 0, "with -processes: the sidecars' GOMAXPROCS, as a CPU limit of that many cores sets it in a pod (default: the machine's CPUs)")
 	flag.Parse()
 	if v := os.Getenv("BENCH_GC"); v != "" {
 		n, _ := strconv.Atoi(v)
@@ -66,7 +67,7 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*duration, *warmup, *only, *processes); err != nil {
+	if err := run(*duration, *warmup, *only, *processes, *sidecarProcs); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -87,7 +88,7 @@ type result struct {
 	cpuSelf, cpuRestate time.Duration
 }
 
-func run(duration, warmup time.Duration, only string, processes bool) error {
+func run(duration, warmup time.Duration, only string, processes bool, sidecarProcs int) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "rg-bench-")
@@ -133,7 +134,7 @@ func run(duration, warmup time.Duration, only string, processes bool) error {
 	// The app and the sidecars: in this process, or each in its own as deployed.
 	var parts runner = &inProcess{ctx: ctx, log: quiet}
 	if processes {
-		pr, err := newProcesses(dir)
+		pr, err := newProcesses(dir, sidecarProcs)
 		if err != nil {
 			return err
 		}
@@ -240,6 +241,9 @@ outbound:
 	where := "the app and the sidecars in the benchmark's process"
 	if processes {
 		where = "the app and each sidecar in its own process"
+		if sidecarProcs > 0 {
+			where += fmt.Sprintf(", the sidecars with GOMAXPROCS=%d", sidecarProcs)
+		}
 	}
 	fmt.Printf("machine: %s/%s, %d CPUs, %s; restate-server 1.7.12; %s per point after %s warm-up; %s\n\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), duration, warmup, where)

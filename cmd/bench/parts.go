@@ -72,9 +72,12 @@ func (p *inProcess) sidecar(yaml string) error {
 type processes struct {
 	dir   string
 	procs []*exec.Cmd
+	// sidecarProcs, when above 0, is the sidecars' GOMAXPROCS: what a CPU limit of that many
+	// cores gives them in a pod (Go reads the limit from the cgroup).
+	sidecarProcs int
 }
 
-func newProcesses(dir string) (*processes, error) {
+func newProcesses(dir string, sidecarProcs int) (*processes, error) {
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		return nil, err
@@ -84,12 +87,15 @@ func newProcesses(dir string) (*processes, error) {
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building: %v\n%s", err, out)
 	}
-	return &processes{dir: dir}, nil
+	return &processes{dir: dir, sidecarProcs: sidecarProcs}, nil
 }
 
 func (p *processes) start(bin string, args ...string) error {
 	cmd := exec.Command(filepath.Join(p.dir, bin), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if bin == "sidecar" && p.sidecarProcs > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", p.sidecarProcs))
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
