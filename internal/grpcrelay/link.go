@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,14 +34,15 @@ type link struct {
 	mu       sync.Mutex
 	t        *touched // the flush list of the goroutine holding mu
 	down     *peer
-	ups      map[string]*peer   // the upstream a new stream to a destination takes
+	ups      map[string][]*peer // the connections new streams to a destination may take
+	limits   map[string]uint32  // a destination's last SETTINGS_MAX_CONCURRENT_STREAMS
 	peers    map[*peer]struct{} // every upstream, draining ones too
 	lastID   uint32
 	draining bool
 }
 
 func newLink(s *Server, c net.Conn) *link {
-	l := &link{s: s, ups: map[string]*peer{}, peers: map[*peer]struct{}{}}
+	l := &link{s: s, ups: map[string][]*peer{}, limits: map[string]uint32{}, peers: map[*peer]struct{}{}}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.down = newPeer(l, "downstream", c)
 	return l
@@ -305,20 +307,26 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) {
 	p.writeHeaders(id, fields, s.req.end)
 }
 
-// upstream returns the connection a stream for d takes, dialing one when there is none.
+// upstream returns the connection a stream for d takes, dialing one when none has room: an
+// upstream's SETTINGS_MAX_CONCURRENT_STREAMS bounds each connection, not the calls.
 func (l *link) upstream(d Decision) *peer {
 	key, name := d.Upstream, d.Upstream
 	if d.Local {
 		key, name = localKey, "the local server"
 	}
-	if p := l.ups[key]; p != nil && !p.dead && !p.goingAway {
-		return p
+	for _, p := range l.ups[key] {
+		if uint32(len(p.streams)) < p.maxStreams {
+			return p
+		}
 	}
 	p := newPeer(l, name, nil)
 	p.key = key
+	if n, ok := l.limits[key]; ok {
+		p.maxStreams = n // until its own SETTINGS come, as its siblings said
+	}
 	p.out.Write([]byte(http2.ClientPreface))
 	p.writeWindows(http2.Setting{ID: http2.SettingEnablePush, Val: 0})
-	l.ups[key] = p
+	l.ups[key] = append(l.ups[key], p)
 	l.peers[p] = struct{}{}
 	l.wg.Add(1)
 	go l.dialUpstream(p, d)
@@ -360,9 +368,7 @@ func (l *link) readUpstream(p *peer) {
 // failUpstream ends p's streams with st; new streams dial again.
 func (l *link) failUpstream(p *peer, st *status.Status) {
 	p.dead = true
-	if l.ups[p.key] == p {
-		delete(l.ups, p.key)
-	}
+	l.unlist(p)
 	delete(l.peers, p)
 	for _, s := range p.streams {
 		l.end(s, st)
@@ -403,9 +409,7 @@ func (l *link) upReset(p *peer, f *http2.RSTStreamFrame) {
 // back to the caller as refused, which gRPC clients retry by themselves.
 func (l *link) upGoAway(p *peer, f *http2.GoAwayFrame) {
 	p.goingAway = true
-	if l.ups[p.key] == p {
-		delete(l.ups, p.key)
-	}
+	l.unlist(p)
 	for id, s := range p.streams {
 		if id > f.LastStreamID {
 			l.down.writeRST(id, http2.ErrCodeRefusedStream)
@@ -413,6 +417,16 @@ func (l *link) upGoAway(p *peer, f *http2.GoAwayFrame) {
 		}
 	}
 	l.retire(p)
+}
+
+// unlist takes p out of the connections new streams may take.
+func (l *link) unlist(p *peer) {
+	ps := slices.DeleteFunc(l.ups[p.key], func(q *peer) bool { return q == p })
+	if len(ps) == 0 {
+		delete(l.ups, p.key)
+	} else {
+		l.ups[p.key] = ps
+	}
 }
 
 // retire closes p, once written out, when it is going away and has no stream left.

@@ -45,10 +45,11 @@ type peer struct {
 	maxFrame   int    // its SETTINGS_MAX_FRAME_SIZE
 	connCredit uint32 // bytes of its DATA passed on but not yet credited back
 
-	streams   map[uint32]*stream
-	goingAway bool // it sent GOAWAY (upstream) or was sent one (downstream)
-	closing   bool // close it once what is framed is written
-	dead      bool // its connection failed or closed
+	streams    map[uint32]*stream
+	maxStreams uint32 // its SETTINGS_MAX_CONCURRENT_STREAMS
+	goingAway  bool   // it sent GOAWAY (upstream) or was sent one (downstream)
+	closing    bool   // close it once what is framed is written
+	dead       bool   // its connection failed or closed
 }
 
 type sink struct{ b []byte }
@@ -67,6 +68,8 @@ func newPeer(l *link, name string, nc net.Conn) *peer {
 		initWin:  initialWindow,
 		maxFrame: defaultMaxFrame,
 		streams:  map[uint32]*stream{},
+		// Until its SETTINGS come: the least RFC 9113 (6.5.2) recommends a server to take.
+		maxStreams: 100,
 	}
 	p.fw = http2.NewFramer(&p.out, nil)
 	p.henc = hpack.NewEncoder(&p.hbuf)
@@ -118,6 +121,11 @@ func (p *peer) settings(f *http2.SettingsFrame) {
 			}
 		case http2.SettingMaxFrameSize:
 			p.maxFrame = int(st.Val)
+		case http2.SettingMaxConcurrentStreams:
+			p.maxStreams = st.Val
+			if p.key != "" {
+				p.l.limits[p.key] = st.Val
+			}
 		case http2.SettingHeaderTableSize:
 			p.henc.SetMaxDynamicTableSizeLimit(st.Val)
 		}

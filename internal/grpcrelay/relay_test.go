@@ -393,3 +393,37 @@ func TestShutdown(t *testing.T) {
 		t.Errorf("Shutdown: %v", err)
 	}
 }
+
+// TestUpstreamStreamLimit: an upstream that takes 2 streams per connection still serves 20
+// concurrent calls that arrive on one downstream connection.
+func TestUpstreamStreamLimit(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.MaxConcurrentStreams(2), grpc.UnknownServiceHandler(func(_ any, s grpc.ServerStream) error {
+		time.Sleep(100 * time.Millisecond)
+		return s.SendMsg(&testpb.Empty{})
+	}))
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	cc, _ := relay(t, to(l.Addr().String()), nil)
+	// The first call lets the relay learn the limit from the upstream's SETTINGS.
+	if err := cc.Invoke(testCtx(t), "/x.Y/Slow", &testpb.Empty{}, &testpb.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			if err := cc.Invoke(testCtx(t), "/x.Y/Slow", &testpb.Empty{}, &testpb.Empty{}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
