@@ -344,6 +344,9 @@ func (l *link) dialUpstream(p *peer, d Decision) {
 			err = net.ErrClosed
 		}
 		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				l.s.log().Warn("cannot connect to upstream", "upstream", p.name, "calls", len(p.streams), "error", err)
+			}
 			l.failUpstream(p, status.Newf(codes.Unavailable, "upstream %s: %v", p.name, err))
 			return
 		}
@@ -361,7 +364,12 @@ func (l *link) readUpstream(p *peer) {
 	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		msg = err.Error()
 	}
-	l.with(func() { l.failUpstream(p, status.Newf(codes.Unavailable, "upstream %s: %s", p.name, msg)) })
+	l.with(func() {
+		if len(p.streams) > 0 && !p.dead {
+			l.s.log().Warn("upstream connection ended with calls in flight", "upstream", p.name, "calls", len(p.streams), "error", msg)
+		}
+		l.failUpstream(p, status.Newf(codes.Unavailable, "upstream %s: %s", p.name, msg))
+	})
 	p.nc.Close()
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -47,12 +48,37 @@ func upstream(t *testing.T, other grpc.StreamHandler) (addr string, srv *grpc.Se
 
 // relay serves a grpcrelay.Server with director on loopback and returns a client of it.
 func relay(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decision, local *grpc.Server) (*grpc.ClientConn, *grpcrelay.Server) {
+	cc, r, _ := relayLogged(t, director, local)
+	return cc, r
+}
+
+// logs is a log sink for the relay that tests can read.
+type logs struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// relayLogged is relay, and also returns what the relay logs.
+func relayLogged(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decision, local *grpc.Server) (*grpc.ClientConn, *grpcrelay.Server, *logs) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &grpcrelay.Server{Director: director}
+	lg := &logs{}
+	r := &grpcrelay.Server{Director: director, Logger: slog.New(slog.NewTextHandler(lg, nil))}
 	if local != nil {
 		p := grpcrelay.NewPipe()
 		go local.Serve(p)
@@ -72,7 +98,7 @@ func relay(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decision, l
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return cc, r
+	return cc, r, lg
 }
 
 func to(addr string) func(*grpcrelay.Request) grpcrelay.Decision {
@@ -277,11 +303,14 @@ func TestUpstreamFailures(t *testing.T) {
 		l, _ := net.Listen("tcp", "127.0.0.1:0")
 		addr := l.Addr().String()
 		l.Close()
-		cc, _ := relay(t, to(addr), nil)
+		cc, _, lg := relayLogged(t, to(addr), nil)
 		_, err := testgrpc.NewTestServiceClient(cc).EmptyCall(testCtx(t), &testpb.Empty{})
 		want := "upstream " + addr + ": dial tcp " + addr
 		if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), want) {
 			t.Errorf("got %v %q, want Unavailable containing %q", st.Code(), st.Message(), want)
+		}
+		if got := lg.String(); !strings.Contains(got, "cannot connect to upstream") || !strings.Contains(got, addr) {
+			t.Errorf("log %q, want a warning naming %s", got, addr)
 		}
 	})
 	t.Run("dies mid-call", func(t *testing.T) {
@@ -291,7 +320,7 @@ func TestUpstreamFailures(t *testing.T) {
 			<-s.Context().Done()
 			return nil
 		})
-		cc, _ := relay(t, to(addr), nil)
+		cc, _, lg := relayLogged(t, to(addr), nil)
 		errc := make(chan error, 1)
 		go func() {
 			errc <- cc.Invoke(testCtx(t), "/x.Y/Hang", &testpb.Empty{}, &testpb.Empty{})
@@ -301,6 +330,9 @@ func TestUpstreamFailures(t *testing.T) {
 		err := <-errc
 		if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "upstream "+addr) {
 			t.Errorf("got %v %q, want Unavailable from upstream %s", st.Code(), st.Message(), addr)
+		}
+		if got := lg.String(); !strings.Contains(got, "upstream connection ended with calls in flight") {
+			t.Errorf("log %q, want a warning about the calls in flight", got)
 		}
 	})
 	t.Run("graceful stop, then a new upstream", func(t *testing.T) {
