@@ -2,9 +2,12 @@ package grpcrelay
 
 import (
 	"bytes"
+	"errors"
 	"net"
+	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -100,9 +103,13 @@ func (p *peer) flush() {
 		buf := p.out.b
 		p.out.b = p.spare[:0]
 		p.l.mu.Unlock()
+		nc.SetWriteDeadline(time.Now().Add(p.l.s.writeTimeout()))
 		_, err := nc.Write(buf)
 		p.spare = buf
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				p.l.s.log().Warn("closing a connection that stopped reading", "peer", p.name, "timeout", p.l.s.writeTimeout())
+			}
 			nc.Close()
 			return
 		}

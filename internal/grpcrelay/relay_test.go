@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/restate-grpc/restate-grpc/internal/grpcrelay"
+	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
 	"github.com/restate-grpc/restate-grpc/internal/testservice"
 )
 
@@ -48,7 +50,7 @@ func upstream(t *testing.T, other grpc.StreamHandler) (addr string, srv *grpc.Se
 
 // relay serves a grpcrelay.Server with director on loopback and returns a client of it.
 func relay(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decision, local *grpc.Server) (*grpc.ClientConn, *grpcrelay.Server) {
-	cc, r, _ := relayLogged(t, director, local)
+	cc, r, _ := relayLogged(t, director, local, nil)
 	return cc, r
 }
 
@@ -71,7 +73,8 @@ func (l *logs) String() string {
 }
 
 // relayLogged is relay, and also returns what the relay logs.
-func relayLogged(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decision, local *grpc.Server) (*grpc.ClientConn, *grpcrelay.Server, *logs) {
+// configure, when not nil, sets more of the Server before it serves.
+func relayLogged(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decision, local *grpc.Server, configure func(*grpcrelay.Server)) (*grpc.ClientConn, *grpcrelay.Server, *logs) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,6 +82,9 @@ func relayLogged(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decis
 	}
 	lg := &logs{}
 	r := &grpcrelay.Server{Director: director, Logger: slog.New(slog.NewTextHandler(lg, nil))}
+	if configure != nil {
+		configure(r)
+	}
 	if local != nil {
 		p := grpcrelay.NewPipe()
 		go local.Serve(p)
@@ -303,7 +309,7 @@ func TestUpstreamFailures(t *testing.T) {
 		l, _ := net.Listen("tcp", "127.0.0.1:0")
 		addr := l.Addr().String()
 		l.Close()
-		cc, _, lg := relayLogged(t, to(addr), nil)
+		cc, _, lg := relayLogged(t, to(addr), nil, nil)
 		_, err := testgrpc.NewTestServiceClient(cc).EmptyCall(testCtx(t), &testpb.Empty{})
 		want := "upstream " + addr + ": dial tcp " + addr
 		if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), want) {
@@ -320,7 +326,7 @@ func TestUpstreamFailures(t *testing.T) {
 			<-s.Context().Done()
 			return nil
 		})
-		cc, _, lg := relayLogged(t, to(addr), nil)
+		cc, _, lg := relayLogged(t, to(addr), nil, nil)
 		errc := make(chan error, 1)
 		go func() {
 			errc <- cc.Invoke(testCtx(t), "/x.Y/Hang", &testpb.Empty{}, &testpb.Empty{})
@@ -457,5 +463,57 @@ func TestUpstreamStreamLimit(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestStuckUpstream: an upstream that gives a huge window and then stops reading holds up the
+// downstream connection for at most WriteTimeout; its call fails, and the connection serves
+// other calls again.
+func TestStuckUpstream(t *testing.T) {
+	stuck, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stuck.Close() })
+	go func() {
+		c, err := stuck.Accept()
+		if err != nil {
+			return
+		}
+		t.Cleanup(func() { c.Close() })
+		io.ReadFull(c, make([]byte, len(http2.ClientPreface)))
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+		fr.WriteWindowUpdate(0, 1<<31-1-65535)
+		// and never reads again
+	}()
+	healthy, _ := upstream(t, nil)
+	cc, _, lg := relayLogged(t, func(r *grpcrelay.Request) grpcrelay.Decision {
+		if strings.HasPrefix(r.Method, "/stuck.") {
+			return grpcrelay.Decision{Upstream: stuck.Addr().String()}
+		}
+		return grpcrelay.Decision{Upstream: healthy}
+	}, nil, func(r *grpcrelay.Server) { r.WriteTimeout = 300 * time.Millisecond })
+
+	s, err := cc.NewStream(testCtx(t), &grpc.StreamDesc{ClientStreams: true}, "/stuck.S/Upload", grpc.ForceCodecV2(rawcodec.Codec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for i := 0; i < 256; i++ { // far more than the socket buffers hold
+		if err := s.SendMsg(&chunk); err != nil {
+			break
+		}
+	}
+	var out []byte
+	err = s.RecvMsg(&out)
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "upstream "+stuck.Addr().String()) {
+		t.Errorf("call to the stuck upstream: got %v, want Unavailable from it", err)
+	}
+	if !strings.Contains(lg.String(), "closing a connection that stopped reading") {
+		t.Errorf("log %q, want a warning about the connection that stopped reading", lg.String())
+	}
+	if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(testCtx(t), &testpb.Empty{}); err != nil {
+		t.Errorf("a call on the same connection afterwards: %v", err)
 	}
 }

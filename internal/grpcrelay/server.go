@@ -71,8 +71,12 @@ type Server struct {
 	// Local connects to the local server, for Decision.Local.
 	Local func(ctx context.Context) (net.Conn, error)
 	// Dial connects to an upstream; default a net.Dialer with DialTimeout.
-	Dial   func(ctx context.Context, addr string) (net.Conn, error)
-	Logger *slog.Logger
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// WriteTimeout bounds each write to a connection; default DefaultWriteTimeout. A peer that
+	// stops reading would otherwise hold up every call of the connection that writes to it:
+	// past the timeout its connection is closed and its calls fail.
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
 
 	work      chan func() // to idle workers
 	startPool sync.Once
@@ -86,8 +90,12 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-// DialTimeout bounds connecting to an upstream.
-const DialTimeout = 10 * time.Second
+const (
+	// DialTimeout bounds connecting to an upstream.
+	DialTimeout = 10 * time.Second
+	// DefaultWriteTimeout is the default Server.WriteTimeout.
+	DefaultWriteTimeout = 10 * time.Second
+)
 
 // Serve accepts connections on l and relays their streams until Shutdown or Close.
 func (s *Server) Serve(l net.Listener) error {
@@ -227,6 +235,13 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.stopPool()
+}
+
+func (s *Server) writeTimeout() time.Duration {
+	if s.WriteTimeout > 0 {
+		return s.WriteTimeout
+	}
+	return DefaultWriteTimeout
 }
 
 func (s *Server) log() *slog.Logger {
