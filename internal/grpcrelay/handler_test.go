@@ -1,13 +1,18 @@
 package grpcrelay_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -136,4 +141,70 @@ func TestHandler(t *testing.T) {
 			t.Error("stream ended without a status")
 		}
 	})
+}
+
+// TestRequestEndedByHeaders: a request may end with a header block instead of END_STREAM on
+// its data (HTTP/2 trailers); gRPC clients do not, but the relay must still end it.
+func TestRequestEndedByHeaders(t *testing.T) {
+	cc, _, _ := relayLogged(t, func(*grpcrelay.Request) grpcrelay.Decision {
+		return grpcrelay.Decision{Handler: func(_ any, s grpc.ServerStream) error {
+			var req []byte
+			if err := s.RecvMsg(&req); err != nil {
+				return err
+			}
+			if err := s.RecvMsg(&req); err != io.EOF {
+				return status.Errorf(codes.Internal, "second RecvMsg: %v, want EOF", err)
+			}
+			return status.Error(codes.AlreadyExists, "ended")
+		}}
+	}, nil, nil)
+	addr := cc.Target()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/x.Svc/Do"}, {":authority", addr}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	fr.WriteData(1, false, []byte{0, 0, 0, 0, 2, 'h', 'i'})
+	hb.Reset()
+	enc.WriteField(hpack.HeaderField{Name: "x-trailer", Value: "1"})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamEnded() {
+			var got string
+			for _, hf := range h.Fields {
+				if hf.Name == "grpc-status" {
+					got = hf.Value
+				}
+			}
+			if want := strconv.Itoa(int(codes.AlreadyExists)); got != want {
+				t.Errorf("grpc-status %q, want %s (the handler saw the request end): %v", got, want, h.Fields)
+			}
+			return
+		}
+	}
+}
+
+// TestLocalWithoutServer: a Local decision on a Server without Local fails the call, not the
+// sidecar.
+func TestLocalWithoutServer(t *testing.T) {
+	cc, _ := relay(t, func(*grpcrelay.Request) grpcrelay.Decision { return grpcrelay.Decision{Local: true} }, nil)
+	err := cc.Invoke(testCtx(t), "/x.Svc/Do", &[]byte{}, &[]byte{}, grpc.ForceCodecV2(rawcodec.Codec))
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "no local server") {
+		t.Errorf("got %v, want Unavailable: no local server", err)
+	}
 }

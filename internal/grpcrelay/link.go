@@ -96,12 +96,18 @@ func (s *stream) from(p *peer) *half {
 // with runs fn holding the link, then flushes what fn framed.
 func (l *link) with(fn func()) {
 	var t touched
-	l.mu.Lock()
-	l.t = &t
-	fn()
-	l.t = nil
-	l.mu.Unlock()
+	l.locked(&t, fn)
 	t.flush(nil)
+}
+
+// locked runs fn holding the link, with t as the flush list. The deferred unlock lets a panic
+// in fn crash the process, as it should, instead of leaving the link locked forever.
+func (l *link) locked(t *touched, fn func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.t = t
+	defer func() { l.t = nil }()
+	fn()
 }
 
 // serve reads the downstream connection until it ends, then closes the link.
@@ -265,7 +271,12 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) {
 		// gRPC callers send no trailers; a header block that ends the request just ends it.
 		if f.StreamEnded() && !s.req.end {
 			s.req.end = true
-			l.push(s, &s.req, nil)
+			if s.srv != nil {
+				s.req.done = true
+				s.srv.feed(nil, true)
+			} else {
+				l.push(s, &s.req, nil)
+			}
 		}
 		return
 	}
@@ -291,7 +302,6 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) {
 		s.resp = half{to: l.down, win: l.down.initWin}
 		l.down.streams[id] = s
 		l.handle(s, f, d.Handler)
-		s.srv.inEnd = f.StreamEnded()
 		return
 	}
 	p := l.upstream(d)

@@ -41,7 +41,7 @@ type served struct {
 // handle starts h on s.
 func (l *link) handle(s *stream, f *http2.MetaHeadersFrame, h grpc.StreamHandler) {
 	md, timeout, err := incoming(f.Fields)
-	x := &served{l: l, s: s, method: f.PseudoValue("path"), wake: make(chan struct{}, 1)}
+	x := &served{l: l, s: s, method: f.PseudoValue("path"), wake: make(chan struct{}, 1), inEnd: f.StreamEnded()}
 	s.srv = x
 	ctx := metadata.NewIncomingContext(l.ctx, md)
 	if timeout > 0 {

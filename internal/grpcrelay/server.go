@@ -255,6 +255,8 @@ func (s *Server) dial(ctx context.Context, d Decision) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, DialTimeout)
 	defer cancel()
 	switch {
+	case d.Local && s.Local == nil:
+		return nil, errors.New("no local server (Server.Local is not set)")
 	case d.Local:
 		return s.Local(ctx)
 	case s.Dial != nil:
@@ -277,20 +279,12 @@ func (l *link) readFrames(self *peer, handle func(http2.Frame) error, bad func(h
 		var se http2.StreamError
 		switch {
 		case errors.As(err, &se):
-			l.mu.Lock()
-			l.t = &t
-			bad(se)
-			l.t = nil
-			l.mu.Unlock()
+			l.locked(&t, func() { bad(se) })
 		case err != nil:
 			t.flush(self)
 			return err
 		default:
-			l.mu.Lock()
-			l.t = &t
-			err = handle(f)
-			l.t = nil
-			l.mu.Unlock()
+			l.locked(&t, func() { err = handle(f) })
 			if err != nil {
 				t.flush(self)
 				return err
