@@ -52,7 +52,7 @@ func main() {
 	only := flag.String("paths", "arbcdefn", "the paths to measure (ratios need both of their paths)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	processes := flag.Bool("processes", false, "run the app and each sidecar in its own process, as deployed (default: all in this process)")
-	sidecarProcs := flag.Int("sidecar-procs", 0, "with -processes: the sidecars' GOMAXPROCS, as a CPU limit of that many cores sets it in a pod (default: the machine's CPUs)")
+	sidecarProcs := flag.Int("sidecar-procs", 0, "with -processes: the sidecars' -procs, the cores each runs on (default: the sidecar's default, 1)")
 	flag.Parse()
 	if v := os.Getenv("BENCH_GC"); v != "" {
 		n, _ := strconv.Atoi(v)
@@ -242,7 +242,9 @@ outbound:
 	if processes {
 		where = "the app and each sidecar in its own process"
 		if sidecarProcs > 0 {
-			where += fmt.Sprintf(", the sidecars with GOMAXPROCS=%d", sidecarProcs)
+			where += fmt.Sprintf(", the sidecars with -procs %d", sidecarProcs)
+		} else {
+			where += ", the sidecars on one core (-procs 1, their default)"
 		}
 	}
 	fmt.Printf("machine: %s/%s, %d CPUs, %s; restate-server 1.7.12; %s per point after %s warm-up; %s\n\n",

@@ -72,8 +72,7 @@ func (p *inProcess) sidecar(yaml string) error {
 type processes struct {
 	dir   string
 	procs []*exec.Cmd
-	// sidecarProcs, when above 0, is the sidecars' GOMAXPROCS: what a CPU limit of that many
-	// cores gives them in a pod (Go reads the limit from the cgroup).
+	// sidecarProcs, when above 0, is the sidecars' -procs (else their default, 1).
 	sidecarProcs int
 }
 
@@ -93,9 +92,6 @@ func newProcesses(dir string, sidecarProcs int) (*processes, error) {
 func (p *processes) start(bin string, args ...string) error {
 	cmd := exec.Command(filepath.Join(p.dir, bin), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if bin == "sidecar" && p.sidecarProcs > 0 {
-		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", p.sidecarProcs))
-	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -142,7 +138,11 @@ func (p *processes) sidecar(yaml string) error {
 	if err != nil {
 		return err
 	}
-	if err := p.start("sidecar", "run", "-config", f, "-health", health[0], "-log-level", "warn"); err != nil {
+	args := []string{"run", "-config", f, "-health", health[0], "-log-level", "warn"}
+	if p.sidecarProcs > 0 {
+		args = append(args, "-procs", fmt.Sprint(p.sidecarProcs))
+	}
+	if err := p.start("sidecar", args...); err != nil {
 		return err
 	}
 	return waitFor(func() bool {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
@@ -22,7 +23,7 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stderr))
 }
 
-const usage = `usage: sidecar run -config FILE [-health ADDR] [-log-level LEVEL]
+const usage = `usage: sidecar run -config FILE [-health ADDR] [-log-level LEVEL] [-procs N]
        sidecar check -config FILE     validate a config and print it with defaults
        sidecar invocations attach|output|cancel|kill|lookup ...   manage invocations
 `
@@ -40,6 +41,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	cfgPath := fs.String("config", os.Getenv("RESTATE_GRPC_CONFIG"), "config file (YAML or JSON); env RESTATE_GRPC_CONFIG")
 	health := fs.String("health", "127.0.0.1:15021", "address of /healthz and /readyz; empty disables")
 	level := fs.String("log-level", "info", "debug | info | warn | error")
+	procs := fs.Int("procs", 1, "cores the sidecar's Go code runs on at once (GOMAXPROCS), at most the CPU limit; 0: all Go sees; the GOMAXPROCS variable wins")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -68,6 +70,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+	log.Info("starting", "procs", setProcs(*procs))
 	s, err := sidecar.Start(ctx, sidecar.Options{Config: cfg, Health: *health, Logger: log})
 	if err != nil {
 		log.Error("start failed", "error", err)
@@ -80,4 +83,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// setProcs caps the cores the sidecar runs Go code on at n (0: no cap) and returns the
+// result. Like Linkerd's proxy (one core) and Istio's Envoy (two workers), a sidecar keeps
+// to few cores whatever the node has: more Go scheduler threads than that only wake up and
+// compete with the app on every call. An explicit GOMAXPROCS wins; Go already keeps to a
+// pod's CPU limit.
+func setProcs(n int) int {
+	if n > 0 && os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(min(n, runtime.GOMAXPROCS(0)))
+	}
+	return runtime.GOMAXPROCS(0)
 }
