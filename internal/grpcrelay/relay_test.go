@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/interop"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -42,7 +41,7 @@ func upstream(t *testing.T, other grpc.StreamHandler) (addr string, srv *grpc.Se
 		opts = append(opts, grpc.UnknownServiceHandler(other))
 	}
 	srv = grpc.NewServer(opts...)
-	testgrpc.RegisterTestServiceServer(srv, interop.NewTestServer())
+	testpb.RegisterTestServiceServer(srv, interop.NewTestServer())
 	go srv.Serve(l)
 	t.Cleanup(srv.Stop)
 	return l.Addr().String(), srv
@@ -122,13 +121,13 @@ func testCtx(t *testing.T) context.Context {
 func TestInterop(t *testing.T) {
 	addr, _ := upstream(t, nil)
 	cc, _ := relay(t, to(addr), nil)
-	tc := testgrpc.NewTestServiceClient(cc)
+	tc := testpb.NewTestServiceClient(cc)
 	for _, c := range testservice.InteropCases {
 		t.Run(c.Name, func(t *testing.T) { c.Run(testCtx(t), tc) })
 	}
 	t.Run("unimplemented_method", func(t *testing.T) { interop.DoUnimplementedMethod(testCtx(t), cc) })
 	t.Run("unimplemented_service", func(t *testing.T) {
-		interop.DoUnimplementedService(testCtx(t), testgrpc.NewUnimplementedServiceClient(cc))
+		interop.DoUnimplementedService(testCtx(t), testpb.NewUnimplementedServiceClient(cc))
 	})
 }
 
@@ -137,7 +136,7 @@ func TestInterop(t *testing.T) {
 func TestFlowControl(t *testing.T) {
 	addr, _ := upstream(t, nil)
 	cc, _ := relay(t, to(addr), nil)
-	tc := testgrpc.NewTestServiceClient(cc)
+	tc := testpb.NewTestServiceClient(cc)
 	const streams, msgs, size = 8, 24, 1 << 20 // 192 MiB in all, 1 MiB messages
 	var wg sync.WaitGroup
 	errs := make(chan error, streams)
@@ -159,7 +158,7 @@ func TestFlowControl(t *testing.T) {
 
 // fullDuplex sends msgs requests of size bytes, each asking for a response of size bytes,
 // and reads the responses while it sends.
-func fullDuplex(ctx context.Context, tc testgrpc.TestServiceClient, i, msgs, size int) error {
+func fullDuplex(ctx context.Context, tc testpb.TestServiceClient, i, msgs, size int) error {
 	s, err := tc.FullDuplexCall(ctx)
 	if err != nil {
 		return err
@@ -203,7 +202,7 @@ func fullDuplex(ctx context.Context, tc testgrpc.TestServiceClient, i, msgs, siz
 func TestConcurrentUnary(t *testing.T) {
 	addr, _ := upstream(t, nil)
 	cc, _ := relay(t, to(addr), nil)
-	tc := testgrpc.NewTestServiceClient(cc)
+	tc := testpb.NewTestServiceClient(cc)
 	var wg sync.WaitGroup
 	errs := make(chan error, 500)
 	for i := range 500 {
@@ -245,7 +244,7 @@ func TestDecisions(t *testing.T) {
 		}
 		return grpcrelay.Decision{Local: true, Header: []hpack.HeaderField{{Name: "x-added", Value: "yes"}}}
 	}, local)
-	tc := testgrpc.NewTestServiceClient(cc)
+	tc := testpb.NewTestServiceClient(cc)
 	tests := []struct {
 		name    string
 		call    func(ctx context.Context) error
@@ -286,7 +285,7 @@ func TestDecisions(t *testing.T) {
 	}
 }
 
-func recvAll(ctx context.Context, tc testgrpc.TestServiceClient) (int, error) {
+func recvAll(ctx context.Context, tc testpb.TestServiceClient) (int, error) {
 	s, err := tc.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{})
 	if err != nil {
 		return 0, err
@@ -310,7 +309,7 @@ func TestUpstreamFailures(t *testing.T) {
 		addr := l.Addr().String()
 		l.Close()
 		cc, _, lg := relayLogged(t, to(addr), nil, nil)
-		_, err := testgrpc.NewTestServiceClient(cc).EmptyCall(testCtx(t), &testpb.Empty{})
+		_, err := testpb.NewTestServiceClient(cc).EmptyCall(testCtx(t), &testpb.Empty{})
 		want := "upstream " + addr + ": dial tcp " + addr
 		if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), want) {
 			t.Errorf("got %v %q, want Unavailable containing %q", st.Code(), st.Message(), want)
@@ -368,10 +367,10 @@ func TestUpstreamFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 		srv2 := grpc.NewServer()
-		testgrpc.RegisterTestServiceServer(srv2, interop.NewTestServer())
+		testpb.RegisterTestServiceServer(srv2, interop.NewTestServer())
 		go srv2.Serve(l)
 		defer srv2.Stop()
-		if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(testCtx(t), &testpb.Empty{}); err != nil {
+		if _, err := testpb.NewTestServiceClient(cc).EmptyCall(testCtx(t), &testpb.Empty{}); err != nil {
 			t.Errorf("call after the upstream restarted: %v", err)
 		}
 	})
@@ -513,7 +512,7 @@ func TestStuckUpstream(t *testing.T) {
 	if !strings.Contains(lg.String(), "closing a connection that stopped reading") {
 		t.Errorf("log %q, want a warning about the connection that stopped reading", lg.String())
 	}
-	if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(testCtx(t), &testpb.Empty{}); err != nil {
+	if _, err := testpb.NewTestServiceClient(cc).EmptyCall(testCtx(t), &testpb.Empty{}); err != nil {
 		t.Errorf("a call on the same connection afterwards: %v", err)
 	}
 }
