@@ -28,7 +28,7 @@ func (h *Handler) direct(own map[string]bool) func(*grpcrelay.Request) grpcrelay
 		case !r.IsGRPC() || own[svc]:
 			return grpcrelay.Decision{Local: true}
 		case h.routes.match(r.Method) != nil:
-			return grpcrelay.Decision{Handler: h.Handle, MaxRequestMessage: h.cfg.MaxMessageBytes}
+			return grpcrelay.Decision{Handler: h.Handle, Unary: true, MaxRequestMessage: h.cfg.MaxMessageBytes}
 		}
 		if h.cfg.Unmatched == config.UnmatchedReject {
 			return refuse(codes.Unimplemented, "%s matches no route and unmatched calls are rejected (outbound.unmatched: reject)", r.Method)

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,5 +209,209 @@ func TestLocalWithoutServer(t *testing.T) {
 	err := cc.Invoke(testCtx(t), "/x.Svc/Do", &[]byte{}, &[]byte{}, grpc.ForceCodecV2(rawcodec.Codec))
 	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "no local server") {
 		t.Errorf("got %v, want Unavailable: no local server", err)
+	}
+}
+
+// TestAnswerWrites: a Unary handler's header, message and trailers reach the caller in one
+// write, as a grpc-go server sends a unary answer, so the caller wakes once for them; a
+// streaming handler's message goes out when it is sent, before the trailers.
+func TestAnswerWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		unary bool
+		want  int
+	}{
+		{"unary", true, 1},
+		{"streaming", false, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rl := &recordingListener{Listener: l}
+			r := &grpcrelay.Server{Director: func(*grpcrelay.Request) grpcrelay.Decision {
+				return grpcrelay.Decision{Unary: tc.unary, Handler: func(_ any, s grpc.ServerStream) error {
+					var req []byte
+					if err := s.RecvMsg(&req); err != nil {
+						return err
+					}
+					s.SetTrailer(metadata.Pairs("x-trailer", "t"))
+					return s.SendMsg(&req)
+				}}
+			}}
+			go r.Serve(rl)
+			t.Cleanup(r.Close)
+
+			c := rawCall(t, rl, func(fr *http2.Framer) {
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: callHeaders(), EndHeaders: true})
+				fr.WriteData(1, true, []byte{0, 0, 0, 0, 2, 'h', 'i'})
+			})
+			defer c.Close()
+			// Count the relay's writes that carry the answer's HEADERS or DATA.
+			got := 0
+			for _, w := range rl.writes() {
+				rf := http2.NewFramer(nil, bytes.NewReader(w))
+				for {
+					f, err := rf.ReadFrame()
+					if err != nil {
+						break
+					}
+					if h := f.Header(); h.StreamID == 1 && (h.Type == http2.FrameHeaders || h.Type == http2.FrameData) {
+						got++
+						break
+					}
+				}
+			}
+			if got != tc.want {
+				t.Errorf("the answer took %d writes, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// rawCall connects to rl as an HTTP/2 client, exchanges SETTINGS (then clears rl's record, so
+// that it holds the call's writes only), sends what call frames in one write, and reads until
+// stream 1 ends.
+func rawCall(t *testing.T, rl *recordingListener, call func(*http2.Framer)) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", rl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	for acked := false; !acked; {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the relay's settings: %v", err)
+		}
+		if s, ok := f.(*http2.SettingsFrame); ok && s.IsAck() {
+			acked = true
+		} else if ok {
+			fr.WriteSettingsAck()
+		}
+	}
+	rl.reset()
+	var out bytes.Buffer
+	call(http2.NewFramer(&out, nil))
+	c.Write(out.Bytes())
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		if h := f.Header(); h.StreamID == 1 && h.Type == http2.FrameHeaders && h.Flags.Has(http2.FlagHeadersEndStream) {
+			return c
+		}
+	}
+}
+
+// callHeaders is the header block of a gRPC call to /x.Svc/Do.
+func callHeaders() []byte {
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/x.Svc/Do"}, {":authority", "x"}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	return hb.Bytes()
+}
+
+// recordingListener records what is written to the connections it accepts.
+type recordingListener struct {
+	net.Listener
+	mu sync.Mutex
+	w  [][]byte
+}
+
+func (l *recordingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &recordingConn{Conn: c, l: l}, nil
+}
+
+// mark records a nil write, to place an event among the writes.
+func (l *recordingListener) mark() {
+	l.mu.Lock()
+	l.w = append(l.w, nil)
+	l.mu.Unlock()
+}
+
+func (l *recordingListener) reset() {
+	l.mu.Lock()
+	l.w = nil
+	l.mu.Unlock()
+}
+
+func (l *recordingListener) writes() [][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w
+}
+
+type recordingConn struct {
+	net.Conn
+	l *recordingListener
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.l.mu.Lock()
+	c.l.w = append(c.l.w, bytes.Clone(p))
+	c.l.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// TestHandlerBeforeAcks: a handler starts before the relay acks the frames that came with its
+// call, so that on a single core its own request upstream is not held up by the acks.
+func TestHandlerBeforeAcks(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl := &recordingListener{Listener: l}
+	r := &grpcrelay.Server{Director: func(*grpcrelay.Request) grpcrelay.Decision {
+		return grpcrelay.Decision{Unary: true, Handler: func(_ any, s grpc.ServerStream) error {
+			rl.mark()
+			var req []byte
+			if err := s.RecvMsg(&req); err != nil {
+				return err
+			}
+			return s.SendMsg(&req)
+		}}
+	}}
+	go r.Serve(rl)
+	t.Cleanup(r.Close)
+
+	// A PING and a call in one write, as grpc-go's client sends its BDP ping with a call.
+	c := rawCall(t, rl, func(fr *http2.Framer) {
+		fr.WritePing(false, [8]byte{1})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: callHeaders(), EndHeaders: true})
+		fr.WriteData(1, true, []byte{0, 0, 0, 0, 2, 'h', 'i'})
+	})
+	defer c.Close()
+	var got []string
+	for _, w := range rl.writes() {
+		if w == nil {
+			got = append(got, "handler")
+			continue
+		}
+		rf := http2.NewFramer(nil, bytes.NewReader(w))
+		for {
+			f, err := rf.ReadFrame()
+			if err != nil {
+				break
+			}
+			if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+				got = append(got, "ping ack")
+			}
+		}
+	}
+	if want := []string{"handler", "ping ack"}; !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -301,7 +301,7 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) {
 		s.req = half{from: l.down, end: f.StreamEnded(), done: f.StreamEnded()}
 		s.resp = half{to: l.down, win: l.down.initWin}
 		l.down.streams[id] = s
-		l.handle(s, f, d.Handler)
+		l.handle(s, f, d)
 		return
 	}
 	p := l.upstream(d)

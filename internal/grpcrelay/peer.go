@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -221,7 +222,12 @@ func encodeGRPCMessage(m string) string {
 }
 
 // touched lists the peers a goroutine framed writes for while it held the link.
-type touched struct{ peers []*peer }
+type touched struct {
+	peers []*peer
+	// handed says it started a handler: the handler runs on another goroutine, which on a
+	// single core waits for this one to block, so flush yields to it first.
+	handed bool
+}
 
 func (t *touched) add(p *peer) {
 	for _, q := range t.peers {
@@ -234,11 +240,16 @@ func (t *touched) add(p *peer) {
 
 // flush writes the touched peers' frames, those of peers other than self (whose frames the
 // goroutine read) first: a call's frames go on before the acks of the connection they came on.
+// A call served by a handler goes on from the handler's goroutine, so flush yields to it.
 func (t *touched) flush(self *peer) {
 	for _, p := range t.peers {
 		if p != self {
 			p.flush()
 		}
+	}
+	if t.handed {
+		t.handed = false
+		runtime.Gosched()
 	}
 	for _, p := range t.peers {
 		if p == self {

@@ -21,7 +21,8 @@ import (
 
 // served is a stream the relay serves itself with a Decision's Handler: it is the handler's
 // grpc.ServerStream, with messages as raw bytes (*[]byte). The handler runs on its own
-// goroutine; what it sends is framed under the link's lock and flushed at once.
+// goroutine; what it sends is framed under the link's lock and flushed at once, or with the
+// trailers when the handler is unary.
 type served struct {
 	l      *link
 	s      *stream
@@ -29,6 +30,7 @@ type served struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wake   chan struct{} // signalled when in grows or ends
+	unary  bool          // hold what it sends until finish: see Decision.Unary
 
 	// Guarded by l.mu.
 	in         []byte // request bytes not yet taken by RecvMsg
@@ -39,9 +41,9 @@ type served struct {
 }
 
 // handle starts h on s.
-func (l *link) handle(s *stream, f *http2.MetaHeadersFrame, h grpc.StreamHandler) {
+func (l *link) handle(s *stream, f *http2.MetaHeadersFrame, d Decision) {
 	md, timeout, err := incoming(f.Fields)
-	x := &served{l: l, s: s, method: f.PseudoValue("path"), wake: make(chan struct{}, 1), inEnd: f.StreamEnded()}
+	x := &served{l: l, s: s, method: f.PseudoValue("path"), wake: make(chan struct{}, 1), inEnd: f.StreamEnded(), unary: d.Unary}
 	s.srv = x
 	ctx := metadata.NewIncomingContext(l.ctx, md)
 	if timeout > 0 {
@@ -57,11 +59,17 @@ func (l *link) handle(s *stream, f *http2.MetaHeadersFrame, h grpc.StreamHandler
 	l.s.run(func() {
 		defer l.wg.Done()
 		if err == nil {
-			err = h(nil, x)
+			err = d.Handler(nil, x)
 		}
 		x.cancel()
-		l.with(func() { x.finish(err) })
+		l.with(func() {
+			x.finish(err)
+			l.down.touch() // what a unary handler sent waits here even if the stream is gone
+		})
 	})
+	// The handler's first steps (its own request upstream, say) go before this goroutine's
+	// acks of the frames that started it: see touched.flush.
+	l.t.handed = true
 }
 
 // incoming returns the call's metadata as grpc-go's server gives it to handlers, and its
@@ -158,8 +166,19 @@ func (x *served) SendHeader(md metadata.MD) error {
 	if err := x.SetHeader(md); err != nil {
 		return err
 	}
-	x.l.with(x.sendHeader)
+	x.send(x.sendHeader)
 	return nil
+}
+
+// send runs fn, which frames part of the answer, with the link held, and flushes it unless
+// the handler is unary: then finish flushes it all at once.
+func (x *served) send(fn func()) {
+	if x.unary {
+		var t touched
+		x.l.locked(&t, fn)
+		return
+	}
+	x.l.with(fn)
 }
 
 func (x *served) SetTrailer(md metadata.MD) {
@@ -197,7 +216,7 @@ func (x *served) SendMsg(m any) error {
 	binary.BigEndian.PutUint32(msg[1:5], uint32(len(*b)))
 	copy(msg[5:], *b)
 	var err error
-	x.l.with(func() {
+	x.send(func() {
 		if x.l.down.streams[x.s.id] != x.s {
 			err = io.EOF
 			return

@@ -51,7 +51,11 @@ type Decision struct {
 	// Handler serves the stream in this process, with messages as *[]byte. The relay is its
 	// gRPC server, so the call costs no second hop; the handler's response data is buffered
 	// as its caller's window requires, without blocking the handler, which suits unary calls.
-	Handler  grpc.StreamHandler
+	Handler grpc.StreamHandler
+	// Unary says Handler sends at most one message and then returns, as a unary method's
+	// does: its header, message and trailers then go out in one write, as grpc-go's server
+	// sends a unary answer, and the caller wakes once for them.
+	Unary    bool
 	Local    bool           // hand the stream to the server behind Server.Local
 	Upstream string         // relay the stream to this host:port
 	Status   *status.Status // answer with this status and nothing else
