@@ -2,16 +2,20 @@
 // and 64 concurrent callers, over these paths, all on this machine:
 //
 //	(a) direct         gRPC client -> app
+//	(r) tcp relay      gRPC client -> a plain TCP relay -> app: the floor for a proxy there
 //	(b) passthrough    gRPC client -> sidecar (no route) -> app
 //	(c) Restate alone  HTTP client -> Restate ingress -> the sdk-go handler of (d) -> app
+//	(s) c via a relay  HTTP client -> a plain TCP relay -> Restate ingress -> ... as (c)
 //	(d) durable        gRPC client -> sidecar -> Restate -> sidecar (sdk-go handler) -> app
 //	(e), (f)           (c) and (d) with the inbound service's fastPath (no Run step)
 //	(n) native         HTTP client -> Restate ingress -> a native sdk-go handler, no app
 //
-// and prints p50, p99, throughput and CPU per call for each, then the ratios b/a, d/c and f/e
-// (what the outbound sidecar costs over calling Restate directly) and d/n, f/n (everything
-// the sidecars add over a native Restate service). Every baseline is measured in the same run, in
-// interleaved rounds. Usage: go run ./cmd/bench [-duration 5s] [-paths abcdn]
+// and prints p50, p99, throughput and CPU per call for each, then the ratios b/a and b/r (what
+// passthrough costs), d/c and f/e (what the outbound sidecar costs over calling Restate
+// directly), s/c and d/s (what any proxy in its place costs, and the sidecar over that), and
+// d/n, f/n (everything the sidecars add over a native Restate service). Every baseline is
+// measured in the same run, in interleaved rounds.
+// Usage: go run ./cmd/bench [-processes] [-duration 5s] [-paths arbcsdefn] [-conc 1,16,64]
 package main
 
 import (
@@ -49,7 +53,8 @@ import (
 func main() {
 	duration := flag.Duration("duration", 5*time.Second, "measuring time per path and concurrency")
 	warmup := flag.Duration("warmup", time.Second, "warm-up time per path and concurrency")
-	only := flag.String("paths", "arbcdefn", "the paths to measure (ratios need both of their paths)")
+	only := flag.String("paths", "arbcsdefn", "the paths to measure (ratios need both of their paths)")
+	concs := flag.String("conc", "1,16,64", "the numbers of concurrent callers")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	processes := flag.Bool("processes", false, "run the app and each sidecar in its own process, as deployed (default: all in this process)")
 	sidecarProcs := flag.Int("sidecar-procs", 0, "with -processes: the sidecars' -procs, the cores each runs on (default: the sidecar's default, 1)")
@@ -67,7 +72,16 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*duration, *warmup, *only, *processes, *sidecarProcs); err != nil {
+	var levels []int
+	for f := range strings.SplitSeq(*concs, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -conc %q: want numbers above 0, comma-separated\n", *concs)
+			os.Exit(2)
+		}
+		levels = append(levels, n)
+	}
+	if err := run(*duration, *warmup, *only, levels, *processes, *sidecarProcs); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -88,7 +102,7 @@ type result struct {
 	cpuSelf, cpuRestate time.Duration
 }
 
-func run(duration, warmup time.Duration, only string, processes bool, sidecarProcs int) error {
+func run(duration, warmup time.Duration, only string, levels []int, processes bool, sidecarProcs int) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "rg-bench-")
@@ -141,15 +155,18 @@ func run(duration, warmup time.Duration, only string, processes bool, sidecarPro
 		defer pr.stop()
 		parts = pr
 	}
-	addrs, err := freeAddrs(6)
+	addrs, err := freeAddrs(7)
 	if err != nil {
 		return err
 	}
-	appAddr, inAddr, outAddr, fastAddr, passAddr, relayAddr := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], addrs[5]
+	appAddr, inAddr, outAddr, fastAddr, passAddr, relayAddr, ingressRelay := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], addrs[5], addrs[6]
 	if err := parts.app(appAddr); err != nil {
 		return err
 	}
 	if err := parts.relay(relayAddr, appAddr); err != nil {
+		return err
+	}
+	if err := parts.relay(ingressRelay, strings.TrimPrefix(rs.Ingress, "http://")); err != nil {
 		return err
 	}
 	for _, sc := range []string{
@@ -196,8 +213,8 @@ outbound:
 	}
 	body, _ := proto.Marshal(req)
 	hc := restatehttp.DefaultHTTPClient()
-	httpCaller := func(path string) caller {
-		return func(ctx context.Context) error { return post(ctx, hc, rs.Ingress+path, body) }
+	httpCaller := func(base, path string) caller {
+		return func(ctx context.Context) error { return post(ctx, hc, base+path, body) }
 	}
 	direct, closeA, err := grpcCaller(appAddr)
 	if err != nil {
@@ -232,11 +249,12 @@ outbound:
 		{"a direct", direct},
 		{"r tcp relay", relayed},
 		{"b passthrough", passthrough},
-		{"c restate alone", httpCaller("/rgtest.v1.Echo/Call")},
+		{"c restate alone", httpCaller(rs.Ingress, "/rgtest.v1.Echo/Call")},
+		{"s alone, tcp relay", httpCaller("http://"+ingressRelay, "/rgtest.v1.Echo/Call")},
 		{"d durable", durable},
-		{"e alone, fastPath", httpCaller("/rgtest.v1.EchoFast/Call")},
+		{"e alone, fastPath", httpCaller(rs.Ingress, "/rgtest.v1.EchoFast/Call")},
 		{"f durable, fastPath", durableFast},
-		{"n native", httpCaller("/bench.Native/Call")},
+		{"n native", httpCaller(rs.Ingress, "/bench.Native/Call")},
 	}
 	where := "the app and the sidecars in the benchmark's process"
 	if processes {
@@ -254,7 +272,7 @@ outbound:
 	// background work of the Restate server) hits each path and its baseline alike.
 	const rounds = 10
 	byKey := map[string]result{}
-	for _, conc := range []int{1, 16, 64} {
+	for _, conc := range levels {
 		samples := map[string]*sample{}
 		for _, p := range paths {
 			if strings.Contains(only, p.name[:1]) {
@@ -281,11 +299,11 @@ outbound:
 		}
 	}
 	fmt.Printf("\n%-22s %5s %10s %10s %12s\n", "ratio", "conc", "p50", "p99", "throughput")
-	for _, pair := range [][2]string{{"r", "a"}, {"b", "a"}, {"b", "r"}, {"d", "c"}, {"f", "e"}, {"d", "n"}, {"f", "n"}} {
+	for _, pair := range [][2]string{{"r", "a"}, {"b", "a"}, {"b", "r"}, {"d", "c"}, {"s", "c"}, {"d", "s"}, {"f", "e"}, {"d", "n"}, {"f", "n"}} {
 		if !strings.Contains(only, pair[0]) || !strings.Contains(only, pair[1]) {
 			continue
 		}
-		for _, conc := range []int{1, 16, 64} {
+		for _, conc := range levels {
 			x, base := byKey[fmt.Sprint(pair[0], conc)], byKey[fmt.Sprint(pair[1], conc)]
 			fmt.Printf("%-22s %5d %10.2f %10.2f %12.2f\n", pair[0]+"/"+pair[1], conc,
 				float64(x.p50)/float64(base.p50), float64(x.p99)/float64(base.p99), x.rps/base.rps)
@@ -299,6 +317,9 @@ outbound:
 	}
 	if c, d := byKey["c1"], byKey["d1"]; c.p50 > 0 && d.p50 > 0 {
 		fmt.Printf("the outbound sidecar adds %s at p50, concurrency 1, over calling Restate directly\n", ms(d.p50-c.p50))
+		if s := byKey["s1"]; s.p50 > 0 {
+			fmt.Printf("a plain TCP relay in its place adds %s: the floor for any proxy there\n", ms(s.p50-c.p50))
+		}
 	}
 	if n, d := byKey["n1"], byKey["d1"]; n.p50 > 0 && d.p50 > 0 {
 		fmt.Printf("both sidecars and the app's gRPC hop add %s at p50, concurrency 1, over a native service\n", ms(d.p50-n.p50))
