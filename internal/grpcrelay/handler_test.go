@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -334,13 +333,6 @@ func (l *recordingListener) Accept() (net.Conn, error) {
 	return &recordingConn{Conn: c, l: l}, nil
 }
 
-// mark records a nil write, to place an event among the writes.
-func (l *recordingListener) mark() {
-	l.mu.Lock()
-	l.w = append(l.w, nil)
-	l.mu.Unlock()
-}
-
 func (l *recordingListener) reset() {
 	l.mu.Lock()
 	l.w = nil
@@ -365,10 +357,10 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// TestHandlerBeforeAcks: a handler starts before the relay acks the frames that came with its
-// call, so that on a single core its own request upstream is not held up by the acks.
-func TestHandlerBeforeAcks(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+// TestPingAcks: the ack of a PING that comes with a call goes out with the call's answer, as
+// one write, so that grpc-go's BDP pings cost its caller no wake-up of their own; a PING with
+// nothing to travel with is acked alone within the hold.
+func TestPingAcks(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -376,14 +368,15 @@ func TestHandlerBeforeAcks(t *testing.T) {
 	rl := &recordingListener{Listener: l}
 	r := &grpcrelay.Server{Director: func(*grpcrelay.Request) grpcrelay.Decision {
 		return grpcrelay.Decision{Unary: true, Handler: func(_ any, s grpc.ServerStream) error {
-			rl.mark()
 			var req []byte
 			if err := s.RecvMsg(&req); err != nil {
 				return err
 			}
+			time.Sleep(20 * time.Millisecond) // an ack not held would go out meanwhile
 			return s.SendMsg(&req)
 		}}
 	}}
+	grpcrelay.SetAckHold(r, 5*time.Second) // no timer races the answer, however slow the machine
 	go r.Serve(rl)
 	t.Cleanup(r.Close)
 
@@ -396,22 +389,65 @@ func TestHandlerBeforeAcks(t *testing.T) {
 	defer c.Close()
 	var got []string
 	for _, w := range rl.writes() {
-		if w == nil {
-			got = append(got, "handler")
-			continue
-		}
+		var kinds []string
 		rf := http2.NewFramer(nil, bytes.NewReader(w))
 		for {
 			f, err := rf.ReadFrame()
 			if err != nil {
 				break
 			}
-			if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
-				got = append(got, "ping ack")
+			switch f := f.(type) {
+			case *http2.PingFrame:
+				kinds = append(kinds, "ping ack")
+			case *http2.HeadersFrame:
+				if f.StreamEnded() {
+					kinds = append(kinds, "trailers")
+				}
 			}
 		}
+		if len(kinds) > 0 {
+			slices.Sort(kinds)
+			got = append(got, strings.Join(kinds, "+"))
+		}
 	}
-	if want := []string{"handler", "ping ack"}; !slices.Equal(got, want) {
-		t.Errorf("got %q, want %q", got, want)
+	if want := []string{"ping ack+trailers"}; !slices.Equal(got, want) {
+		t.Errorf("writes %q, want %q", got, want)
 	}
+
+	t.Run("alone", func(t *testing.T) {
+		r := &grpcrelay.Server{Director: func(*grpcrelay.Request) grpcrelay.Decision { return grpcrelay.Decision{} }}
+		grpcrelay.SetAckHold(r, 50*time.Millisecond)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go r.Serve(l)
+		t.Cleanup(r.Close)
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte(http2.ClientPreface))
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings()
+		fr.WritePing(false, [8]byte{7})
+		start := time.Now()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("no ack of a lone PING: %v", err)
+			}
+			if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+				if p.Data != [8]byte{7} {
+					t.Errorf("ack data %v, want the PING's", p.Data)
+				}
+				if d := time.Since(start); d < 40*time.Millisecond {
+					t.Errorf("the ack came after %s, before the hold of 50ms", d)
+				}
+				return
+			}
+		}
+	})
 }

@@ -173,6 +173,9 @@ func (l *link) closeAll() {
 	l.cancel()
 	for _, p := range append(l.upstreams(), l.down) {
 		p.dead = true
+		if p.ackTimer != nil {
+			p.ackTimer.Stop()
+		}
 		if p.nc != nil {
 			p.nc.Close()
 		}
@@ -249,8 +252,7 @@ func (l *link) control(p *peer, f http2.Frame) {
 		}
 	case *http2.PingFrame:
 		if !f.IsAck() {
-			p.fw.WritePing(true, f.Data)
-			p.touch()
+			p.ack(f.Data) // held for company: see peer.acks
 		}
 	case *http2.WindowUpdateFrame:
 		if f.StreamID == 0 {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -51,9 +50,15 @@ type peer struct {
 
 	streams    map[uint32]*stream
 	maxStreams uint32 // its SETTINGS_MAX_CONCURRENT_STREAMS
-	goingAway  bool   // it sent GOAWAY (upstream) or was sent one (downstream)
-	closing    bool   // close it once what is framed is written
-	dead       bool   // its connection failed or closed
+	// PING acks wait to go out with the next frames written to the peer, as a call's answer,
+	// so that the pings grpc-go sends with its calls cost the peer no wake-up of their own;
+	// past ackHold they go out alone.
+	acks     [][8]byte
+	ackTimer *time.Timer
+
+	goingAway bool // it sent GOAWAY (upstream) or was sent one (downstream)
+	closing   bool // close it once what is framed is written
+	dead      bool // its connection failed or closed
 }
 
 type sink struct{ b []byte }
@@ -80,8 +85,46 @@ func newPeer(l *link, name string, nc net.Conn) *peer {
 	return p
 }
 
-// touch notes that p has frames to flush by the goroutine holding the link.
-func (p *peer) touch() { p.l.t.add(p) }
+const (
+	// ackHold bounds how long a PING ack waits for company: well past a call through the
+	// relay, Restate included, and far below any keepalive timeout.
+	ackHold = 10 * time.Millisecond
+	// maxHeldAcks bounds the acks held at once, against a peer that floods PINGs.
+	maxHeldAcks = 16
+)
+
+// touch notes that p has frames to flush by the goroutine holding the link; the acks it holds
+// go with them.
+func (p *peer) touch() {
+	if len(p.acks) > 0 {
+		for _, d := range p.acks {
+			p.fw.WritePing(true, d)
+		}
+		p.acks = p.acks[:0]
+		p.ackTimer.Stop()
+	}
+	p.l.t.add(p)
+}
+
+// ack answers a PING from p, with the next frames written to it or after ackHold.
+func (p *peer) ack(d [8]byte) {
+	p.acks = append(p.acks, d)
+	switch {
+	case len(p.acks) >= maxHeldAcks:
+		p.touch()
+	case len(p.acks) > 1: // the timer runs
+	case p.ackTimer == nil:
+		p.ackTimer = time.AfterFunc(p.l.s.ackHold(), func() {
+			p.l.with(func() {
+				if len(p.acks) > 0 {
+					p.touch()
+				}
+			})
+		})
+	default:
+		p.ackTimer.Reset(p.l.s.ackHold())
+	}
+}
 
 // flush writes what was framed for p. A failed write closes the connection, and its reader
 // then fails its streams.
@@ -222,12 +265,7 @@ func encodeGRPCMessage(m string) string {
 }
 
 // touched lists the peers a goroutine framed writes for while it held the link.
-type touched struct {
-	peers []*peer
-	// handed says it started a handler: the handler runs on another goroutine, which on a
-	// single core waits for this one to block, so flush yields to it first.
-	handed bool
-}
+type touched struct{ peers []*peer }
 
 func (t *touched) add(p *peer) {
 	for _, q := range t.peers {
@@ -240,16 +278,11 @@ func (t *touched) add(p *peer) {
 
 // flush writes the touched peers' frames, those of peers other than self (whose frames the
 // goroutine read) first: a call's frames go on before the acks of the connection they came on.
-// A call served by a handler goes on from the handler's goroutine, so flush yields to it.
 func (t *touched) flush(self *peer) {
 	for _, p := range t.peers {
 		if p != self {
 			p.flush()
 		}
-	}
-	if t.handed {
-		t.handed = false
-		runtime.Gosched()
 	}
 	for _, p := range t.peers {
 		if p == self {

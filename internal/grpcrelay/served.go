@@ -67,9 +67,6 @@ func (l *link) handle(s *stream, f *http2.MetaHeadersFrame, d Decision) {
 			l.down.touch() // what a unary handler sent waits here even if the stream is gone
 		})
 	})
-	// The handler's first steps (its own request upstream, say) go before this goroutine's
-	// acks of the frames that started it: see touched.flush.
-	l.t.handed = true
 }
 
 // incoming returns the call's metadata as grpc-go's server gives it to handlers, and its

@@ -82,6 +82,8 @@ type Server struct {
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
 
+	heldAcks time.Duration // ackHold, unless a test sets it
+
 	work      chan func() // to idle workers
 	startPool sync.Once
 	done      chan struct{} // closed by Shutdown and Close: workers exit
@@ -246,6 +248,13 @@ func (s *Server) writeTimeout() time.Duration {
 		return s.WriteTimeout
 	}
 	return DefaultWriteTimeout
+}
+
+func (s *Server) ackHold() time.Duration {
+	if s.heldAcks > 0 {
+		return s.heldAcks
+	}
+	return ackHold
 }
 
 func (s *Server) log() *slog.Logger {
