@@ -15,7 +15,10 @@
 // directly), s/c and d/s (what any proxy in its place costs, and the sidecar over that), and
 // d/n, f/n (everything the sidecars add over a native Restate service). Every baseline is
 // measured in the same run, in interleaved rounds.
-// Usage: go run ./cmd/bench [-processes] [-duration 5s] [-paths arbcsdefn] [-conc 1,16,64]
+// With -processes -against REV it also measures passthrough (B) and durable (D) calls through
+// sidecars built at git revision REV, in the same rounds, and prints b/B and d/D: a change's
+// effect, free of the run-to-run drift of this machine and of Restate.
+// Usage: go run ./cmd/bench [-processes [-against REV]] [-duration 5s] [-paths arbcsdefn] [-conc 1,16,64]
 package main
 
 import (
@@ -59,7 +62,12 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	processes := flag.Bool("processes", false, "run the app and each sidecar in its own process, as deployed (default: all in this process)")
 	sidecarProcs := flag.Int("sidecar-procs", 0, "with -processes: the sidecars' -procs, the cores each runs on (default: the sidecar's default, 1)")
+	against := flag.String("against", "", "with -processes: also measure passthrough (B) and durable (D) calls through sidecars built at this git revision, in the same rounds, and print b/B and d/D")
 	flag.Parse()
+	if *against != "" && !*processes {
+		fmt.Fprintln(os.Stderr, "bench: -against needs -processes")
+		os.Exit(2)
+	}
 	if v := os.Getenv("BENCH_GC"); v != "" {
 		n, _ := strconv.Atoi(v)
 		debug.SetGCPercent(n)
@@ -82,7 +90,11 @@ func main() {
 		}
 		levels = append(levels, n)
 	}
-	if err := run(*duration, *warmup, *only, levels, *processes, *sidecarProcs); err != nil {
+	o := options{duration: *duration, warmup: *warmup, paths: *only, levels: levels, processes: *processes, sidecarProcs: *sidecarProcs, against: *against}
+	if o.against != "" {
+		o.paths += "BD"
+	}
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -103,7 +115,17 @@ type result struct {
 	cpuSelf, cpuRestate time.Duration
 }
 
-func run(duration, warmup time.Duration, only string, levels []int, processes bool, sidecarProcs int) error {
+// options are the command's flags.
+type options struct {
+	duration, warmup time.Duration
+	paths            string
+	levels           []int
+	processes        bool
+	sidecarProcs     int
+	against          string // a git revision
+}
+
+func run(o options) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "rg-bench-")
@@ -148,19 +170,20 @@ func run(duration, warmup time.Duration, only string, levels []int, processes bo
 
 	// The app and the sidecars: in this process, or each in its own as deployed.
 	var parts runner = &inProcess{ctx: ctx, log: quiet}
-	if processes {
-		pr, err := newProcesses(dir, sidecarProcs)
-		if err != nil {
+	var pr *processes
+	if o.processes {
+		if pr, err = newProcesses(dir, o.sidecarProcs, o.against); err != nil {
 			return err
 		}
 		defer pr.stop()
 		parts = pr
 	}
-	addrs, err := freeAddrs(7)
+	addrs, err := freeAddrs(9)
 	if err != nil {
 		return err
 	}
 	appAddr, inAddr, outAddr, fastAddr, passAddr, relayAddr, ingressRelay := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], addrs[5], addrs[6]
+	outAt, passAt := addrs[7], addrs[8] // the sidecars built at o.against
 	if err := parts.app(appAddr); err != nil {
 		return err
 	}
@@ -169,6 +192,21 @@ func run(duration, warmup time.Duration, only string, levels []int, processes bo
 	}
 	if err := parts.relay(ingressRelay, strings.TrimPrefix(rs.Ingress, "http://")); err != nil {
 		return err
+	}
+	durableYAML := func(listen string) string {
+		return fmt.Sprintf(`
+outbound:
+  listen: %s
+  ingress: %s
+  routes: [{match: rgtest.v1.Echo/Call}]
+`, listen, rs.Ingress)
+	}
+	passYAML := func(listen string) string {
+		return fmt.Sprintf(`
+outbound:
+  listen: %s
+  upstreams: {rgtest.v1.Echo: %s}
+`, listen, appAddr)
 	}
 	for _, sc := range []string{
 		fmt.Sprintf(`
@@ -180,26 +218,24 @@ inbound:
     - {name: rgtest.v1.Echo, handlers: {Call: ""}}
     - {name: rgtest.v1.Echo, as: rgtest.v1.EchoFast, handlers: {Call: ""}, fastPath: true}
 `, appAddr, inAddr, rs.Admin),
-		fmt.Sprintf(`
-outbound:
-  listen: %s
-  ingress: %s
-  routes: [{match: rgtest.v1.Echo/Call}]
-`, outAddr, rs.Ingress),
+		durableYAML(outAddr),
 		fmt.Sprintf(`
 outbound:
   listen: %s
   ingress: %s
   routes: [{match: rgtest.v1.Echo/Call, service: rgtest.v1.EchoFast}]
 `, fastAddr, rs.Ingress),
-		fmt.Sprintf(`
-outbound:
-  listen: %s
-  upstreams: {rgtest.v1.Echo: %s}
-`, passAddr, appAddr),
+		passYAML(passAddr),
 	} {
 		if err := parts.sidecar(sc); err != nil {
 			return err
+		}
+	}
+	if o.against != "" {
+		for _, sc := range []string{durableYAML(outAt), passYAML(passAt)} {
+			if err := pr.sidecarAt(sc); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -243,10 +279,11 @@ outbound:
 	}
 	defer closeF()
 
-	paths := []struct {
+	type path struct {
 		name string
 		call caller
-	}{
+	}
+	paths := []path{
 		{"a direct", direct},
 		{"r tcp relay", relayed},
 		{"b passthrough", passthrough},
@@ -257,18 +294,31 @@ outbound:
 		{"f durable, fastPath", durableFast},
 		{"n native", httpCaller(rs.Ingress, "/bench.Native/Call")},
 	}
+	if o.against != "" {
+		passthroughAt, closeBAt, err := grpcCaller(passAt)
+		if err != nil {
+			return err
+		}
+		defer closeBAt()
+		durableAt, closeDAt, err := grpcCaller(outAt)
+		if err != nil {
+			return err
+		}
+		defer closeDAt()
+		paths = append(paths, path{"B passthrough @" + o.against, passthroughAt}, path{"D durable @" + o.against, durableAt})
+	}
 	where := "the app and the sidecars in the benchmark's process"
-	if processes {
+	if o.processes {
 		where = "the app and each sidecar in its own process"
-		if sidecarProcs > 0 {
-			where += fmt.Sprintf(", the sidecars with -procs %d", sidecarProcs)
+		if o.sidecarProcs > 0 {
+			where += fmt.Sprintf(", the sidecars with -procs %d", o.sidecarProcs)
 		} else {
 			where += ", the sidecars on one core (-procs 1, their default)"
 		}
 	}
 	fmt.Printf("machine: %s/%s, %d CPUs, %s; restate-server 1.7.12; %s per point after %s warm-up; %s\n\n",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), duration, warmup, where)
-	fmt.Printf("%-19s %5s %10s %10s %10s %7s %12s %12s\n", "path", "conc", "p50", "p99", "req/s", "errors", "cpu/call", "restate cpu")
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), o.duration, o.warmup, where)
+	fmt.Printf("%-24s %5s %10s %10s %10s %7s %12s %12s\n", "path", "conc", "p50", "p99", "req/s", "errors", "cpu/call", "restate cpu")
 	// Paths are measured in interleaved rounds, so that a drift of the machine (frequency,
 	// background work of the Restate server) hits each path and its baseline alike.
 	const (
@@ -276,11 +326,11 @@ outbound:
 		settle = 50 * time.Millisecond
 	)
 	byKey := map[string]result{}
-	for _, conc := range levels {
+	for _, conc := range o.levels {
 		samples := map[string]*sample{}
 		for _, p := range paths {
-			if strings.Contains(only, p.name[:1]) {
-				load(ctx, p.call, conc, warmup, parts.pids(), rs.Pid())
+			if strings.Contains(o.paths, p.name[:1]) {
+				load(ctx, p.call, conc, o.warmup, parts.pids(), rs.Pid())
 				samples[p.name] = &sample{}
 			}
 		}
@@ -292,7 +342,7 @@ outbound:
 			for _, i := range order.Perm(len(paths)) {
 				if s := samples[paths[i].name]; s != nil {
 					time.Sleep(settle)
-					s.add(load(ctx, paths[i].call, conc, duration/rounds, parts.pids(), rs.Pid()))
+					s.add(load(ctx, paths[i].call, conc, o.duration/rounds, parts.pids(), rs.Pid()))
 				}
 			}
 		}
@@ -304,15 +354,15 @@ outbound:
 			r := s.result()
 			r.path, r.concurrency = p.name, conc
 			byKey[fmt.Sprint(p.name[:1], conc)] = r
-			fmt.Printf("%-19s %5d %10s %10s %10.0f %7d %12s %12s\n", r.path, conc, ms(r.p50), ms(r.p99), r.rps, r.errors, ms(r.cpuSelf), ms(r.cpuRestate))
+			fmt.Printf("%-24s %5d %10s %10s %10.0f %7d %12s %12s\n", r.path, conc, ms(r.p50), ms(r.p99), r.rps, r.errors, ms(r.cpuSelf), ms(r.cpuRestate))
 		}
 	}
 	fmt.Printf("\n%-22s %5s %10s %10s %12s\n", "ratio", "conc", "p50", "p99", "throughput")
-	for _, pair := range [][2]string{{"r", "a"}, {"b", "a"}, {"b", "r"}, {"d", "c"}, {"s", "c"}, {"d", "s"}, {"f", "e"}, {"d", "n"}, {"f", "n"}} {
-		if !strings.Contains(only, pair[0]) || !strings.Contains(only, pair[1]) {
+	for _, pair := range [][2]string{{"r", "a"}, {"b", "a"}, {"b", "r"}, {"d", "c"}, {"s", "c"}, {"d", "s"}, {"b", "B"}, {"d", "D"}, {"f", "e"}, {"d", "n"}, {"f", "n"}} {
+		if !strings.Contains(o.paths, pair[0]) || !strings.Contains(o.paths, pair[1]) {
 			continue
 		}
-		for _, conc := range levels {
+		for _, conc := range o.levels {
 			x, base := byKey[fmt.Sprint(pair[0], conc)], byKey[fmt.Sprint(pair[1], conc)]
 			fmt.Printf("%-22s %5d %10.2f %10.2f %12.2f\n", pair[0]+"/"+pair[1], conc,
 				float64(x.p50)/float64(base.p50), float64(x.p99)/float64(base.p99), x.rps/base.rps)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -76,17 +77,42 @@ type processes struct {
 	sidecarProcs int
 }
 
-func newProcesses(dir string, sidecarProcs int) (*processes, error) {
+// newProcesses builds the binaries into dir; with a git revision against, also the sidecar of
+// that revision, as dir/sidecar-against.
+func newProcesses(dir string, sidecarProcs int, against string) (*processes, error) {
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/sidecar", "./internal/testservice/testapp")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building: %v\n%s", err, out)
+	if err := command(root, "go", "build", "-o", dir+"/", "./cmd/sidecar", "./internal/testservice/testapp"); err != nil {
+		return nil, err
+	}
+	if against != "" {
+		src, tar := filepath.Join(dir, "against"), filepath.Join(dir, "against.tar")
+		if err := os.Mkdir(src, 0o755); err != nil {
+			return nil, err
+		}
+		if err := command(root, "git", "archive", "-o", tar, against); err != nil {
+			return nil, err
+		}
+		if err := command(src, "tar", "-xf", tar); err != nil {
+			return nil, err
+		}
+		if err := command(src, "go", "build", "-o", filepath.Join(dir, "sidecar-against"), "./cmd/sidecar"); err != nil {
+			return nil, err
+		}
 	}
 	return &processes{dir: dir, sidecarProcs: sidecarProcs}, nil
+}
+
+// command runs name in dir and returns its output with the error.
+func command(dir, name string, args ...string) error {
+	c := exec.Command(name, args...)
+	c.Dir = dir
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
 }
 
 func (p *processes) start(bin string, args ...string) error {
@@ -129,7 +155,12 @@ func (p *processes) startListening(addr, bin string, args ...string) error {
 	})
 }
 
-func (p *processes) sidecar(yaml string) error {
+func (p *processes) sidecar(yaml string) error { return p.startSidecar("sidecar", yaml) }
+
+// sidecarAt starts the sidecar built at the -against revision.
+func (p *processes) sidecarAt(yaml string) error { return p.startSidecar("sidecar-against", yaml) }
+
+func (p *processes) startSidecar(bin, yaml string) error {
 	f := filepath.Join(p.dir, fmt.Sprintf("sidecar-%d.yaml", len(p.procs)))
 	if err := os.WriteFile(f, []byte(yaml), 0o600); err != nil {
 		return err
@@ -142,7 +173,7 @@ func (p *processes) sidecar(yaml string) error {
 	if p.sidecarProcs > 0 {
 		args = append(args, "-procs", fmt.Sprint(p.sidecarProcs))
 	}
-	if err := p.start("sidecar", args...); err != nil {
+	if err := p.start(bin, args...); err != nil {
 		return err
 	}
 	return waitFor(func() bool {
