@@ -160,25 +160,13 @@ func TestRequestEndedByHeaders(t *testing.T) {
 			return status.Error(codes.AlreadyExists, "ended")
 		}}
 	}, nil, nil)
-	addr := cc.Target()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, fr := dialRaw(t, cc.Target())
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	c.Write([]byte(http2.ClientPreface))
-	fr := http2.NewFramer(c, c)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	fr.WriteSettings()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: callHeaders(), EndHeaders: true})
+	fr.WriteData(1, false, []byte{0, 0, 0, 0, 2, 'h', 'i'})
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/x.Svc/Do"}, {":authority", addr}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
-	fr.WriteData(1, false, []byte{0, 0, 0, 0, 2, 'h', 'i'})
-	hb.Reset()
 	enc.WriteField(hpack.HeaderField{Name: "x-trailer", Value: "1"})
 	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true})
 	for {
@@ -274,14 +262,7 @@ func TestAnswerWrites(t *testing.T) {
 // stream 1 ends.
 func rawCall(t *testing.T, rl *recordingListener, call func(*http2.Framer)) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", rl.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	c.Write([]byte(http2.ClientPreface))
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings()
+	c, fr := dialRaw(t, rl.Addr().String())
 	for acked := false; !acked; {
 		f, err := fr.ReadFrame()
 		if err != nil {
@@ -306,6 +287,20 @@ func rawCall(t *testing.T, rl *recordingListener, call func(*http2.Framer)) net.
 			return c
 		}
 	}
+}
+
+// dialRaw connects to the relay at addr as an HTTP/2 client: preface and SETTINGS sent.
+func dialRaw(t *testing.T, addr string) (net.Conn, *http2.Framer) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	return c, fr
 }
 
 // callHeaders is the header block of a gRPC call to /x.Svc/Do.
@@ -423,15 +418,8 @@ func TestPingAcks(t *testing.T) {
 		}
 		go r.Serve(l)
 		t.Cleanup(r.Close)
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, fr := dialRaw(t, l.Addr().String())
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		c.Write([]byte(http2.ClientPreface))
-		fr := http2.NewFramer(c, c)
-		fr.WriteSettings()
 		fr.WritePing(false, [8]byte{7})
 		start := time.Now()
 		for {
