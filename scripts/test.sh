@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what is missing, checks formatting and vet, runs
-# every test against a real Restate server, a short fuzz run, and prints a closing summary.
+# every test against a real Restate server with the race detector on, a short fuzz run, and prints
+# a closing summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,7 @@ fi
 go vet ./... || fail=1
 
 out=$(mktemp)
-go test -count=1 -timeout 20m -v ./... 2>&1 | tee "$out" | grep -E '^(=== RUN|--- (FAIL|SKIP)|FAIL|ok|panic|\s+.*_test\.go)' | grep -v '^=== RUN'
+go test -race -count=1 -timeout 20m -v ./... 2>&1 | tee "$out" | grep -E '^(=== RUN|--- (FAIL|SKIP)|FAIL|ok|panic|\s+.*_test\.go)' | grep -v '^=== RUN'
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || fail=1
 
