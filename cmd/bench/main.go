@@ -23,6 +23,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -240,72 +241,49 @@ outbound:
 	}
 
 	req := &testpb.Req{Text: strings.Repeat("x", 64)}
-	grpcCaller := func(addr string) (caller, func(), error) {
+	// grpcCaller calls the Echo app at addr through a connection of its own, closed at the end.
+	var conns []*grpc.ClientConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	var dialErr error
+	grpcCaller := func(addr string) caller {
 		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
-			return nil, nil, err
+			dialErr = cmp.Or(dialErr, err)
+			return nil
 		}
+		conns = append(conns, c)
 		client := testpb.NewEchoClient(c)
-		return func(ctx context.Context) error { _, err := client.Call(ctx, req); return err }, func() { c.Close() }, nil
+		return func(ctx context.Context) error { _, err := client.Call(ctx, req); return err }
 	}
 	body, _ := proto.Marshal(req)
 	hc := restatehttp.DefaultHTTPClient()
 	httpCaller := func(base, path string) caller {
 		return func(ctx context.Context) error { return post(ctx, hc, base+path, body) }
 	}
-	direct, closeA, err := grpcCaller(appAddr)
-	if err != nil {
-		return err
-	}
-	defer closeA()
-	relayed, closeR, err := grpcCaller(relayAddr)
-	if err != nil {
-		return err
-	}
-	defer closeR()
-	passthrough, closeB, err := grpcCaller(passAddr)
-	if err != nil {
-		return err
-	}
-	defer closeB()
-	durable, closeD, err := grpcCaller(outAddr)
-	if err != nil {
-		return err
-	}
-	defer closeD()
-	durableFast, closeF, err := grpcCaller(fastAddr)
-	if err != nil {
-		return err
-	}
-	defer closeF()
-
 	type path struct {
 		name string
 		call caller
 	}
 	paths := []path{
-		{"a direct", direct},
-		{"r tcp relay", relayed},
-		{"b passthrough", passthrough},
+		{"a direct", grpcCaller(appAddr)},
+		{"r tcp relay", grpcCaller(relayAddr)},
+		{"b passthrough", grpcCaller(passAddr)},
 		{"c restate alone", httpCaller(rs.Ingress, "/rgtest.v1.Echo/Call")},
 		{"s alone, tcp relay", httpCaller("http://"+ingressRelay, "/rgtest.v1.Echo/Call")},
-		{"d durable", durable},
+		{"d durable", grpcCaller(outAddr)},
 		{"e alone, fastPath", httpCaller(rs.Ingress, "/rgtest.v1.EchoFast/Call")},
-		{"f durable, fastPath", durableFast},
+		{"f durable, fastPath", grpcCaller(fastAddr)},
 		{"n native", httpCaller(rs.Ingress, "/bench.Native/Call")},
 	}
 	if o.against != "" {
-		passthroughAt, closeBAt, err := grpcCaller(passAt)
-		if err != nil {
-			return err
-		}
-		defer closeBAt()
-		durableAt, closeDAt, err := grpcCaller(outAt)
-		if err != nil {
-			return err
-		}
-		defer closeDAt()
-		paths = append(paths, path{"B passthrough @" + o.against, passthroughAt}, path{"D durable @" + o.against, durableAt})
+		paths = append(paths, path{"B passthrough @" + o.against, grpcCaller(passAt)}, path{"D durable @" + o.against, grpcCaller(outAt)})
+	}
+	if dialErr != nil {
+		return dialErr
 	}
 	where := "the app and the sidecars in the benchmark's process"
 	if o.processes {

@@ -207,15 +207,7 @@ func (s *Server) stopPool() {
 // Shutdown stops accepting, tells every connection that no new stream will be taken
 // (GOAWAY), and waits for their streams to end, or for ctx, after which it closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	for l := range s.links {
-		l.drain()
-	}
-	s.mu.Unlock()
+	s.stop((*link).drain)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	defer s.stopPool()
@@ -231,16 +223,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes every listener and connection at once.
 func (s *Server) Close() {
+	s.stop((*link).closeAll)
+	s.stopPool()
+}
+
+// stop closes the listeners and applies end to every connection.
+func (s *Server) stop(end func(*link)) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closing = true
 	for l := range s.listeners {
 		l.Close()
 	}
 	for l := range s.links {
-		l.closeAll()
+		end(l)
 	}
-	s.mu.Unlock()
-	s.stopPool()
 }
 
 func (s *Server) writeTimeout() time.Duration {
