@@ -1,0 +1,169 @@
+package rawsock_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/restate-grpc/restate-grpc/internal/rawsock"
+)
+
+// pair returns a wrapped client connection and the server end, over loopback.
+func pair(t testing.TB) (c, s net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		s, err := rawsock.Listener(l).Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- s
+	}()
+	var d rawsock.Dialer
+	c, err = d.DialContext(t.Context(), "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = <-accepted
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c, s
+}
+
+func TestWrapped(t *testing.T) {
+	c, s := pair(t)
+	for _, x := range []net.Conn{c, s} {
+		_, tcp := x.(*net.TCPConn)
+		if got, want := tcp, runtime.GOOS != "linux"; got != want {
+			t.Errorf("%T: a plain *net.TCPConn is %v, want %v", x, got, want)
+		}
+	}
+	p, q := net.Pipe()
+	defer p.Close()
+	defer q.Close()
+	if got := rawsock.Wrap(p); got != p {
+		t.Errorf("Wrap(pipe) = %T, want the pipe itself", got)
+	}
+}
+
+// TestTransfer moves more than the socket buffers hold both ways at once, so writes fill the
+// send buffer and wait, and reads find nothing and wait.
+func TestTransfer(t *testing.T) {
+	c, s := pair(t)
+	want := make([]byte, 16<<20)
+	rand.Read(want)
+	echoed := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(writerOnly{s}, readerOnly{s})
+		echoed <- err
+	}()
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(readerOnly{c})
+		got <- b
+	}()
+	n, err := c.Write(want)
+	if n != len(want) || err != nil {
+		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(want))
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-echoed; err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	s.Close()
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("echoed %d bytes, not the %d written", len(b), len(want))
+	}
+}
+
+// The io.Copy in TestTransfer must use Read and Write, not the embedded connection's
+// ReadFrom and WriteTo.
+type readerOnly struct{ io.Reader }
+type writerOnly struct{ io.Writer }
+
+func TestErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		do   func(c, s net.Conn) (int, error)
+		want func(error) bool
+	}{
+		{"read: peer closed", func(c, s net.Conn) (int, error) {
+			s.Close()
+			return c.Read(make([]byte, 10))
+		}, func(err error) bool { return err == io.EOF }},
+		{"read: deadline", func(c, s net.Conn) (int, error) {
+			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			return c.Read(make([]byte, 10))
+		}, isTimeout},
+		{"read: closed", func(c, s net.Conn) (int, error) {
+			c.Close()
+			return c.Read(make([]byte, 10))
+		}, func(err error) bool { return errors.Is(err, net.ErrClosed) }},
+		{"read: closed while waiting", func(c, s net.Conn) (int, error) {
+			time.AfterFunc(20*time.Millisecond, func() { c.Close() })
+			return c.Read(make([]byte, 10))
+		}, func(err error) bool { return errors.Is(err, net.ErrClosed) }},
+		{"write: deadline with the buffers full", func(c, s net.Conn) (int, error) {
+			c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+			return c.Write(make([]byte, 64<<20))
+		}, isTimeout},
+		{"write: closed", func(c, s net.Conn) (int, error) {
+			c.Close()
+			return c.Write([]byte("x"))
+		}, func(err error) bool { return errors.Is(err, net.ErrClosed) }},
+		{"write: peer reset", func(c, s net.Conn) (int, error) {
+			s.(interface{ SetLinger(int) error }).SetLinger(0)
+			s.Close()
+			time.Sleep(20 * time.Millisecond) // the RST arrives
+			return c.Write([]byte("x"))
+		}, func(err error) bool { return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s := pair(t)
+			n, err := tc.do(c, s)
+			if !tc.want(err) {
+				t.Errorf("got %d, %v (%T); not the error wanted", n, err, err)
+			}
+			var oe *net.OpError
+			if err != io.EOF && !errors.As(err, &oe) {
+				t.Errorf("got %T, want a *net.OpError as net.TCPConn returns", err)
+			}
+		})
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// TestHappensBefore: what a goroutine did before writing is seen by the goroutine that reads
+// those bytes, as with net.TCPConn. Under the race detector (make test) the access to x is
+// reported as a race unless Read and Write tell the detector so.
+func TestHappensBefore(t *testing.T) {
+	c, s := pair(t)
+	x := 0
+	go func() {
+		x = 1
+		c.Write([]byte{1})
+	}()
+	if _, err := s.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := x, 1; got != want {
+		t.Errorf("x = %d after the read, want %d", got, want)
+	}
+}
