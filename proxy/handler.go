@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -16,6 +17,7 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
 	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
+	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 )
 
@@ -90,8 +92,17 @@ func New(o Options) (*Handler, error) {
 func DialPlaintext(target string) (*grpc.ClientConn, error) {
 	return grpc.NewClient("passthrough:///"+target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(dialRaw),
 		grpc.WithDisableRetry(),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec)))
+}
+
+// dialRaw connects with rawsock's connections, which spare an idle sidecar the runtime's
+// monitor thread. Unlike grpc-go's own dialer it ignores HTTPS_PROXY and the like: the
+// sidecar talks to its neighbours directly.
+func dialRaw(ctx context.Context, addr string) (net.Conn, error) {
+	var d rawsock.Dialer
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // Handle serves a durable call, its messages as *[]byte. The Server sends only calls that

@@ -33,7 +33,7 @@ func NewServer(h *Handler, register func(grpc.ServiceRegistrar), log *slog.Logge
 	}
 	pipe := grpcrelay.NewPipe()
 	return &Server{
-		relay: &grpcrelay.Server{Director: h.direct(own), Local: pipe.Dial, Logger: log},
+		relay: &grpcrelay.Server{Director: h.direct(own), Local: pipe.Dial, Dial: dialRaw, Logger: log},
 		local: local,
 		pipe:  pipe,
 	}

@@ -260,7 +260,11 @@ outbound:
 		return func(ctx context.Context) error { _, err := client.Call(ctx, req); return err }
 	}
 	body, _ := proto.Marshal(req)
-	hc := restatehttp.DefaultHTTPClient()
+	// The plain HTTP client: net/http as it comes (the sidecar's sockets are rawsock's), with
+	// an idle pool as large as the sidecar's so that no caller waits for a connection.
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = 1024, 512
+	hc := &http.Client{Transport: t}
 	httpCaller := func(base, path string) caller {
 		return func(ctx context.Context) error { return post(ctx, hc, base+path, body) }
 	}

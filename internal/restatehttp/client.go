@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +18,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 )
 
 // ContentType is the content type of every payload: protobuf bytes, as sdk-go's WithProto codec
@@ -81,9 +84,11 @@ func NewClient(baseURL string, o Options) (*Client, error) {
 }
 
 // DefaultHTTPClient is an HTTP/1.1 client whose idle pool fits a busy sidecar: every waiting
-// call holds one connection, so the pool must not be the bottleneck.
+// call holds one connection, so the pool must not be the bottleneck. Its connections are
+// rawsock's, dialed with http.DefaultTransport's timeouts.
 func DefaultHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&rawsock.Dialer{Dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}}).DialContext
 	t.MaxIdleConns = 1024
 	t.MaxIdleConnsPerHost = 512
 	t.IdleConnTimeout = 90 * time.Second

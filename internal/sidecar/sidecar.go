@@ -18,6 +18,7 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
 	"github.com/restate-grpc/restate-grpc/internal/inbound"
 	"github.com/restate-grpc/restate-grpc/internal/invocations"
+	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 	"github.com/restate-grpc/restate-grpc/proxy"
 )
@@ -70,6 +71,7 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 		if s.outbound, err = net.Listen("tcp", oc.Listen); err != nil {
 			return nil, fmt.Errorf("outbound listener: %w", err)
 		}
+		s.outbound = rawsock.Listener(s.outbound)
 		if err := s.startOutbound(ctx, oc); err != nil {
 			closeAll()
 			return nil, err
@@ -80,6 +82,7 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 			closeAll()
 			return nil, fmt.Errorf("inbound listener: %w", err)
 		}
+		s.inbound = rawsock.Listener(s.inbound)
 		s.startInbound(ctx, ic)
 	} else {
 		s.inboundReady.Store(true)
