@@ -98,8 +98,8 @@ func DialPlaintext(target string) (*grpc.ClientConn, error) {
 }
 
 // dialRaw connects with rawsock's connections, which spare an idle sidecar the runtime's
-// monitor thread. Unlike grpc-go's own dialer it ignores HTTPS_PROXY and the like: the
-// sidecar talks to its neighbours directly.
+// monitor thread. Unlike grpc-go's own dialer it ignores HTTPS_PROXY and the like: the app,
+// the upstreams and the reflection source are the sidecar's neighbours.
 func dialRaw(ctx context.Context, addr string) (net.Conn, error) {
 	var d rawsock.Dialer
 	return d.DialContext(ctx, "tcp", addr)
