@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -438,4 +439,60 @@ func TestPingAcks(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestWorkersReused: handlers run on workers that outlive them, as many as there are calls in
+// flight, so later calls run on goroutines whose stacks have already grown.
+func TestWorkersReused(t *testing.T) {
+	inFlight := runtime.GOMAXPROCS(0) + 4
+	ran := map[string]bool{} // the goroutines handlers ran on
+	arrived := make(chan string, inFlight)
+	release := make(chan struct{})
+	handler := func(_ any, s grpc.ServerStream) error {
+		var req []byte
+		if err := s.RecvMsg(&req); err != nil {
+			return err
+		}
+		arrived <- goroutineID()
+		<-release
+		return s.SendMsg(&req)
+	}
+	cc, _ := relay(t, func(*grpcrelay.Request) grpcrelay.Decision {
+		return grpcrelay.Decision{Handler: handler, Unary: true}
+	}, nil)
+	batch := func() (ids []string) {
+		release = make(chan struct{})
+		var wg sync.WaitGroup
+		for range inFlight {
+			wg.Go(func() {
+				in, out := []byte("x"), []byte(nil)
+				if err := cc.Invoke(testCtx(t), "/x.Svc/Do", &in, &out, grpc.ForceCodecV2(rawcodec.Codec)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		for range inFlight {
+			ids = append(ids, <-arrived)
+		}
+		close(release)
+		wg.Wait()
+		return ids
+	}
+	for _, id := range batch() {
+		ran[id] = true
+	}
+	time.Sleep(100 * time.Millisecond) // the workers go back to waiting after their callers have the answer
+	for _, id := range batch() {
+		if !ran[id] {
+			t.Errorf("a handler of the second %d calls ran on goroutine %s, not on a worker of the first %d (%v)", inFlight, id, inFlight, ran)
+		}
+	}
+}
+
+// goroutineID is the id runtime.Stack prints for the calling goroutine.
+func goroutineID() string {
+	b := make([]byte, 64)
+	b = b[:runtime.Stack(b, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(b), "goroutine "), " ")
+	return id
 }

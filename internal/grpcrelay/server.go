@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -169,33 +168,43 @@ func (s *Server) track(c net.Conn) bool {
 	return true
 }
 
-// pool starts the workers that run handlers. Reused goroutines keep their grown stacks: a new
-// goroutine per call spends more time growing its stack than the relay spends on the call.
+// pool makes ready the workers that run handlers. Reused goroutines keep their grown stacks: a
+// new goroutine per call spends more time growing its stack than the relay spends on the call.
 func (s *Server) pool() {
 	s.startPool.Do(func() {
 		s.work = make(chan func())
 		s.done = make(chan struct{})
-		for range runtime.GOMAXPROCS(0) {
-			go func() {
-				for {
-					select {
-					case fn := <-s.work:
-						fn()
-					case <-s.done:
-						return
-					}
-				}
-			}()
-		}
 	})
 }
 
-// run runs fn on an idle worker, or else on a new goroutine.
+// workerIdle is how long a worker waits for more work before it exits. A durable handler
+// holds its worker for the whole call, so there are as many workers as calls in flight.
+const workerIdle = 10 * time.Second
+
+// run runs fn on an idle worker, or else on a new one.
 func (s *Server) run(fn func()) {
 	select {
 	case s.work <- fn:
 	default:
-		go fn()
+		go s.worker(fn)
+	}
+}
+
+// worker runs fn, then whatever work comes, until it has been idle for workerIdle or the
+// server stops.
+func (s *Server) worker(fn func()) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		fn()
+		idle.Reset(workerIdle)
+		select {
+		case fn = <-s.work:
+		case <-idle.C:
+			return
+		case <-s.done:
+			return
+		}
 	}
 }
 
