@@ -18,7 +18,7 @@
 // With -processes -against REV it also measures passthrough (B) and durable (D) calls through
 // sidecars built at git revision REV, in the same rounds, and prints b/B and d/D: a change's
 // effect, free of the run-to-run drift of this machine and of Restate.
-// Usage: go run ./cmd/bench [-processes [-against REV]] [-duration 5s] [-paths arbcsdefn] [-conc 1,16,64]
+// Usage: go run ./cmd/bench [-processes [-against REV]] [-duration 10s] [-paths arbcsdefn] [-conc 1,16,64]
 package main
 
 import (
@@ -56,7 +56,7 @@ import (
 )
 
 func main() {
-	duration := flag.Duration("duration", 5*time.Second, "measuring time per path and concurrency")
+	duration := flag.Duration("duration", 10*time.Second, "measuring time per path and concurrency, in ten rounds")
 	warmup := flag.Duration("warmup", time.Second, "warm-up time per path and concurrency")
 	only := flag.String("paths", "arbcsdefn", "the paths to measure (ratios need both of their paths)")
 	concs := flag.String("conc", "1,16,64", "the numbers of concurrent callers")
