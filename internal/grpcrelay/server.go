@@ -168,8 +168,9 @@ func (s *Server) track(c net.Conn) bool {
 	return true
 }
 
-// pool makes ready the workers that run handlers. Reused goroutines keep their grown stacks: a
-// new goroutine per call spends more time growing its stack than the relay spends on the call.
+// pool makes the channels of the workers that run handlers (see run). Reused goroutines keep
+// their grown stacks: a new goroutine per call spends more time growing its stack than the
+// relay spends on the call.
 func (s *Server) pool() {
 	s.startPool.Do(func() {
 		s.work = make(chan func())
