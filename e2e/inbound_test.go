@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/durable"
 	"github.com/restate-grpc/restate-grpc/internal/inbound"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
-	"github.com/restate-grpc/restate-grpc/proxy"
 )
 
 // TestTraceContext: the caller's W3C trace context reaches the callee app through Restate; with
@@ -74,7 +74,7 @@ inbound:
 		}
 		return c.Inbound
 	}
-	app, err := proxy.DialPlaintext(env.appAddr)
+	app, err := durable.DialPlaintext(env.appAddr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,15 @@
-// Package proxy is the sidecar's outbound listener: it accepts the app's gRPC calls and either
-// turns them into Restate invocations (calls that match a route rule) or forwards them unchanged
-// to their original destination (passthrough, streaming included).
+// Package grpcrelay relays gRPC calls at the HTTP/2 frame level. It serves a listener; for each
+// stream a Director chooses its fate from the request headers: relayed as it is to an upstream,
+// handed to a local server (over an in-memory connection), or answered with a status.
 //
-// A Server relays each HTTP/2 stream at the frame level (internal/grpcrelay) and decides it
-// from its headers alone: a passthrough call goes to its upstream frame by frame, so it costs
-// about what a TCP relay costs; a durable call runs in Handle, with the relay as its gRPC
-// server; the sidecar's own services (the management API) go over an in-memory connection to
-// a local grpc.Server.
+// Relaying frames instead of ending each call in a gRPC server and starting it again in a
+// client is what makes passthrough cheap: a frame read from one side is written to the other
+// by the same goroutine, with no decode, no re-encode and no goroutine hand-off, so a call
+// crosses the relay in about the time of the two socket operations.
 //
-// Payloads are never decoded: durable calls reach the Handler as raw bytes, which go to the
-// Restate ingress as application/proto; passthrough calls are not even split into messages.
-// Only a route that takes its key from a message field reads that one field off the wire.
+// Streams keep their ids: each downstream connection has its own upstream connections, so the
+// ids a connection uses on an upstream only grow. Headers are decoded (the Director reads them)
+// and encoded again for the other side's HPACK state. Flow control is the relay's own on each
+// side: it buffers what the other side's window does not admit yet and credits the sender only
+// for what it has passed on, so a slow reader holds back its writer and memory stays bounded.
 package proxy

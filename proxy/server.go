@@ -1,73 +1,254 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
+	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/restate-grpc/restate-grpc/internal/grpcrelay"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/status"
 )
 
 // ErrServerClosed is what Serve returns after Shutdown.
-var ErrServerClosed = grpcrelay.ErrServerClosed
+var ErrServerClosed = errors.New("proxy: server closed")
 
-// Server serves the outbound listener.
+// Request is what the Director sees of a new stream.
+type Request struct {
+	Method    string // :path, "/pkg.Service/Method"
+	Authority string
+	Header    []hpack.HeaderField // every field, pseudo-headers first
+}
+
+// Get returns the last value of the header field name (lower case).
+func (r *Request) Get(name string) (string, bool) {
+	for i := len(r.Header) - 1; i >= 0; i-- {
+		if r.Header[i].Name == name {
+			return r.Header[i].Value, true
+		}
+	}
+	return "", false
+}
+
+// IsGRPC reports whether the request is a gRPC call (a POST of application/grpc).
+func (r *Request) IsGRPC() bool {
+	m, _ := r.Get(":method")
+	ct, _ := r.Get("content-type")
+	rest, ok := strings.CutPrefix(ct, "application/grpc")
+	return m == "POST" && ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}
+
+// Decision is the Director's answer for one stream. Exactly one of Local, Upstream and Status
+// is set.
+type Decision struct {
+	Local    bool           // hand the stream to the server behind Server.Local
+	Upstream string         // relay the stream to this host:port
+	Status   *status.Status // answer with this status and nothing else
+
+	// Header is added to the request headers of a relayed stream, in place of any fields of
+	// the same names the caller sent.
+	Header []hpack.HeaderField
+	// MaxRequestMessage, when above 0, bounds each request message of a relayed stream: a larger one ends the call with RESOURCE_EXHAUSTED before it is passed on.
+	MaxRequestMessage int
+}
+
+// Server relays the streams of the connections it accepts.
 type Server struct {
-	relay *grpcrelay.Server
-	local *grpc.Server
-	pipe  *grpcrelay.Pipe
+	// Director decides each new stream. It runs on the connection's reading goroutine with the
+	// connection locked, so it must be quick and must not block.
+	Director func(*Request) Decision
+	// Local connects to the local server, for Decision.Local.
+	Local func(ctx context.Context) (net.Conn, error)
+	// Dial connects to an upstream; default a net.Dialer with DialTimeout.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// WriteTimeout bounds each write to a connection; default DefaultWriteTimeout. A peer that
+	// stops reading would otherwise hold up every call of the connection that writes to it:
+	// past the timeout its connection is closed and its calls fail.
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
+
+	heldAcks time.Duration // ackHold, unless a test sets it
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	links     map[*link]struct{}
+	closing   bool
+	wg        sync.WaitGroup
 }
 
-// NewServer returns the outbound server of h. register adds the sidecar's own services to the
-// local gRPC server before it starts; those calls never pass through.
-func NewServer(h *Handler, register func(grpc.ServiceRegistrar), log *slog.Logger) *Server {
-	local := grpc.NewServer()
-	if register != nil {
-		register(local)
-	}
-	own := map[string]bool{}
-	for name := range local.GetServiceInfo() {
-		own[name] = true
-	}
-	pipe := grpcrelay.NewPipe()
-	return &Server{
-		relay: &grpcrelay.Server{Director: h.direct(own), Local: pipe.Dial, Dial: dialRaw, Logger: log},
-		local: local,
-		pipe:  pipe,
-	}
-}
+const (
+	// DialTimeout bounds connecting to an upstream.
+	DialTimeout = 10 * time.Second
+	// DefaultWriteTimeout is the default Server.WriteTimeout.
+	DefaultWriteTimeout = 10 * time.Second
+)
 
-// Serve serves l until Shutdown, and returns ErrServerClosed after it.
+// Serve accepts connections on l and relays their streams until Shutdown or Close.
 func (s *Server) Serve(l net.Listener) error {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.local.Serve(s.pipe) // ends in Shutdown
-	}()
-	err := s.relay.Serve(l)
-	if err != ErrServerClosed {
-		s.local.Stop()
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
 	}
-	<-done
-	return err
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+		s.links = map[*link]struct{}{}
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: wait, as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if !s.track(c) {
+			c.Close()
+			return ErrServerClosed
+		}
+	}
 }
 
-// Shutdown stops taking connections and lets the calls in flight finish, or end with ctx.
-func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.relay.Shutdown(ctx)
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		s.local.GracefulStop()
-	}()
-	select {
-	case <-stopped:
-	case <-ctx.Done():
-		s.local.Stop()
-		<-stopped
+// track starts serving c, unless the server is closing.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
 	}
-	s.pipe.Close()
-	return err
+	l := newLink(s, c)
+	s.links[l] = struct{}{}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		l.serve()
+		s.mu.Lock()
+		delete(s.links, l)
+		s.mu.Unlock()
+	}()
+	return true
+}
+
+// Shutdown stops accepting, tells every connection that no new stream will be taken
+// (GOAWAY), and waits for their streams to end, or for ctx, after which it closes them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop((*link).drain)
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes every listener and connection at once.
+func (s *Server) Close() {
+	s.stop((*link).closeAll)
+}
+
+// stop closes the listeners and applies end to every connection.
+func (s *Server) stop(end func(*link)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for l := range s.links {
+		end(l)
+	}
+}
+
+func (s *Server) writeTimeout() time.Duration {
+	if s.WriteTimeout > 0 {
+		return s.WriteTimeout
+	}
+	return DefaultWriteTimeout
+}
+
+func (s *Server) ackHold() time.Duration {
+	if s.heldAcks > 0 {
+		return s.heldAcks
+	}
+	return ackHold
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Server) dial(ctx context.Context, d Decision) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	defer cancel()
+	switch {
+	case d.Local && s.Local == nil:
+		return nil, errors.New("no local server (Server.Local is not set)")
+	case d.Local:
+		return s.Local(ctx)
+	case s.Dial != nil:
+		return s.Dial(ctx, d.Upstream)
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", d.Upstream)
+}
+
+// readFrames reads r's frames into handle, which runs with l locked, and flushes what the
+// handling wrote whenever nothing more is buffered: a burst of frames costs one write per peer.
+func (l *link) readFrames(self *peer, handle func(http2.Frame) error, bad func(http2.StreamError)) error {
+	br := bufio.NewReaderSize(self.nc, 32<<10)
+	fr := http2.NewFramer(nil, br)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.MaxHeaderListSize = maxHeaderListSize
+	var t touched
+	for {
+		f, err := fr.ReadFrame()
+		var se http2.StreamError
+		switch {
+		case errors.As(err, &se):
+			l.locked(&t, func() { bad(se) })
+		case err != nil:
+			t.flush(self)
+			return err
+		default:
+			l.locked(&t, func() { err = handle(f) })
+			if err != nil {
+				t.flush(self)
+				return err
+			}
+		}
+		if br.Buffered() == 0 {
+			t.flush(self)
+		}
+	}
 }

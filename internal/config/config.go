@@ -44,6 +44,40 @@ type Outbound struct {
 	// a key from a field.
 	Descriptors Descriptors `json:"descriptors,omitempty"`
 	Routes      []Route     `json:"routes,omitempty"`
+	// Limits bound what an app connection, an upstream or a flood of calls can make the
+	// sidecar hold.
+	Limits Limits `json:"limits,omitempty"`
+}
+
+// Limits bound the outbound listener against any peer. Zero fields take their defaults.
+type Limits struct {
+	// MaxConcurrentStreams is advertised to each app connection (SETTINGS_MAX_CONCURRENT_STREAMS);
+	// a stream past it is refused (REFUSED_STREAM), which gRPC clients retry. Default 1000.
+	MaxConcurrentStreams int `json:"maxConcurrentStreams,omitempty"`
+	// MaxHeaderListBytes bounds a header block, as RFC 9113 counts it, from either side;
+	// advertised (SETTINGS_MAX_HEADER_LIST_SIZE). Default 60 KiB, as Envoy's.
+	MaxHeaderListBytes int `json:"maxHeaderListBytes,omitempty"`
+	// MaxDurableCalls bounds the durable calls in flight in the sidecar; past it a call fails
+	// at once with RESOURCE_EXHAUSTED. Default 4096.
+	MaxDurableCalls int `json:"maxDurableCalls,omitempty"`
+	// MaxResetsPerSecond is how many streams an app connection may reset (or have refused)
+	// per second, on average over 10 s, before it is closed with GOAWAY ENHANCE_YOUR_CALM
+	// (CVE-2023-44487). Default 200.
+	MaxResetsPerSecond int `json:"maxResetsPerSecond,omitempty"`
+	// PrefaceTimeout bounds how long a new connection may take to send the HTTP/2 preface
+	// and its SETTINGS. Default 10s.
+	PrefaceTimeout Duration `json:"prefaceTimeout,omitempty"`
+	// IdleTimeout closes an app connection (GOAWAY) that has had no stream for this long.
+	// Default 5m.
+	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+	// UpstreamIdleTimeout closes an upstream connection with no stream for this long.
+	// Default 1m.
+	UpstreamIdleTimeout Duration `json:"upstreamIdleTimeout,omitempty"`
+	// KeepaliveInterval is how long an upstream connection may be silent before the sidecar
+	// pings it; KeepaliveTimeout how long it waits for the ack before it fails the
+	// connection's calls with UNAVAILABLE. Defaults 10s and 5s.
+	KeepaliveInterval Duration `json:"keepaliveInterval,omitempty"`
+	KeepaliveTimeout  Duration `json:"keepaliveTimeout,omitempty"`
 }
 
 // Descriptors names a FileDescriptorSet file (protoc --descriptor_set_out --include_imports)
@@ -186,9 +220,19 @@ const (
 	DefaultOutboundListen  = "127.0.0.1:15001"
 	DefaultInboundListen   = "0.0.0.0:9080"
 	DefaultMaxMessageBytes = 4 << 20
-	DefaultTimeout         = 30 * time.Second
-	DefaultAttemptTimeout  = 30 * time.Second
-	DefaultIdempotencyKey  = "idempotency-key"
+
+	DefaultMaxConcurrentStreams = 1000
+	DefaultMaxHeaderListBytes   = 60 << 10
+	DefaultMaxDurableCalls      = 4096
+	DefaultMaxResetsPerSecond   = 200
+	DefaultPrefaceTimeout       = 10 * time.Second
+	DefaultIdleTimeout          = 5 * time.Minute
+	DefaultUpstreamIdleTimeout  = time.Minute
+	DefaultKeepaliveInterval    = 10 * time.Second
+	DefaultKeepaliveTimeout     = 5 * time.Second
+	DefaultTimeout              = 30 * time.Second
+	DefaultAttemptTimeout       = 30 * time.Second
+	DefaultIdempotencyKey       = "idempotency-key"
 )
 
 // DefaultRetryableCodes are the callee codes Restate retries unless a service lists its own.
@@ -231,6 +275,7 @@ func (c *Config) setDefaults() {
 		if o.MaxMessageBytes == 0 {
 			o.MaxMessageBytes = DefaultMaxMessageBytes
 		}
+		o.Limits.setDefaults()
 		for i := range o.Routes {
 			r := &o.Routes[i]
 			r.Target = or(r.Target, KindService)
@@ -259,6 +304,51 @@ func (c *Config) setDefaults() {
 		}
 		if r := in.Register; r != nil {
 			r.URI = expandEnv(r.URI)
+		}
+	}
+}
+
+func (l *Limits) setDefaults() {
+	orInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	orDur := func(v *Duration, def time.Duration) {
+		if *v == 0 {
+			*v = Duration(def)
+		}
+	}
+	orInt(&l.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	orInt(&l.MaxHeaderListBytes, DefaultMaxHeaderListBytes)
+	orInt(&l.MaxDurableCalls, DefaultMaxDurableCalls)
+	orInt(&l.MaxResetsPerSecond, DefaultMaxResetsPerSecond)
+	orDur(&l.PrefaceTimeout, DefaultPrefaceTimeout)
+	orDur(&l.IdleTimeout, DefaultIdleTimeout)
+	orDur(&l.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
+	orDur(&l.KeepaliveInterval, DefaultKeepaliveInterval)
+	orDur(&l.KeepaliveTimeout, DefaultKeepaliveTimeout)
+}
+
+func (l *Limits) validate(bad func(field, format string, a ...any), f string) {
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"maxConcurrentStreams", l.MaxConcurrentStreams}, {"maxDurableCalls", l.MaxDurableCalls}, {"maxResetsPerSecond", l.MaxResetsPerSecond}} {
+		if c.v < 1 {
+			bad(f+"."+c.name, "must be at least 1, got %d", c.v)
+		}
+	}
+	// Below 1 KiB no gRPC call fits; above 16 MiB a peer's header block could hold much memory.
+	if l.MaxHeaderListBytes < 1<<10 || l.MaxHeaderListBytes > 16<<20 {
+		bad(f+".maxHeaderListBytes", "must be between 1024 and 16777216, got %d", l.MaxHeaderListBytes)
+	}
+	for _, c := range []struct {
+		name string
+		v    Duration
+	}{{"prefaceTimeout", l.PrefaceTimeout}, {"idleTimeout", l.IdleTimeout}, {"upstreamIdleTimeout", l.UpstreamIdleTimeout}, {"keepaliveInterval", l.KeepaliveInterval}, {"keepaliveTimeout", l.KeepaliveTimeout}} {
+		if c.v < 0 {
+			bad(f+"."+c.name, "must not be negative, got %s", c.v.Std())
 		}
 	}
 }
@@ -296,6 +386,7 @@ func (c *Config) Validate() error {
 		if o.MaxMessageBytes < 0 {
 			bad("outbound.maxMessageBytes", "must be positive, got %d", o.MaxMessageBytes)
 		}
+		o.Limits.validate(bad, "outbound.limits")
 		if o.Descriptors.File != "" && o.Descriptors.Reflection != "" {
 			bad("outbound.descriptors", "set file or reflection, not both")
 		}

@@ -16,11 +16,11 @@ import (
 	"github.com/restate-grpc/restate-grpc/api/invocationsv1"
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
+	"github.com/restate-grpc/restate-grpc/internal/durable"
 	"github.com/restate-grpc/restate-grpc/internal/inbound"
 	"github.com/restate-grpc/restate-grpc/internal/invocations"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
-	"github.com/restate-grpc/restate-grpc/proxy"
 )
 
 // ShutdownGrace bounds how long in-flight calls may finish after the context ends.
@@ -142,7 +142,7 @@ func (s *Sidecar) goFn(fn func()) {
 }
 
 func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error {
-	po := proxy.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String()}
+	po := durable.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String()}
 	var mgmt *invocations.Server
 	if oc.Ingress != "" {
 		access, err := clientOptions(oc.Access)
@@ -174,25 +174,25 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 		}
 		po.Descriptors = f
 	case oc.Descriptors.Reflection != "":
-		conn, err := proxy.DialPlaintext(oc.Descriptors.Reflection)
+		conn, err := durable.DialPlaintext(oc.Descriptors.Reflection)
 		if err != nil {
 			return err
 		}
 		s.closeOnDone(ctx, conn)
 		po.Descriptors = descriptors.NewReflection(conn)
 	}
-	h, err := proxy.New(po)
+	h, err := durable.New(po)
 	if err != nil {
 		return err
 	}
-	srv := proxy.NewServer(h, func(r grpc.ServiceRegistrar) {
+	srv := durable.NewServer(h, func(r grpc.ServiceRegistrar) {
 		if mgmt != nil {
 			invocationsv1.RegisterInvocationsServer(r, mgmt)
 		}
 	}, s.log)
 	s.log.Info("outbound listening", "addr", s.outbound.Addr().String(), "routes", len(oc.Routes), "unmatched", oc.Unmatched, "ingress", oc.Ingress)
 	s.goFn(func() {
-		if err := srv.Serve(s.outbound); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+		if err := srv.Serve(s.outbound); err != nil && !errors.Is(err, durable.ErrServerClosed) {
 			s.fail(fmt.Errorf("outbound: %w", err))
 		}
 	})
@@ -212,7 +212,7 @@ func (s *Sidecar) closeOnDone(ctx context.Context, conn *grpc.ClientConn) {
 // startInbound serves the endpoint once the app's services are known. The app may start after
 // the sidecar (a native sidecar starts first), so resolving and registering retry until ctx ends.
 func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
-	app, err := proxy.DialPlaintext(ic.App)
+	app, err := durable.DialPlaintext(ic.App)
 	if err != nil {
 		s.fail(fmt.Errorf("inbound.app: %w", err))
 		return

@@ -1,4 +1,4 @@
-package grpcrelay
+package proxy
 
 import (
 	"context"
@@ -51,12 +51,11 @@ func newLink(s *Server, c net.Conn) *link {
 // stream is one call: the downstream's stream and its twin, with the same id, on up.
 type stream struct {
 	id          uint32
-	up          *peer   // nil when the relay serves the stream itself
-	srv         *served // non-nil then
-	req         half    // downstream -> up
-	resp        half    // up -> downstream
-	respHeaders bool    // the response headers went downstream
-	rstAfter    bool    // up reset the stream (NO_ERROR) while its trailers still waited for window
+	up          *peer
+	req         half // downstream -> up
+	resp        half // up -> downstream
+	respHeaders bool // the response headers went downstream
+	rstAfter    bool // up reset the stream (NO_ERROR) while its trailers still waited for window
 	limit       msgLimit
 }
 
@@ -273,12 +272,7 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) {
 		// gRPC callers send no trailers; a header block that ends the request just ends it.
 		if f.StreamEnded() && !s.req.end {
 			s.req.end = true
-			if s.srv != nil {
-				s.req.done = true
-				s.srv.feed(nil, true)
-			} else {
-				l.push(s, &s.req, nil)
-			}
+			l.push(s, &s.req, nil)
 		}
 		return
 	}
@@ -298,25 +292,13 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) {
 		}
 		return
 	}
-	if d.Handler != nil {
-		s := &stream{id: id, limit: msgLimit{max: d.MaxRequestMessage}}
-		s.req = half{from: l.down, end: f.StreamEnded(), done: f.StreamEnded()}
-		s.resp = half{to: l.down, win: l.down.initWin}
-		l.down.streams[id] = s
-		l.handle(s, f, d)
-		return
-	}
 	p := l.upstream(d)
 	s := &stream{id: id, up: p, limit: msgLimit{max: d.MaxRequestMessage}}
 	s.req = half{from: l.down, to: p, win: p.initWin, end: f.StreamEnded(), done: f.StreamEnded()}
 	s.resp = half{from: p, to: l.down, win: l.down.initWin}
 	l.down.streams[id] = s
 	p.streams[id] = s
-	fields := f.Fields
-	if len(d.Header) > 0 {
-		fields = append(fields[:len(fields):len(fields)], d.Header...)
-	}
-	p.writeHeaders(id, fields, s.req.end)
+	p.writeHeaders(id, withHeader(f.Fields, d.Header), s.req.end)
 }
 
 // upstream returns the connection a stream for d takes, dialing one when none has room: an
@@ -476,12 +458,6 @@ func (l *link) onData(p *peer, f *http2.DataFrame) {
 	}
 	h := s.from(p)
 	h.end = f.StreamEnded()
-	if s.srv != nil {
-		s.srv.feed(data, h.end)
-		h.done = h.end
-		h.passed(s.id, len(data))
-		return
-	}
 	l.push(s, h, data)
 }
 
@@ -588,12 +564,24 @@ func (l *link) drop(s *stream) {
 		s.up.credit(len(s.resp.buf))
 		l.retire(s.up)
 	}
-	if s.srv != nil {
-		s.srv.cancel()
-	}
 	s.req.buf, s.resp.buf = nil, nil
 	if l.draining && len(l.down.streams) == 0 {
 		l.down.closing = true
 		l.down.touch()
 	}
+}
+
+// withHeader returns fields with add in place of the caller's fields of the same names, so
+// that a caller cannot forge what the Director adds.
+func withHeader(fields, add []hpack.HeaderField) []hpack.HeaderField {
+	if len(add) == 0 {
+		return fields
+	}
+	out := make([]hpack.HeaderField, 0, len(fields)+len(add))
+	for _, f := range fields {
+		if !slices.ContainsFunc(add, func(a hpack.HeaderField) bool { return a.Name == f.Name }) {
+			out = append(out, f)
+		}
+	}
+	return append(out, add...)
 }

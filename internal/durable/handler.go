@@ -1,10 +1,11 @@
-package proxy
+package durable
 
 import (
 	"context"
 	"errors"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -105,18 +106,23 @@ func dialRaw(ctx context.Context, addr string) (net.Conn, error) {
 	return d.DialContext(ctx, "tcp", addr)
 }
 
-// Handle serves a durable call, its messages as *[]byte. The Server sends only calls that
-// match a route here.
+// Handle serves a durable call, its messages as *[]byte: the local server's handler for every
+// method it has no service of. The Director names the call's route in routeHeader; a call
+// without one (not gRPC, or a method of the sidecar's own services it does not have) is
+// answered as grpc-go answers an unknown service.
 func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
 	method, ok := grpc.MethodFromServerStream(stream)
 	if !ok {
 		return status.Error(codes.Internal, "proxy: no method on the stream")
 	}
-	r := h.routes.match(method)
-	if r == nil {
-		return status.Errorf(codes.Unimplemented, "%s matches no durable route", method)
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	v, _ := last(md, routeHeader)
+	i, err := strconv.Atoi(v)
+	if err != nil || i < 0 || i >= len(h.routes) {
+		svc, _ := splitMethod(method)
+		return status.Errorf(codes.Unimplemented, "unknown service %s", svc)
 	}
-	return h.durable(stream, method, r)
+	return h.durable(stream, method, &h.routes[i])
 }
 
 // invocation builds the Restate invocation of one call.

@@ -1,4 +1,4 @@
-package grpcrelay
+package proxy
 
 import (
 	"bytes"

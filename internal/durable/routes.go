@@ -1,4 +1,4 @@
-package proxy
+package durable
 
 import (
 	"path"
@@ -13,6 +13,14 @@ type routes []config.Route
 // match returns the first route matching fullMethod ("/pkg.Service/Method"), or nil. A glob
 // without a "/" matches service names: "*" matches every call, "orders.v1.*" a package.
 func (rs routes) match(fullMethod string) *config.Route {
+	if i := rs.index(fullMethod); i >= 0 {
+		return &rs[i]
+	}
+	return nil
+}
+
+// index is match's route's index, or -1.
+func (rs routes) index(fullMethod string) int {
 	m := strings.TrimPrefix(fullMethod, "/")
 	svc, _, _ := strings.Cut(m, "/")
 	for i := range rs {
@@ -21,10 +29,10 @@ func (rs routes) match(fullMethod string) *config.Route {
 			subject = svc
 		}
 		if ok, _ := path.Match(pattern, subject); ok {
-			return &rs[i]
+			return i
 		}
 	}
-	return nil
+	return -1
 }
 
 // splitMethod splits "/pkg.Service/Method" into its service and method names.

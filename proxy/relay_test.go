@@ -1,4 +1,4 @@
-package grpcrelay_test
+package proxy_test
 
 import (
 	"bytes"
@@ -23,9 +23,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/restate-grpc/restate-grpc/internal/grpcrelay"
 	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
 	"github.com/restate-grpc/restate-grpc/internal/testservice"
+	"github.com/restate-grpc/restate-grpc/proxy"
 )
 
 // upstream serves grpc-go's interop TestService on loopback, plus a raw handler for any other
@@ -47,8 +47,8 @@ func upstream(t *testing.T, other grpc.StreamHandler) (addr string, srv *grpc.Se
 	return l.Addr().String(), srv
 }
 
-// relay serves a grpcrelay.Server with director on loopback and returns a client of it.
-func relay(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decision, local *grpc.Server) (*grpc.ClientConn, *grpcrelay.Server) {
+// relay serves a proxy.Server with director on loopback and returns a client of it.
+func relay(t *testing.T, director func(*proxy.Request) proxy.Decision, local *grpc.Server) (*grpc.ClientConn, *proxy.Server) {
 	cc, r, _ := relayLogged(t, director, local, nil)
 	return cc, r
 }
@@ -73,19 +73,19 @@ func (l *logs) String() string {
 
 // relayLogged is relay, and also returns what the relay logs.
 // configure, when not nil, sets more of the Server before it serves.
-func relayLogged(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decision, local *grpc.Server, configure func(*grpcrelay.Server)) (*grpc.ClientConn, *grpcrelay.Server, *logs) {
+func relayLogged(t *testing.T, director func(*proxy.Request) proxy.Decision, local *grpc.Server, configure func(*proxy.Server)) (*grpc.ClientConn, *proxy.Server, *logs) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	lg := &logs{}
-	r := &grpcrelay.Server{Director: director, Logger: slog.New(slog.NewTextHandler(lg, nil))}
+	r := &proxy.Server{Director: director, Logger: slog.New(slog.NewTextHandler(lg, nil))}
 	if configure != nil {
 		configure(r)
 	}
 	if local != nil {
-		p := grpcrelay.NewPipe()
+		p := proxy.NewPipe()
 		go local.Serve(p)
 		t.Cleanup(local.Stop)
 		r.Local = p.Dial
@@ -94,7 +94,7 @@ func relayLogged(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decis
 	go func() { served <- r.Serve(l) }()
 	t.Cleanup(func() {
 		r.Close()
-		if err := <-served; !errors.Is(err, grpcrelay.ErrServerClosed) {
+		if err := <-served; !errors.Is(err, proxy.ErrServerClosed) {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
@@ -106,8 +106,8 @@ func relayLogged(t *testing.T, director func(*grpcrelay.Request) grpcrelay.Decis
 	return cc, r, lg
 }
 
-func to(addr string) func(*grpcrelay.Request) grpcrelay.Decision {
-	return func(*grpcrelay.Request) grpcrelay.Decision { return grpcrelay.Decision{Upstream: addr} }
+func to(addr string) func(*proxy.Request) proxy.Decision {
+	return func(*proxy.Request) proxy.Decision { return proxy.Decision{Upstream: addr} }
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -232,17 +232,17 @@ func TestDecisions(t *testing.T) {
 		md, _ := metadata.FromIncomingContext(s.Context())
 		return status.Errorf(codes.FailedPrecondition, "local answer, x-added=%v", md.Get("x-added"))
 	}))
-	cc, _ := relay(t, func(r *grpcrelay.Request) grpcrelay.Decision {
+	cc, _ := relay(t, func(r *proxy.Request) proxy.Decision {
 		switch {
 		case strings.HasSuffix(r.Method, "/UnaryCall"):
-			return grpcrelay.Decision{Upstream: addr, MaxRequestMessage: 1000}
+			return proxy.Decision{Upstream: addr, MaxRequestMessage: 1000}
 		case strings.HasSuffix(r.Method, "/EmptyCall"):
 			if v, _ := r.Get("x-refuse"); v != "" {
-				return grpcrelay.Decision{Status: status.New(codes.PermissionDenied, v+": 100% \u00fcber")}
+				return proxy.Decision{Status: status.New(codes.PermissionDenied, v+": 100% \u00fcber")}
 			}
-			return grpcrelay.Decision{Upstream: addr, Header: []hpack.HeaderField{{Name: "x-added", Value: "1"}}}
+			return proxy.Decision{Upstream: addr, Header: []hpack.HeaderField{{Name: "x-added", Value: "1"}}}
 		}
-		return grpcrelay.Decision{Local: true, Header: []hpack.HeaderField{{Name: "x-added", Value: "yes"}}}
+		return proxy.Decision{Local: true, Header: []hpack.HeaderField{{Name: "x-added", Value: "yes"}}}
 	}, local)
 	tc := testpb.NewTestServiceClient(cc)
 	tests := []struct {
@@ -487,12 +487,12 @@ func TestStuckUpstream(t *testing.T) {
 		// and never reads again
 	}()
 	healthy, _ := upstream(t, nil)
-	cc, _, lg := relayLogged(t, func(r *grpcrelay.Request) grpcrelay.Decision {
+	cc, _, lg := relayLogged(t, func(r *proxy.Request) proxy.Decision {
 		if strings.HasPrefix(r.Method, "/stuck.") {
-			return grpcrelay.Decision{Upstream: stuck.Addr().String()}
+			return proxy.Decision{Upstream: stuck.Addr().String()}
 		}
-		return grpcrelay.Decision{Upstream: healthy}
-	}, nil, func(r *grpcrelay.Server) { r.WriteTimeout = 300 * time.Millisecond })
+		return proxy.Decision{Upstream: healthy}
+	}, nil, func(r *proxy.Server) { r.WriteTimeout = 300 * time.Millisecond })
 
 	s, err := cc.NewStream(testCtx(t), &grpc.StreamDesc{ClientStreams: true}, "/stuck.S/Upload", grpc.ForceCodecV2(rawcodec.Codec))
 	if err != nil {

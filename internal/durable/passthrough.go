@@ -1,14 +1,15 @@
-package proxy
+package durable
 
 import (
 	"net"
+	"strconv"
 
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
-	"github.com/restate-grpc/restate-grpc/internal/grpcrelay"
+	"github.com/restate-grpc/restate-grpc/proxy"
 )
 
 // hopHeader marks calls the sidecar forwarded, so that a call routed back to the sidecar
@@ -17,18 +18,29 @@ const hopHeader = "x-restate-grpc-hop"
 
 var hop = []hpack.HeaderField{{Name: hopHeader, Value: "1"}}
 
+// routeHeader tells the local server which route the Director matched, so that a durable call
+// is matched once. The relay puts it in place of any the caller sent, and it never leaves the
+// sidecar (ingressHeader drops x-restate- names).
+const routeHeader = "x-restate-grpc-route"
+
+var noRoute = []hpack.HeaderField{{Name: routeHeader, Value: "-1"}}
+
+func routeField(i int) []hpack.HeaderField {
+	return []hpack.HeaderField{{Name: routeHeader, Value: strconv.Itoa(i)}}
+}
+
 // direct decides each call on the outbound listener from its headers. Durable routes run in
 // Handle; the local server takes the sidecar's own services (own) and anything that is not
 // gRPC (which grpc-go answers as it should); every other call passes through unchanged to its
 // upstream, or is refused.
-func (h *Handler) direct(own map[string]bool) func(*grpcrelay.Request) grpcrelay.Decision {
-	return func(r *grpcrelay.Request) grpcrelay.Decision {
+func (h *Handler) direct(own map[string]bool) func(*proxy.Request) proxy.Decision {
+	return func(r *proxy.Request) proxy.Decision {
 		svc, _ := splitMethod(r.Method)
-		switch {
-		case !r.IsGRPC() || own[svc]:
-			return grpcrelay.Decision{Local: true}
-		case h.routes.match(r.Method) != nil:
-			return grpcrelay.Decision{Handler: h.Handle, Unary: true, MaxRequestMessage: h.cfg.MaxMessageBytes}
+		if !r.IsGRPC() || own[svc] {
+			return proxy.Decision{Local: true, Header: noRoute}
+		}
+		if i := h.routes.index(r.Method); i >= 0 {
+			return proxy.Decision{Local: true, Header: routeField(i), MaxRequestMessage: h.cfg.MaxMessageBytes}
 		}
 		if h.cfg.Unmatched == config.UnmatchedReject {
 			return refuse(codes.Unimplemented, "%s matches no route and unmatched calls are rejected (outbound.unmatched: reject)", r.Method)
@@ -43,12 +55,12 @@ func (h *Handler) direct(own map[string]bool) func(*grpcrelay.Request) grpcrelay
 		if addr == "" || h.isSelf(addr) {
 			return refuse(codes.Unavailable, "no upstream for %s: add outbound.upstreams[%q], or dial the sidecar with grpc.WithAuthority(\"host:port of the service\")", r.Method, svc)
 		}
-		return grpcrelay.Decision{Upstream: addr, Header: hop, MaxRequestMessage: h.cfg.MaxMessageBytes}
+		return proxy.Decision{Upstream: addr, Header: hop, MaxRequestMessage: h.cfg.MaxMessageBytes}
 	}
 }
 
-func refuse(c codes.Code, format string, a ...any) grpcrelay.Decision {
-	return grpcrelay.Decision{Status: status.Newf(c, format, a...)}
+func refuse(c codes.Code, format string, a ...any) proxy.Decision {
+	return proxy.Decision{Status: status.Newf(c, format, a...)}
 }
 
 // isSelf reports whether addr is the sidecar's own listener.

@@ -1,4 +1,4 @@
-package grpcrelay
+package proxy
 
 import (
 	"context"
@@ -57,7 +57,7 @@ func socketPair() (net.Conn, net.Conn, error) {
 	}
 	var conns [2]net.Conn
 	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "grpcrelay-pipe")
+		f := os.NewFile(uintptr(fd), "proxy-pipe")
 		conns[i], err = net.FileConn(f) // dups fd
 		f.Close()
 		if err != nil {
@@ -94,4 +94,4 @@ func (p *Pipe) Addr() net.Addr { return pipeAddr{} }
 type pipeAddr struct{}
 
 func (pipeAddr) Network() string { return "pipe" }
-func (pipeAddr) String() string  { return "grpcrelay.Pipe" }
+func (pipeAddr) String() string  { return "proxy.Pipe" }
