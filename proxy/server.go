@@ -70,7 +70,9 @@ type Server struct {
 	// stops reading would otherwise hold up every call of the connection that writes to it:
 	// past the timeout its connection is closed and its calls fail.
 	WriteTimeout time.Duration
-	Logger       *slog.Logger
+	// Limits bound what any peer can make the relay hold; zero fields take their defaults.
+	Limits Limits
+	Logger *slog.Logger
 
 	heldAcks time.Duration // ackHold, unless a test sets it
 
@@ -79,6 +81,29 @@ type Server struct {
 	links     map[*link]struct{}
 	closing   bool
 	wg        sync.WaitGroup
+}
+
+// Limits bound what a downstream or upstream peer can make the relay hold. Zero fields take
+// the defaults of the same names in package config.
+type Limits struct {
+	// MaxConcurrentStreams is advertised to each downstream connection; a stream past it is
+	// refused with REFUSED_STREAM.
+	MaxConcurrentStreams uint32
+	// MaxHeaderListSize bounds a header block from either side, as RFC 9113 counts it, and
+	// is advertised to both.
+	MaxHeaderListSize uint32
+	// MaxResetsPerSecond is how many streams a downstream connection may reset, or have
+	// refused, per second on average before GOAWAY ENHANCE_YOUR_CALM closes it.
+	MaxResetsPerSecond int
+	// PrefaceTimeout bounds how long a new connection takes to send its preface and SETTINGS.
+	PrefaceTimeout time.Duration
+	// IdleTimeout closes a downstream connection that has had no stream for this long.
+	IdleTimeout time.Duration
+	// UpstreamIdleTimeout closes an upstream connection that has had no stream for this long.
+	UpstreamIdleTimeout time.Duration
+	// KeepaliveInterval is how long an upstream may be silent before it is pinged, and
+	// KeepaliveTimeout how long its ack may take before its calls fail with UNAVAILABLE.
+	KeepaliveInterval, KeepaliveTimeout time.Duration
 }
 
 const (

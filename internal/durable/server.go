@@ -9,6 +9,7 @@ import (
 	_ "google.golang.org/grpc/encoding/gzip" // callers that compress: decoded before the ingress, answers compressed alike
 
 	"github.com/restate-grpc/restate-grpc/interceptors"
+	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
 	"github.com/restate-grpc/restate-grpc/proxy"
 )
@@ -46,7 +47,7 @@ func NewServer(h *Handler, register func(grpc.ServiceRegistrar), log *slog.Logge
 	}
 	pipe := proxy.NewPipe()
 	return &Server{
-		relay: &proxy.Server{Director: h.direct(own), Local: pipe.Dial, Dial: dialRaw, Logger: log},
+		relay: &proxy.Server{Director: h.direct(own), Local: pipe.Dial, Dial: dialRaw, Limits: relayLimits(h.cfg.Limits), Logger: log},
 		local: local,
 		pipe:  pipe,
 	}
@@ -83,4 +84,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.pipe.Close()
 	return err
+}
+
+func relayLimits(l config.Limits) proxy.Limits {
+	return proxy.Limits{
+		MaxConcurrentStreams: uint32(l.MaxConcurrentStreams),
+		MaxHeaderListSize:    uint32(l.MaxHeaderListBytes),
+		MaxResetsPerSecond:   l.MaxResetsPerSecond,
+		PrefaceTimeout:       l.PrefaceTimeout.Std(),
+		IdleTimeout:          l.IdleTimeout.Std(),
+		UpstreamIdleTimeout:  l.UpstreamIdleTimeout.Std(),
+		KeepaliveInterval:    l.KeepaliveInterval.Std(),
+		KeepaliveTimeout:     l.KeepaliveTimeout.Std(),
+	}
 }
