@@ -17,5 +17,7 @@
 //
 // Everything here depends on the sockets staying non-blocking, so a wrapped connection has no
 // File method (Fd on the file would make the socket blocking for every holder of it), only
-// net.Conn's methods, CloseWrite, SetLinger and SyscallConn.
+// net.Conn's methods, CloseWrite, SetLinger and SyscallConn. OriginalDst reads where a
+// redirected connection was going (iptables mode) through SyscallConn's Control, for the same
+// reason.
 package rawsock

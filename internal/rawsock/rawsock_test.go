@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -115,6 +116,13 @@ func TestNonBlocking(t *testing.T) {
 				return err
 			}
 			return rc.Control(func(uintptr) {})
+		}},
+		{"OriginalDst", func(c, s net.Conn) error {
+			_, err := rawsock.OriginalDst(c)
+			if runtime.GOOS != "linux" || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOPROTOOPT) {
+				return nil // no connection tracking here: TestOriginalDst checks it where there is
+			}
+			return err
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
