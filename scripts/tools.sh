@@ -16,7 +16,7 @@ if ! need go; then
 fi
 
 # The rawsock test redirects connections with iptables in a network namespace it makes (ip netns).
-if [ "$(uname -s)" = Linux ] && ! { need iptables && need ip6tables && need ip; }; then
+if [ "$(uname -s)" = Linux ] && ! (PATH=$PATH:/usr/sbin && need iptables && need ip6tables && need ip); then
   if [ "$(id -u)" -eq 0 ] && need apt-get; then
     echo "tools: installing iptables and iproute2"
     apt-get update -qq >&2 && apt-get install -y -qq iptables iproute2 >&2

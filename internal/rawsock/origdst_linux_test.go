@@ -44,7 +44,9 @@ func TestOriginalDst(t *testing.T) {
 				if l, err = net.Listen("tcp", net.JoinHostPort(tc.listen, fmt.Sprint(listenPort))); err != nil {
 					return err
 				}
-				c, err = net.Dial("tcp", tc.dial)
+				if c, err = net.Dial("tcp", tc.dial); err != nil {
+					l.Close()
+				}
 				return err
 			})
 			defer l.Close()
@@ -80,20 +82,29 @@ func redirectingNetns(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Fatal("TestOriginalDst makes a network namespace with iptables rules, which needs root: run the tests as root, as CI does")
 	}
-	for _, tool := range []string{"ip", "iptables", "ip6tables"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("TestOriginalDst needs %s: run `make tools` (or, on Debian, apt-get install -y iptables iproute2)", tool)
-		}
-	}
+	ip := tool(t, "ip")
 	ns := fmt.Sprintf("rg-test-%d", os.Getpid())
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { run(t, "ip", "netns", "delete", ns) })
-	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	for _, iptables := range []string{"iptables", "ip6tables"} {
-		run(t, "ip", "netns", "exec", ns, iptables, "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
+	run(t, ip, "netns", "add", ns)
+	t.Cleanup(func() { run(t, ip, "netns", "delete", ns) })
+	run(t, ip, "-n", ns, "link", "set", "lo", "up")
+	for _, iptables := range []string{tool(t, "iptables"), tool(t, "ip6tables")} {
+		run(t, ip, "netns", "exec", ns, iptables, "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
 			"--dport", fmt.Sprint(sentPort), "-j", "REDIRECT", "--to-ports", fmt.Sprint(listenPort))
 	}
 	return ns
+}
+
+// tool finds a system tool on PATH or in /usr/sbin, where Debian puts them and where a PATH
+// may not look.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	for _, p := range []string{name, "/usr/sbin/" + name} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	t.Fatalf("TestOriginalDst needs %s: run `make tools` (or, on Debian, apt-get install -y iptables iproute2)", name)
+	return ""
 }
 
 func run(t *testing.T, name string, args ...string) {
