@@ -243,7 +243,9 @@ func TestErrors(t *testing.T) {
 		{"write: peer reset", func(c, s net.Conn) (int, error) {
 			s.(interface{ SetLinger(int) error }).SetLinger(0)
 			s.Close()
-			time.Sleep(20 * time.Millisecond) // the RST arrives
+			if err := resetArrived(c); err != nil {
+				return 0, err
+			}
 			return c.Write([]byte("x"))
 		}, func(err error) bool { return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) }},
 	} {
@@ -259,6 +261,32 @@ func TestErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// resetArrived waits until the peer's reset has reached c: its socket polls readable, with an
+// error pending, and nothing read.
+func resetArrived(c net.Conn) error {
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var perr error
+	err = rc.Control(func(fd uintptr) {
+		for {
+			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 5000)
+			if err == unix.EINTR {
+				continue
+			}
+			if perr = err; err == nil && n == 0 {
+				perr = errors.New("no reset after 5s")
+			}
+			return
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return perr
 }
 
 func isTimeout(err error) bool {
