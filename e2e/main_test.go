@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,15 +234,20 @@ outbound:
 }
 
 // startInbound starts an inbound sidecar on a free port (the %d placeholders of cfg: listen
-// port, then the same port in the registered URI) and waits until it is registered.
+// port, then the same port in the registered URI) and waits until it is registered. The
+// sidecar binds its port itself and registers the URI it is configured with, so the port is
+// picked before it starts; should another process take it meanwhile, another is picked.
 func startInbound(ctx context.Context, cfg string) (*sidecar.Sidecar, error) {
-	port, err := testenv.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	s, err := startSidecar(ctx, fmt.Sprintf(cfg, port, port))
-	if err != nil {
-		return nil, err
+	var s *sidecar.Sidecar
+	for attempt := 1; s == nil; attempt++ {
+		port, err := testenv.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		s, err = startSidecar(ctx, fmt.Sprintf(cfg, port, port))
+		if err != nil && (!errors.Is(err, syscall.EADDRINUSE) || attempt == 3) {
+			return nil, err
+		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for !s.Ready() {
