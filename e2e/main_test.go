@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -233,21 +231,23 @@ outbound:
 `, env.restate.Ingress, env.appAddr)
 }
 
-// startInbound starts an inbound sidecar on a free port (the %d placeholders of cfg: listen
-// port, then the same port in the registered URI) and waits until it is registered. The
-// sidecar binds its port itself and registers the URI it is configured with, so the port is
-// picked before it starts; should another process take it meanwhile, another is picked.
+// startInbound starts an inbound sidecar on a port of its own (the %d placeholders of cfg:
+// listen port, then the same port in the registered URI) and waits until it is registered.
 func startInbound(ctx context.Context, cfg string) (*sidecar.Sidecar, error) {
-	var s *sidecar.Sidecar
-	for attempt := 1; s == nil; attempt++ {
-		port, err := testenv.FreePort()
-		if err != nil {
-			return nil, err
-		}
-		s, err = startSidecar(ctx, fmt.Sprintf(cfg, port, port))
-		if err != nil && (!errors.Is(err, syscall.EADDRINUSE) || attempt == 3) {
-			return nil, err
-		}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	c, err := config.Parse([]byte(fmt.Sprintf(cfg, port, port)))
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	s, err := sidecar.Start(ctx, sidecar.Options{Config: c, Listeners: sidecar.Listeners{Inbound: l}, Logger: testLogger()})
+	if err != nil {
+		l.Close()
+		return nil, err
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for !s.Ready() {

@@ -31,7 +31,24 @@ type Options struct {
 	Config *config.Config
 	// Health is the address of /healthz and /readyz; empty disables them.
 	Health string
-	Logger *slog.Logger
+	// Listeners, where set, are served instead of binding the configured addresses: a caller
+	// that needs the address before the sidecar starts (to put it in inbound.register.uri)
+	// binds it itself, and nothing can take it in between.
+	Listeners Listeners
+	Logger    *slog.Logger
+}
+
+// Listeners are bound listeners for the sidecar's parts; nil ones are bound from the config.
+type Listeners struct {
+	Outbound, Inbound, Health net.Listener
+}
+
+// listen returns l, or a listener bound to addr.
+func listen(l net.Listener, addr string) (net.Listener, error) {
+	if l != nil {
+		return l, nil
+	}
+	return net.Listen("tcp", addr)
 }
 
 // Sidecar is a running sidecar.
@@ -68,7 +85,7 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	}
 	var err error
 	if oc := o.Config.Outbound; oc != nil {
-		if s.outbound, err = net.Listen("tcp", oc.Listen); err != nil {
+		if s.outbound, err = listen(o.Listeners.Outbound, oc.Listen); err != nil {
 			return nil, fmt.Errorf("outbound listener: %w", err)
 		}
 		s.outbound = rawsock.Listener(s.outbound)
@@ -78,7 +95,7 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 		}
 	}
 	if ic := o.Config.Inbound; ic != nil {
-		if s.inbound, err = net.Listen("tcp", ic.Listen); err != nil {
+		if s.inbound, err = listen(o.Listeners.Inbound, ic.Listen); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("inbound listener: %w", err)
 		}
@@ -87,8 +104,8 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	} else {
 		s.inboundReady.Store(true)
 	}
-	if o.Health != "" {
-		if s.health, err = net.Listen("tcp", o.Health); err != nil {
+	if o.Health != "" || o.Listeners.Health != nil {
+		if s.health, err = listen(o.Listeners.Health, o.Health); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("health listener: %w", err)
 		}
