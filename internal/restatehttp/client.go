@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 )
 
@@ -48,9 +49,8 @@ type Options struct {
 
 // NewClient returns a client of the ingress at baseURL (http://host:8080).
 func NewClient(baseURL string, o Options) (*Client, error) {
-	u, err := url.Parse(baseURL)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("ingress URL %q: want http(s)://host:port", baseURL)
+	if err := config.CheckBaseURL(baseURL); err != nil {
+		return nil, fmt.Errorf("restate URL: %w", err)
 	}
 	hc := o.HTTPClient
 	if hc == nil {
