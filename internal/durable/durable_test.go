@@ -1,0 +1,299 @@
+package durable
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
+)
+
+// call is one gRPC call of a test: which method, with what metadata.
+type call struct {
+	method string // Echo/Call, Counter/Add, Flow/Run, Flow/Status
+	md     []string
+}
+
+func (o *outbound) do(ctx context.Context, c call, opts ...grpc.CallOption) (*testpb.Resp, metadata.MD, error) {
+	ctx = metadata.AppendToOutgoingContext(ctx, c.md...)
+	var header metadata.MD
+	opts = append(opts, grpc.Header(&header))
+	req := &testpb.Req{Text: "hi"}
+	var resp *testpb.Resp
+	var err error
+	switch c.method {
+	case "Echo/Call":
+		resp, err = o.echo.Call(ctx, req, opts...)
+	case "Counter/Add":
+		resp, err = o.counter.Add(ctx, req, opts...)
+	case "Flow/Run":
+		resp, err = o.flow.Run(ctx, req, opts...)
+	case "Flow/Status":
+		resp, err = o.flow.Status(ctx, req, opts...)
+	default:
+		panic("unknown method " + c.method)
+	}
+	return resp, header, err
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestDurableOverrides: each call reaches the ingress as the route and the per-call metadata
+// say (path, query, idempotency key), or is refused before the ingress with a message that
+// names the fix.
+func TestDurableOverrides(t *testing.T) {
+	ingress := newFake(t, echoIngress)
+	o := startOutbound(t, routesYAML, ingress, nil)
+	tests := []struct {
+		name   string
+		call   call
+		path   string // of the one ingress request; "" when none is made
+		query  string
+		idem   string // the Idempotency-Key the ingress got
+		text   string // the answer's text
+		status string // restate-status of the answer
+		code   codes.Code
+		msg    string // part of the error message
+	}{
+		{name: "service call", call: call{"Echo/Call", nil}, path: "/rgtest.v1.Echo/Call", text: "echo hi", status: "Completed"},
+		{name: "object key from metadata", call: call{"Counter/Add", []string{"k", "alice"}}, path: "/rgtest.v1.Counter/alice/Add", text: "echo hi", status: "Completed"},
+		{name: "key escaped", call: call{"Counter/Add", []string{"k", "a/b c"}}, path: "/rgtest.v1.Counter/a%2Fb%20c/Add", text: "echo hi", status: "Completed"},
+		{name: "restate-key overrides", call: call{"Counter/Add", []string{"k", "alice", "restate-key", "bob"}}, path: "/rgtest.v1.Counter/bob/Add", text: "echo hi", status: "Completed"},
+		{name: "idempotency key", call: call{"Counter/Add", []string{"k", "alice", "idempotency-key", "add-1"}}, path: "/rgtest.v1.Counter/alice/Add", idem: "add-1", text: "echo hi", status: "Completed"},
+		{name: "send", call: call{"Echo/Call", []string{"restate-mode", "send"}}, path: "/rgtest.v1.Echo/Call/send", status: "Accepted"},
+		{name: "delayed send", call: call{"Echo/Call", []string{"restate-mode", "send", "restate-delay", "PT5M"}}, path: "/rgtest.v1.Echo/Call/send", query: "delay=300000ms", status: "Accepted"},
+		{name: "workflow run takes no idempotency key", call: call{"Flow/Run", []string{"k", "wf-1", "idempotency-key", "x"}}, path: "/rgtest.v1.Flow/wf-1/Run", text: "echo hi", status: "Completed"},
+		{name: "workflow shared handler keeps it", call: call{"Flow/Status", []string{"k", "wf-1", "idempotency-key", "x"}}, path: "/rgtest.v1.Flow/wf-1/Status", idem: "x", text: "echo hi", status: "Completed"},
+		{name: "delay on a call", call: call{"Echo/Call", []string{"restate-delay", "5s"}}, code: codes.InvalidArgument, msg: "restate-delay is only for sends"},
+		{name: "bad delay", call: call{"Echo/Call", []string{"restate-mode", "send", "restate-delay", "soon"}}, code: codes.InvalidArgument, msg: `restate-delay: bad duration "soon"`},
+		{name: "bad mode", call: call{"Echo/Call", []string{"restate-mode", "later"}}, code: codes.InvalidArgument, msg: `restate-mode: "later" is not call or send`},
+		{name: "unknown restate- metadata", call: call{"Echo/Call", []string{"restate-delya", "5s"}}, code: codes.InvalidArgument, msg: `unknown metadata "restate-delya"`},
+		{name: "missing key", call: call{"Counter/Add", nil}, code: codes.InvalidArgument, msg: `needs an object key or workflow id: set metadata "k" or metadata restate-key`},
+		{name: "empty key from metadata", call: call{"Counter/Add", []string{"k", ""}}, code: codes.InvalidArgument, msg: "needs an object key or workflow id"},
+		{name: "key on a service", call: call{"Echo/Call", []string{"restate-key", "x"}}, code: codes.InvalidArgument, msg: "targets a service, which has no key"},
+		{name: "bad attach", call: call{"Echo/Call", []string{"restate-attach", "yesterday"}}, code: codes.InvalidArgument, msg: `restate-attach: "yesterday" is not an invocation id`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(ingress.requests())
+			resp, header, err := o.do(testCtx(t), tc.call)
+			reqs := ingress.requests()[before:]
+			if tc.code != codes.OK {
+				if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+					t.Errorf("got %v %q, want %v with %q", st.Code(), st.Message(), tc.code, tc.msg)
+				}
+				if len(reqs) != 0 {
+					t.Errorf("a refused call reached the ingress: %+v", reqs)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("call failed: %v", err)
+			}
+			if len(reqs) != 1 {
+				t.Fatalf("the ingress got %d requests, want 1", len(reqs))
+			}
+			r := reqs[0]
+			if r.Method != http.MethodPost || r.Path != tc.path || r.Query != tc.query {
+				t.Errorf("ingress got %s %s?%s, want POST %s?%s", r.Method, r.Path, r.Query, tc.path, tc.query)
+			}
+			if got := r.Header.Get("Idempotency-Key"); got != tc.idem {
+				t.Errorf("Idempotency-Key %q, want %q", got, tc.idem)
+			}
+			if got := r.Header.Get("Content-Type"); got != "application/proto" {
+				t.Errorf("Content-Type %q, want application/proto", got)
+			}
+			if resp.GetText() != tc.text {
+				t.Errorf("answer %q, want %q", resp.GetText(), tc.text)
+			}
+			if got := header.Get(MDStatus); len(got) != 1 || got[0] != tc.status {
+				t.Errorf("%s = %v, want %s", MDStatus, got, tc.status)
+			}
+			if got := header.Get(MDInvocationID); len(got) != 1 || !strings.HasPrefix(got[0], "inv_") {
+				t.Errorf("%s = %v, want an invocation id", MDInvocationID, got)
+			}
+		})
+	}
+}
+
+// TestDurableHeaderPolicy: the caller's own metadata reaches the ingress; transport, gRPC,
+// restate- and idempotency headers do not, nor credentials unless the route allows them;
+// binary metadata travels base64-encoded.
+func TestDurableHeaderPolicy(t *testing.T) {
+	ingress := newFake(t, echoIngress)
+	o := startOutbound(t, routesYAML, ingress, nil)
+	md := []string{"k", "alice", "x-tenant", "t1", "trace-bin", "\x00\x01", "authorization", "Bearer caller",
+		"cookie", "c=1", "x-api-key", "secret", "idempotency-key", "i-1", "restate-mode", "call", "x-restate-grpc-route", "0"}
+	tests := []struct {
+		name   string
+		method string
+		want   map[string]string // forwarded (canonical name -> value)
+		absent []string
+	}{
+		{"object route allowing cookie", "Counter/Add", map[string]string{"X-Tenant": "t1", "Trace-Bin": "AAE", "Cookie": "c=1", "K": "alice"},
+			[]string{"Authorization", "X-Api-Key", "Restate-Mode", "X-Restate-Grpc-Route", "Grpc-Timeout", "Te", "X-Restate-Grpc-Hop"}},
+		{"service route", "Echo/Call", map[string]string{"X-Tenant": "t1"},
+			[]string{"Authorization", "Cookie", "X-Api-Key", "Restate-Mode"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(ingress.requests())
+			ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+			defer cancel()
+			if _, _, err := o.do(ctx, call{tc.method, md}); err != nil {
+				t.Fatal(err)
+			}
+			r := ingress.requests()[before]
+			for k, v := range tc.want {
+				if got := r.Header.Values(k); len(got) != 1 || got[0] != v {
+					t.Errorf("header %s = %q, want %q", k, got, v)
+				}
+			}
+			for _, k := range tc.absent {
+				if got := r.Header.Values(k); len(got) != 0 {
+					t.Errorf("header %s = %q reached the ingress", k, got)
+				}
+			}
+			if got := r.Header.Get("Idempotency-Key"); got != "i-1" {
+				t.Errorf("Idempotency-Key = %q, want i-1 (as the header Restate reads, once)", got)
+			}
+		})
+	}
+}
+
+// TestDurableErrors: what the ingress answers becomes the status the caller sees.
+func TestDurableErrors(t *testing.T) {
+	ingress := newFake(t, echoIngress)
+	o := startOutbound(t, routesYAML, ingress, nil)
+	tests := []struct {
+		name string
+		http int
+		body string
+		code codes.Code
+		msg  string
+	}{
+		{"unknown service", 404, `{"code":404,"message":"service 'rgtest.v1.Echo' not found, make sure to register the service before calling it.","source":"ingress"}`, codes.Unimplemented, "restate: service 'rgtest.v1.Echo' not found"},
+		{"callee status", 500, `{"code":400,"message":"x","metadata":{"grpc-status":"3","grpc-message":"bad quantity"},"source":"invocation"}`, codes.InvalidArgument, "bad quantity"},
+		{"cancelled", 409, `{"code":409,"message":"Cancelled","source":"invocation"}`, codes.Canceled, "cancelled"},
+		{"unauthenticated", 401, `{"code":401,"message":"unauthorized","source":"ingress"}`, codes.Unauthenticated, "unauthorized"},
+		{"overloaded", 429, `{"code":429,"message":"overloaded","source":"ingress"}`, codes.Unavailable, "overloaded"},
+		{"not JSON", 502, `<html>bad gateway</html>`, codes.Unavailable, "HTTP 502"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ingress.setAnswer(func(w http.ResponseWriter, r *http.Request, body []byte) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.http)
+				w.Write([]byte(tc.body))
+			})
+			_, _, err := o.do(testCtx(t), call{"Echo/Call", nil})
+			if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+				t.Errorf("got %v %q, want %v with %q", st.Code(), st.Message(), tc.code, tc.msg)
+			}
+		})
+	}
+}
+
+// TestDurableReattach: when the connection to the ingress breaks, a call with an idempotency
+// key is repeated (Restate answers it from the invocation it has) and the caller sees nothing;
+// a call without one fails UNAVAILABLE, since a repeat could run it twice.
+func TestDurableReattach(t *testing.T) {
+	tests := []struct {
+		name  string
+		md    []string
+		code  codes.Code
+		tries int
+	}{
+		{"with idempotency key", []string{"k", "alice", "idempotency-key", "add-1"}, codes.OK, 3},
+		{"without", []string{"k", "alice"}, codes.Unavailable, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var ingress *fake
+			ingress = newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+				if len(ingress.requests()) < 3 {
+					// The connection breaks before an answer.
+					conn, _, _ := w.(http.Hijacker).Hijack()
+					conn.(*net.TCPConn).SetLinger(0)
+					conn.Close()
+					return
+				}
+				echoIngress(w, r, body)
+			})
+			o := startOutbound(t, routesYAML, ingress, nil)
+			resp, _, err := o.do(testCtx(t), call{"Counter/Add", tc.md})
+			if got := status.Code(err); got != tc.code {
+				t.Fatalf("got %v, want %v", err, tc.code)
+			}
+			if tc.code == codes.OK && resp.GetText() != "echo hi" {
+				t.Errorf("answer %q, want echo hi", resp.GetText())
+			}
+			if n := len(ingress.requests()); n != tc.tries {
+				t.Errorf("the ingress got %d requests, want %d", n, tc.tries)
+			}
+		})
+	}
+}
+
+// TestDurableAttach: restate-attach answers the call from the invocation it names, typed as
+// the method's response, with that invocation's id.
+func TestDurableAttach(t *testing.T) {
+	ingress := newFake(t, echoIngress)
+	o := startOutbound(t, routesYAML, ingress, nil)
+	tests := []struct {
+		name string
+		call call
+		body string // of the one POST /restate/attach
+		code codes.Code
+		msg  string
+	}{
+		{name: "by idempotency key", call: call{"Counter/Add", []string{"k", "alice", "idempotency-key", "add-1", "restate-attach", "idempotency-key"}},
+			body: `{"handler":"Add","idempotencyKey":"add-1","key":"alice","service":"rgtest.v1.Counter","target":"idempotentInvocation"}`},
+		{name: "workflow", call: call{"Flow/Status", []string{"k", "wf-1", "restate-attach", "workflow"}},
+			body: `{"target":"workflow","workflowKey":"wf-1","workflowName":"rgtest.v1.Flow"}`},
+		{name: "idempotency key missing", call: call{"Counter/Add", []string{"k", "alice", "restate-attach", "idempotency-key"}},
+			code: codes.InvalidArgument, msg: "needs the call's idempotency key"},
+		{name: "workflow on an object route", call: call{"Counter/Add", []string{"k", "alice", "restate-attach", "workflow"}},
+			code: codes.InvalidArgument, msg: "workflow needs a workflow route"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(ingress.requests())
+			resp, header, err := o.do(testCtx(t), tc.call)
+			reqs := ingress.requests()[before:]
+			if tc.code != codes.OK {
+				if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+					t.Errorf("got %v %q, want %v with %q", st.Code(), st.Message(), tc.code, tc.msg)
+				}
+				if len(reqs) != 0 {
+					t.Errorf("a refused attach reached the ingress: %+v", reqs)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(reqs) != 1 || reqs[0].Path != "/restate/attach" || string(reqs[0].Body) != tc.body {
+				t.Fatalf("ingress got %+v, want one POST /restate/attach with %s", reqs, tc.body)
+			}
+			if resp.GetText() != "attached" {
+				t.Errorf("answer %q, want attached", resp.GetText())
+			}
+			if got := header.Get(MDInvocationID); len(got) != 1 || got[0] != "inv_attached" {
+				t.Errorf("%s = %v, want inv_attached", MDInvocationID, got)
+			}
+		})
+	}
+}
