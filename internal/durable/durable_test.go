@@ -82,6 +82,8 @@ func TestDurableOverrides(t *testing.T) {
 		{name: "unknown restate- metadata", call: call{"Echo/Call", []string{"restate-delya", "5s"}}, code: codes.InvalidArgument, msg: `unknown metadata "restate-delya"`},
 		{name: "missing key", call: call{"Counter/Add", nil}, code: codes.InvalidArgument, msg: `needs an object key or workflow id: set metadata "k" or metadata restate-key`},
 		{name: "empty key from metadata", call: call{"Counter/Add", []string{"k", ""}}, code: codes.InvalidArgument, msg: "needs an object key or workflow id"},
+		{name: "empty restate-key", call: call{"Counter/Add", []string{"k", "alice", "restate-key", ""}}, code: codes.InvalidArgument, msg: "restate-key is empty: an object key or workflow id must not be empty"},
+		{name: "empty workflow id", call: call{"Flow/Run", []string{"restate-key", ""}}, code: codes.InvalidArgument, msg: "restate-key is empty"},
 		{name: "key on a service", call: call{"Echo/Call", []string{"restate-key", "x"}}, code: codes.InvalidArgument, msg: "targets a service, which has no key"},
 		{name: "bad attach", call: call{"Echo/Call", []string{"restate-attach", "yesterday"}}, code: codes.InvalidArgument, msg: `restate-attach: "yesterday" is not an invocation id`},
 	}

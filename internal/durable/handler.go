@@ -195,7 +195,9 @@ func (h *Handler) value(ctx context.Context, method string, src config.Source, m
 	if err != nil {
 		return "", false, status.Errorf(codes.InvalidArgument, "%s: reading field %q: %v", method, src.Field, err)
 	}
-	return v, ok, nil
+	// An empty value counts as none: an empty key would name one object shared by every
+	// caller that left it unset.
+	return v, ok && v != "", nil
 }
 
 func (h *Handler) fieldPath(ctx context.Context, method, field string, mdesc protoreflect.MethodDescriptor) (*descriptors.FieldPath, error) {

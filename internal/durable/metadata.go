@@ -63,6 +63,11 @@ func parseOverrides(md metadata.MD) (overrides, error) {
 			}
 			o.delay, o.hasDelay = d, true
 		case MDKey:
+			if v == "" {
+				// An empty key would name the object "" (or the workflow ""), shared by every
+				// caller that forgot to set one: refused like a missing key.
+				return o, status.Errorf(codes.InvalidArgument, "%s is empty: an object key or workflow id must not be empty", MDKey)
+			}
 			o.key, o.hasKey = v, true
 		case MDAttach:
 			if v != AttachIdempotencyKey && v != AttachWorkflow && !strings.HasPrefix(v, "inv_") {
