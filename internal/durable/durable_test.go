@@ -1,17 +1,26 @@
 package durable
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
+	"math"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
@@ -298,4 +307,136 @@ func TestDurableAttach(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDurableCodecs: a caller that compresses (grpc-go's gzip compressor) is served, the
+// ingress getting the decompressed protobuf bytes; a caller in another codec than protobuf
+// is refused before the ingress.
+func TestDurableCodecs(t *testing.T) {
+	ingress := newFake(t, echoIngress)
+	o := startOutbound(t, routesYAML, ingress, nil)
+	tests := []struct {
+		name string
+		opts []grpc.CallOption
+		code codes.Code
+		msg  string
+	}{
+		{"gzip", []grpc.CallOption{grpc.UseCompressor(gzip.Name)}, codes.OK, ""},
+		{"proto subtype", []grpc.CallOption{grpc.CallContentSubtype("proto")}, codes.OK, ""},
+		{"json", []grpc.CallOption{grpc.ForceCodec(jsonCodec{})}, codes.InvalidArgument, `content-type "application/grpc+json": durable calls take protobuf only`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(ingress.requests())
+			resp, _, err := o.do(testCtx(t), call{"Echo/Call", nil}, tc.opts...)
+			reqs := ingress.requests()[before:]
+			if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+				t.Fatalf("got %v %q, want %v %q", st.Code(), st.Message(), tc.code, tc.msg)
+			}
+			if tc.code != codes.OK {
+				if len(reqs) != 0 {
+					t.Errorf("a refused call reached the ingress: %+v", reqs)
+				}
+				return
+			}
+			if resp.GetText() != "echo hi" || len(reqs) != 1 {
+				t.Fatalf("answer %q after %d ingress requests, want echo hi after 1", resp.GetText(), len(reqs))
+			}
+			var req testpb.Req
+			if err := proto.Unmarshal(reqs[0].Body, &req); err != nil || req.Text != "hi" {
+				t.Errorf("the ingress got %q (%v), want the request's protobuf bytes", reqs[0].Body, err)
+			}
+		})
+	}
+}
+
+// jsonCodec is a client codec of content-subtype json.
+type jsonCodec struct{}
+
+func (jsonCodec) Marshal(v any) ([]byte, error)   { return protojson.Marshal(v.(proto.Message)) }
+func (jsonCodec) Unmarshal(b []byte, v any) error { return protojson.Unmarshal(b, v.(proto.Message)) }
+func (jsonCodec) Name() string                    { return "json" }
+
+// TestDurableTimeoutClamped: a grpc-timeout too large for a time.Duration is clamped, as grpc-go
+// clamps it, instead of overflowing into no deadline or one in the past; a small one bounds the
+// call.
+func TestDurableTimeoutClamped(t *testing.T) {
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) })
+	ingress := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		var req testpb.Req
+		proto.Unmarshal(body, &req)
+		if req.Text == "block" {
+			select {
+			case <-block:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		echoIngress(w, r, body)
+	})
+	o := startOutbound(t, routesYAML, ingress, nil)
+	deadlines := make(chan time.Time, 1)
+	o.handler.onCall = func(ctx context.Context) {
+		d, ok := ctx.Deadline()
+		if !ok {
+			d = time.Time{}
+		}
+		deadlines <- d
+	}
+	addr := o.conn.Target()
+	tests := []struct {
+		name, timeout, text string
+		status              string        // grpc-status, when it must be seen
+		min, max            time.Duration // of the deadline the call had, from now
+	}{
+		{"hours overflowing", "99999999H", "hi", "0", 100 * 365 * 24 * time.Hour, time.Duration(math.MaxInt64)},
+		{"largest hours", "2562047H", "hi", "0", 2562046 * time.Hour, time.Duration(math.MaxInt64)},
+		{"milliseconds", "200m", "block", "", 200 * time.Millisecond, time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			st, msg := rawCall(t, addr, "/rgtest.v1.Echo/Call", tc.timeout, &testpb.Req{Text: tc.text})
+			if tc.status != "" && st != tc.status {
+				t.Errorf("grpc-status %s (%s), want %s", st, msg, tc.status)
+			}
+			d := <-deadlines
+			if d.IsZero() {
+				t.Fatalf("grpc-timeout %s: the call had no deadline", tc.timeout)
+			}
+			if left := d.Sub(start); left < tc.min || left > tc.max {
+				t.Errorf("grpc-timeout %s: deadline %v from the call's start, want within [%v, %v]", tc.timeout, left, tc.min, tc.max)
+			}
+		})
+	}
+}
+
+// rawCall makes a unary gRPC call over h2c by hand, so that grpc-timeout takes any value, and
+// returns grpc-status and grpc-message.
+func rawCall(t *testing.T, addr, method, timeout string, req proto.Message) (string, string) {
+	t.Helper()
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, a string, _ *tls.Config) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, a)
+	}}
+	defer tr.CloseIdleConnections()
+	b, _ := proto.Marshal(req)
+	frame := append([]byte{0, 0, 0, 0, 0}, b...)
+	binary.BigEndian.PutUint32(frame[1:], uint32(len(b)))
+	hr, _ := http.NewRequestWithContext(testCtx(t), http.MethodPost, "http://"+addr+method, bytes.NewReader(frame))
+	hr.Header.Set("Content-Type", "application/grpc")
+	hr.Header.Set("Te", "trailers")
+	hr.Header.Set("Grpc-Timeout", timeout)
+	resp, err := tr.RoundTrip(hr)
+	if err != nil {
+		// grpc-go resets a stream whose deadline passed, which may beat its trailers here.
+		return "reset", err.Error()
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if s := resp.Header.Get("Grpc-Status"); s != "" { // trailers-only
+		return s, resp.Header.Get("Grpc-Message")
+	}
+	return resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
 }

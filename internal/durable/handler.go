@@ -60,6 +60,9 @@ type Handler struct {
 	log    *slog.Logger
 	self   string
 	paths  sync.Map // method+"|"+field path -> *descriptors.FieldPath
+
+	// onCall, when set (by tests), sees each durable call's context as Handle gets it.
+	onCall func(context.Context)
 }
 
 // New returns a handler for o.
@@ -121,6 +124,9 @@ func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
 	if err != nil || i < 0 || i >= len(h.routes) {
 		svc, _ := splitMethod(method)
 		return status.Errorf(codes.Unimplemented, "unknown service %s", svc)
+	}
+	if h.onCall != nil {
+		h.onCall(stream.Context())
 	}
 	return h.durable(stream, method, &h.routes[i])
 }
