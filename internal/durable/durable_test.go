@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -439,4 +440,45 @@ func rawCall(t *testing.T, addr, method, timeout string, req proto.Message) (str
 		return s, resp.Header.Get("Grpc-Message")
 	}
 	return resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
+}
+
+// TestDurableHeaderLimits: a call whose metadata would make a header block Restate's ingress
+// refuses (past 100 fields, or about 400 KiB) is refused with RESOURCE_EXHAUSTED naming the
+// limit, before the ingress is asked.
+func TestDurableHeaderLimits(t *testing.T) {
+	ingress := newFake(t, echoIngress)
+	o := startOutbound(t, routesYAML+"  limits: {maxHeaderListBytes: 1048576}\n", ingress, nil)
+	many := func(n, size int) []string {
+		var md []string
+		for i := range n {
+			md = append(md, fmt.Sprintf("x-h%d", i), strings.Repeat("a", size))
+		}
+		return md
+	}
+	tests := []struct {
+		name string
+		md   []string
+		code codes.Code
+		msg  string
+	}{
+		// With the sidecar's own five (Host, User-Agent, Content-Length, Accept-Encoding, Content-Type).
+		{"95 entries", many(95, 1), codes.OK, ""},
+		{"96 entries", many(96, 1), codes.ResourceExhausted, "the call's 96 metadata entries and the sidecar's own 5 header fields make 101 on the request to Restate's ingress, which takes at most 100"},
+		{"95 entries and an idempotency key", append(many(95, 1), "idempotency-key", "k"), codes.ResourceExhausted, "takes at most 100"},
+		{"50 entries of 8000 bytes", many(50, 8000), codes.OK, ""},
+		{"50 entries of 8500 bytes", many(50, 8500), codes.ResourceExhausted, "which takes at most 409600: send less metadata"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(ingress.requests())
+			_, _, err := o.do(testCtx(t), call{"Echo/Call", tc.md})
+			reqs := ingress.requests()[before:]
+			if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+				t.Fatalf("got %v %q, want %v %q", st.Code(), st.Message(), tc.code, tc.msg)
+			}
+			if want := map[bool]int{true: 1, false: 0}[tc.code == codes.OK]; len(reqs) != want {
+				t.Errorf("the ingress got %d requests, want %d", len(reqs), want)
+			}
+		})
+	}
 }

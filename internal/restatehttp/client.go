@@ -162,6 +162,9 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 	if inv.IdempotencyKey != "" {
 		req.Header.Set("Idempotency-Key", inv.IdempotencyKey)
 	}
+	if err := c.checkHeader(req, inv); err != nil {
+		return nil, err
+	}
 	resp, body, err := c.do(req)
 	if err != nil {
 		return nil, err
@@ -181,6 +184,53 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 		return &Result{InvocationID: or(sr.InvocationID, id), Status: sr.Status}, nil
 	}
 	return nil, StatusFromResponse(resp.StatusCode, body).Err()
+}
+
+// Restate's ingress limits on a request's header block, found by trying 1.7.12. Past them it
+// answers 431 with no body, or closes the connection while the request is still being written
+// (which the client sees as a broken pipe), so the client refuses such requests itself.
+const (
+	// MaxHeaderFields: its HTTP/1.1 server reads at most 100 header fields, the client's own
+	// (Host, User-Agent, Content-Length, Accept-Encoding, Content-Type, ...) included.
+	MaxHeaderFields = 100
+	// MaxHeaderBytes: its HTTP/1.1 server buffers about 417 KiB of request head; 400 KiB of
+	// header fields (name: value CRLF) leaves room for the request line.
+	MaxHeaderBytes = 400 << 10
+	// MaxHeaderListHTTP2: over HTTP/2 (https, where ALPN may choose it) it takes a header list
+	// of 16 KiB, counted as RFC 9113 counts it (name + value + 32 per field, pseudo-headers too).
+	MaxHeaderListHTTP2 = 16 << 10
+)
+
+// implicitFields are the fields Go's client adds to a request: Host, User-Agent,
+// Content-Length and Accept-Encoding.
+const implicitFields = 4
+
+// checkHeader refuses a request whose header block Restate's ingress would refuse, before it is
+// sent: RESOURCE_EXHAUSTED, naming the limit.
+func (c *Client) checkHeader(req *http.Request, inv Invocation) error {
+	caller := 0
+	for _, vs := range inv.Header {
+		caller += len(vs)
+	}
+	fields := implicitFields
+	h1 := len(req.URL.RequestURI()) + len(req.Host) + len(req.URL.Host) + 80 // the implicit fields, the request line
+	h2 := len(req.URL.RequestURI()) + len(req.URL.Host) + 4*32 + 32 + 80     // pseudo-headers, the implicit fields
+	for k, vs := range req.Header {
+		for _, v := range vs {
+			fields++
+			h1 += len(k) + len(v) + 4
+			h2 += len(k) + len(v) + 32
+		}
+	}
+	switch {
+	case fields > MaxHeaderFields:
+		return status.Errorf(codes.ResourceExhausted, "%s: the call's %d metadata entries and the sidecar's own %d header fields make %d on the request to Restate's ingress, which takes at most %d: send fewer metadata entries", inv.Target, caller, fields-caller, fields, MaxHeaderFields)
+	case h1 > MaxHeaderBytes:
+		return status.Errorf(codes.ResourceExhausted, "%s: the call's metadata makes a header block of about %d bytes on the request to Restate's ingress, which takes at most %d: send less metadata", inv.Target, h1, MaxHeaderBytes)
+	case req.URL.Scheme == "https" && h2 > MaxHeaderListHTTP2:
+		return status.Errorf(codes.ResourceExhausted, "%s: the call's metadata makes a header list of about %d bytes on the request to Restate's ingress, which takes at most %d over HTTP/2: send less metadata", inv.Target, h2, MaxHeaderListHTTP2)
+	}
+	return nil
 }
 
 // do sends req and reads the whole body, bounded. Transport failures are UNAVAILABLE: the

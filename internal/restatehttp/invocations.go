@@ -134,7 +134,7 @@ func (a *Admin) patch(ctx context.Context, id, verb string) error {
 	case http.StatusBadRequest:
 		return status.Errorf(codes.InvalidArgument, "restate: bad invocation id %q: %s", id, adminMessage(body))
 	}
-	return status.Errorf(codes.Unknown, "restate admin answered %d to %s %s: %s", resp.StatusCode, verb, id, adminMessage(body))
+	return status.Errorf(httpCodeToGRPC(resp.StatusCode, ""), "restate admin answered %d to %s %s: %s", resp.StatusCode, verb, id, adminMessage(body))
 }
 
 // Query runs a SQL query over Restate's system tables and decodes the rows into rows.
