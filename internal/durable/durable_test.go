@@ -279,6 +279,8 @@ func TestDurableAttach(t *testing.T) {
 			code: codes.InvalidArgument, msg: "needs the call's idempotency key"},
 		{name: "workflow on an object route", call: call{"Counter/Add", []string{"k", "alice", "restate-attach", "workflow"}},
 			code: codes.InvalidArgument, msg: "workflow needs a workflow route"},
+		{name: "by id without an admin API", call: call{"Echo/Call", []string{"restate-attach", "inv_1abc"}},
+			code: codes.FailedPrecondition, msg: "restate-attach: inv_1abc: attaching by invocation id needs outbound.admin (Restate's admin API), to check that the invocation is one of rgtest.v1.Echo/Call"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -478,6 +480,81 @@ func TestDurableHeaderLimits(t *testing.T) {
 			}
 			if want := map[bool]int{true: 1, false: 0}[tc.code == codes.OK]; len(reqs) != want {
 				t.Errorf("the ingress got %d requests, want %d", len(reqs), want)
+			}
+		})
+	}
+}
+
+// TestDurableAttachByID: restate-attach with an invocation id answers the call only from an
+// invocation of the called method's target (service, handler, key), which the admin API
+// tells; any other is refused with whose it is, before the ingress is asked.
+func TestDurableAttachByID(t *testing.T) {
+	targets := map[string]string{ // id -> the sys_invocation row
+		"inv_echo":     `{"target_service_name":"rgtest.v1.Echo","target_handler_name":"Call","target_service_ty":"service"}`,
+		"inv_alice":    `{"target_service_name":"rgtest.v1.Counter","target_handler_name":"Add","target_service_key":"alice","target_service_ty":"virtual_object"}`,
+		"inv_aliceGet": `{"target_service_name":"rgtest.v1.Counter","target_handler_name":"Get","target_service_key":"alice","target_service_ty":"virtual_object"}`,
+		"inv_flow":     `{"target_service_name":"rgtest.v1.Flow","target_handler_name":"Run","target_service_key":"wf-1","target_service_ty":"workflow"}`,
+	}
+	admin := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		if r.URL.Path != "/query" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		if strings.Contains(string(body), "inv_1bogus") { // as Restate 1.7 answers an id that does not decode
+			w.WriteHeader(http.StatusInternalServerError)
+			io.WriteString(w, `{"message":"Datafusion error: External error: non valid invocation id"}`)
+			return
+		}
+		for id, row := range targets {
+			if strings.Contains(string(body), "WHERE id = '"+id+"'") {
+				io.WriteString(w, `{"rows":[`+row+`]}`)
+				return
+			}
+		}
+		io.WriteString(w, `{"rows":[]}`)
+	})
+	ingress := newFake(t, echoIngress)
+	o := startOutbound(t, routesYAML, ingress, admin)
+	tests := []struct {
+		name string
+		call call
+		code codes.Code
+		msg  string
+	}{
+		{"the method's own", call{"Echo/Call", []string{"restate-attach", "inv_echo"}}, codes.OK, ""},
+		{"the object's own", call{"Counter/Add", []string{"k", "alice", "restate-attach", "inv_alice"}}, codes.OK, ""},
+		{"the workflow's own", call{"Flow/Run", []string{"k", "wf-1", "restate-attach", "inv_flow"}}, codes.OK, ""},
+		{"another service's", call{"Echo/Call", []string{"restate-attach", "inv_alice"}}, codes.InvalidArgument,
+			"restate-attach: invocation inv_alice is one of rgtest.v1.Counter/alice/Add, not of rgtest.v1.Echo/Call"},
+		{"another key's", call{"Counter/Add", []string{"k", "bob", "restate-attach", "inv_alice"}}, codes.InvalidArgument,
+			"invocation inv_alice is one of rgtest.v1.Counter/alice/Add, not of rgtest.v1.Counter/bob/Add"},
+		{"another handler's", call{"Counter/Add", []string{"k", "alice", "restate-attach", "inv_aliceGet"}}, codes.InvalidArgument,
+			"invocation inv_aliceGet is one of rgtest.v1.Counter/alice/Get, not of rgtest.v1.Counter/alice/Add"},
+		{"another workflow's", call{"Flow/Run", []string{"k", "wf-2", "restate-attach", "inv_flow"}}, codes.InvalidArgument,
+			"is one of rgtest.v1.Flow/wf-1/Run, not of rgtest.v1.Flow/wf-2/Run"},
+		{"unknown", call{"Echo/Call", []string{"restate-attach", "inv_nope"}}, codes.NotFound, "restate has no invocation inv_nope"},
+		{"not an id", call{"Echo/Call", []string{"restate-attach", "inv_x' OR '1'='1"}}, codes.InvalidArgument, "is not an invocation id"},
+		{"an id that does not decode", call{"Echo/Call", []string{"restate-attach", "inv_1bogusbogus"}}, codes.InvalidArgument, `"inv_1bogusbogus" is not a valid invocation id`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(ingress.requests())
+			resp, _, err := o.do(testCtx(t), tc.call)
+			reqs := ingress.requests()[before:]
+			if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+				t.Fatalf("got %v %q, want %v %q", st.Code(), st.Message(), tc.code, tc.msg)
+			}
+			if tc.code != codes.OK {
+				if len(reqs) != 0 {
+					t.Errorf("a refused attach reached the ingress: %+v", reqs)
+				}
+				return
+			}
+			if len(reqs) != 1 || reqs[0].Path != "/restate/attach" || !strings.Contains(string(reqs[0].Body), `"target":"invocation"`) {
+				t.Fatalf("ingress got %+v, want one attach by id", reqs)
+			}
+			if resp.GetText() != "attached" {
+				t.Errorf("answer %q, want attached", resp.GetText())
 			}
 		})
 	}

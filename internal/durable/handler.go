@@ -29,9 +29,12 @@ type Invoker interface {
 	Lookup(ctx context.Context, r restatehttp.Ref) (string, error)
 }
 
-// Canceller cancels invocations; *restatehttp.Admin is the real one.
-type Canceller interface {
+// Admin is what the durable path asks Restate's admin API: to cancel an invocation, and whose
+// an invocation is; *restatehttp.Admin is the real one.
+type Admin interface {
 	Cancel(ctx context.Context, id string) error
+	// InvocationTarget returns the target of invocation id, and false if Restate has none.
+	InvocationTarget(ctx context.Context, id string) (restatehttp.Target, bool, error)
 }
 
 // Options configure a Handler.
@@ -39,8 +42,10 @@ type Options struct {
 	Config *config.Outbound
 	// Ingress runs durable calls. Required when Config has routes.
 	Ingress Invoker
-	// Admin cancels invocations whose caller went away (onCallerGone: cancel).
-	Admin Canceller
+	// Admin cancels invocations whose caller went away (onCallerGone: cancel) and checks that
+	// an invocation attached to by id is one of the called method (restate-attach: inv_...).
+	// May be nil: those then fail, saying that they need outbound.admin.
+	Admin Admin
 	// Descriptors resolves request types; needed only by field keys and to refuse streaming
 	// methods on durable routes before reading them. May be nil.
 	Descriptors descriptors.Resolver
@@ -55,7 +60,7 @@ type Handler struct {
 	cfg    *config.Outbound
 	routes routes
 	ingr   Invoker
-	admin  Canceller
+	admin  Admin
 	desc   descriptors.Resolver
 	log    *slog.Logger
 	self   string
