@@ -167,22 +167,12 @@ type Register struct {
 // Access is how the sidecar authenticates to Restate: a bearer token (sent as
 // "authorization: Bearer ...") and, for https URLs, the CA that signed Restate's certificate.
 type Access struct {
-	BearerToken     string `json:"bearerToken,omitempty"`
+	BearerToken string `json:"bearerToken,omitempty"`
+	// BearerTokenFile holds the token; it is read again when it changes (Kubernetes rotates
+	// projected tokens), and a failed re-read keeps the last token.
 	BearerTokenFile string `json:"bearerTokenFile,omitempty"`
 	// CAFile is a PEM bundle trusted besides the system's roots.
 	CAFile string `json:"caFile,omitempty"`
-}
-
-// Token returns the bearer token, reading BearerTokenFile if set.
-func (a Access) Token() (string, error) {
-	if a.BearerTokenFile == "" {
-		return a.BearerToken, nil
-	}
-	b, err := os.ReadFile(a.BearerTokenFile)
-	if err != nil {
-		return "", fmt.Errorf("bearerTokenFile: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 func (a Access) validate(bad func(string, string, ...any), field string) {

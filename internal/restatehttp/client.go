@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -29,10 +30,10 @@ const ContentType = "application/proto"
 
 // Client calls one Restate ingress.
 type Client struct {
-	base   string
-	hc     *http.Client
-	header http.Header // sent with every request (authorization)
-	limit  int64
+	base  string
+	hc    *http.Client
+	token *tokenSource // the bearer token sent with every request
+	limit int64
 }
 
 // Options configure a Client. The zero value is usable.
@@ -41,6 +42,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// BearerToken, when set, is sent as "authorization: Bearer <token>".
 	BearerToken string
+	// BearerTokenFile holds the token instead; it is read again when it changes (at most
+	// every TokenRecheck), as Kubernetes rotates projected tokens.
+	BearerTokenFile string
+	// Logger logs a failed re-read of BearerTokenFile; default slog.Default().
+	Logger *slog.Logger
 	// CAFile is a PEM bundle trusted for https URLs besides the system's roots.
 	CAFile string
 	// MaxResponseBytes bounds a response body; default 4 MiB.
@@ -72,15 +78,22 @@ func NewClient(baseURL string, o Options) (*Client, error) {
 		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		hc = &http.Client{Transport: t}
 	}
-	h := http.Header{}
-	if o.BearerToken != "" {
-		h.Set("Authorization", "Bearer "+o.BearerToken)
+	if o.BearerToken != "" && o.BearerTokenFile != "" {
+		return nil, errors.New("set a bearer token or a bearer token file, not both")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	tok, err := newTokenSource(o.BearerToken, o.BearerTokenFile, log)
+	if err != nil {
+		return nil, err
 	}
 	limit := int64(o.MaxResponseBytes)
 	if limit <= 0 {
 		limit = 4 << 20
 	}
-	return &Client{base: strings.TrimSuffix(baseURL, "/"), hc: hc, header: h, limit: limit}, nil
+	return &Client{base: strings.TrimSuffix(baseURL, "/"), hc: hc, token: tok, limit: limit}, nil
 }
 
 // DefaultHTTPClient is an HTTP/1.1 client whose idle pool fits a busy sidecar: every waiting
@@ -155,9 +168,7 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 	for k, vs := range inv.Header {
 		req.Header[k] = vs
 	}
-	for k, vs := range c.header {
-		req.Header[k] = vs
-	}
+	c.token.authorize(req.Header)
 	req.Header.Set("Content-Type", or(inv.ContentType, ContentType))
 	if inv.IdempotencyKey != "" {
 		req.Header.Set("Idempotency-Key", inv.IdempotencyKey)

@@ -107,9 +107,7 @@ func (c *Client) post(ctx context.Context, path string, r Ref) (*http.Response, 
 	if err != nil {
 		return nil, nil, status.Errorf(codes.Internal, "building request: %v", err)
 	}
-	for k, vs := range c.header {
-		req.Header[k] = vs
-	}
+	c.token.authorize(req.Header)
 	req.Header.Set("Content-Type", "application/json")
 	return c.do(req)
 }
