@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
@@ -154,8 +156,8 @@ func TestDurableHeaderPolicy(t *testing.T) {
 		want   map[string]string // forwarded (canonical name -> value)
 		absent []string
 	}{
-		{"object route allowing cookie", "Counter/Add", map[string]string{"X-Tenant": "t1", "Trace-Bin": "AAE", "Cookie": "c=1", "K": "alice"},
-			[]string{"Authorization", "X-Api-Key", "Restate-Mode", "X-Restate-Grpc-Route", "Grpc-Timeout", "Te", "X-Restate-Grpc-Hop"}},
+		{"object route allowing cookie and authorization", "Counter/Add", map[string]string{"X-Tenant": "t1", "Trace-Bin": "AAE", "X-Restate-Grpc-Cookie": "c=1", "X-Restate-Grpc-Authorization": "Bearer caller", "K": "alice"},
+			[]string{"Authorization", "Cookie", "X-Api-Key", "X-Restate-Grpc-X-Api-Key", "Restate-Mode", "X-Restate-Grpc-Route", "Grpc-Timeout", "Te", "X-Restate-Grpc-Hop"}},
 		{"service route", "Echo/Call", map[string]string{"X-Tenant": "t1"},
 			[]string{"Authorization", "Cookie", "X-Api-Key", "Restate-Mode"}},
 	}
@@ -180,6 +182,41 @@ func TestDurableHeaderPolicy(t *testing.T) {
 			}
 			if got := r.Header.Get("Idempotency-Key"); got != "i-1" {
 				t.Errorf("Idempotency-Key = %q, want i-1 (as the header Restate reads, once)", got)
+			}
+		})
+	}
+}
+
+// TestDurableCredentials: with a bearer token of the sidecar's own and a route that allows the
+// caller's authorization, the ingress gets one Authorization, the sidecar's, and the caller's
+// travels renamed (the inbound side hands it to the app as authorization); a caller cannot
+// forge the renamed header.
+func TestDurableCredentials(t *testing.T) {
+	ingress := newFake(t, echoIngress)
+	o := startOutbound(t, routesYAML, ingress, nil, restatehttp.Options{BearerToken: "sidecar-token"})
+	tests := []struct {
+		name string
+		md   []string
+		want map[string][]string
+	}{
+		{"caller's authorization allowed", []string{"k", "a", "authorization", "Bearer caller", "cookie", "c=1"}, map[string][]string{
+			"Authorization": {"Bearer sidecar-token"}, "X-Restate-Grpc-Authorization": {"Bearer caller"}, "X-Restate-Grpc-Cookie": {"c=1"}}},
+		{"none from the caller", []string{"k", "a"}, map[string][]string{
+			"Authorization": {"Bearer sidecar-token"}, "X-Restate-Grpc-Authorization": nil}},
+		{"forged renamed header", []string{"k", "a", "x-restate-grpc-authorization", "Bearer forged"}, map[string][]string{
+			"Authorization": {"Bearer sidecar-token"}, "X-Restate-Grpc-Authorization": nil}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(ingress.requests())
+			if _, _, err := o.do(testCtx(t), call{"Counter/Add", tc.md}); err != nil {
+				t.Fatal(err)
+			}
+			r := ingress.requests()[before]
+			for k, want := range tc.want {
+				if got := r.Header.Values(k); !slices.Equal(got, want) {
+					t.Errorf("%s = %q, want %q", k, got, want)
+				}
 			}
 		})
 	}

@@ -100,7 +100,7 @@ func echoIngress(w http.ResponseWriter, r *http.Request, body []byte) {
 const routesYAML = `
   routes:
     - {match: rgtest.v1.Echo/*}
-    - {match: rgtest.v1.Counter/*, target: object, key: "metadata:k", allowMetadata: [cookie]}
+    - {match: rgtest.v1.Counter/*, target: object, key: "metadata:k", allowMetadata: [cookie, authorization]}
     - {match: rgtest.v1.Flow/*, target: workflow, key: "metadata:k"}
 `
 
@@ -115,7 +115,7 @@ type outbound struct {
 
 // startOutbound parses the outbound config yaml (its ingress and admin set to the fakes; admin
 // may be nil) and serves it on a loopback listener until the test ends.
-func startOutbound(t *testing.T, yaml string, ingress, admin *fake) *outbound {
+func startOutbound(t *testing.T, yaml string, ingress, admin *fake, access ...restatehttp.Options) *outbound {
 	t.Helper()
 	text := "outbound:\n  ingress: " + ingress.srv.URL + "\n"
 	if admin != nil {
@@ -125,13 +125,17 @@ func startOutbound(t *testing.T, yaml string, ingress, admin *fake) *outbound {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := restatehttp.NewClient(ingress.srv.URL, restatehttp.Options{})
+	var ao restatehttp.Options
+	if len(access) > 0 {
+		ao = access[0]
+	}
+	cl, err := restatehttp.NewClient(ingress.srv.URL, ao)
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := Options{Config: c.Outbound, Ingress: cl, Logger: slog.New(slog.DiscardHandler)}
 	if admin != nil {
-		a, err := restatehttp.NewAdmin(admin.srv.URL, restatehttp.Options{})
+		a, err := restatehttp.NewAdmin(admin.srv.URL, ao)
 		if err != nil {
 			t.Fatal(err)
 		}
