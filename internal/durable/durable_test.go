@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -23,7 +24,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/descriptors"
+	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
@@ -651,6 +656,48 @@ func TestDurableAttachByID(t *testing.T) {
 			}
 			if resp.GetText() != "attached" {
 				t.Errorf("answer %q, want attached", resp.GetText())
+			}
+		})
+	}
+}
+
+// TestDurableFieldKey: a key read from a request field; a field that is absent, or present
+// and empty on the wire, is refused like a missing key.
+func TestDurableFieldKey(t *testing.T) {
+	ingress := newFake(t, echoIngress)
+	c, err := config.Parse([]byte("outbound:\n  ingress: " + ingress.srv.URL + "\n  routes: [{match: rgtest.v1.Flow/*, target: workflow, key: 'field:key'}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, _ := restatehttp.NewClient(ingress.srv.URL, restatehttp.Options{})
+	o := serve(t, Options{Config: c.Outbound, Ingress: cl, Descriptors: descriptors.FromRegistry(protoregistry.GlobalFiles), Logger: slog.New(slog.DiscardHandler)})
+	tests := []struct {
+		name string
+		raw  []byte // the request message
+		path string
+		code codes.Code
+	}{
+		{"set", []byte("\x0a\x04wf-1\x12\x02hi"), "/rgtest.v1.Flow/wf-1/Run", codes.OK},
+		{"absent", []byte("\x12\x02hi"), "", codes.InvalidArgument},
+		{"empty on the wire", []byte("\x0a\x00\x12\x02hi"), "", codes.InvalidArgument},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(ingress.requests())
+			var out []byte
+			err := o.conn.Invoke(testCtx(t), "/rgtest.v1.Flow/Run", &tc.raw, &out, grpc.ForceCodecV2(rawcodec.Codec))
+			reqs := ingress.requests()[before:]
+			if st := status.Convert(err); st.Code() != tc.code {
+				t.Fatalf("got %v, want %v", st, tc.code)
+			}
+			if tc.code != codes.OK {
+				if msg := status.Convert(err).Message(); !strings.Contains(msg, `needs an object key or workflow id: set field "key" of the request`) || len(reqs) != 0 {
+					t.Errorf("message %q after %d ingress requests, want the missing key's, before the ingress", msg, len(reqs))
+				}
+				return
+			}
+			if len(reqs) != 1 || reqs[0].Path != tc.path {
+				t.Errorf("ingress got %+v, want %s", reqs, tc.path)
 			}
 		})
 	}
