@@ -702,3 +702,57 @@ func TestDurableFieldKey(t *testing.T) {
 		})
 	}
 }
+
+// TestDurableCancelWhenCallerGone: on a route with onCallerGone: cancel, a caller that goes
+// away has its invocation cancelled through the admin API: its id computed from the
+// idempotency key (lookup), or else the call made as a send and then attached to.
+func TestDurableCancelWhenCallerGone(t *testing.T) {
+	tests := []struct {
+		name    string
+		md      []string
+		id      string   // the invocation cancelled
+		ingress []string // the ingress paths asked, in order
+	}{
+		{"with idempotency key", []string{"idempotency-key", "i-1"}, "inv_looked_up", []string{"/restate/lookup", "/rgtest.v1.Echo/Call"}},
+		{"without", nil, "inv_sent", []string{"/rgtest.v1.Echo/Call/send", "/restate/attach"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			waiting := make(chan struct{}, 1)
+			ingress := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+				if r.URL.Path == "/restate/lookup" || strings.HasSuffix(r.URL.Path, "/send") {
+					echoIngress(w, r, body)
+					return
+				}
+				waiting <- struct{}{} // the call waits for its answer...
+				<-r.Context().Done()  // ...until its caller is gone
+			})
+			cancelled := make(chan string, 1)
+			admin := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+				if r.Method == http.MethodPatch {
+					cancelled <- r.URL.Path
+				}
+				w.WriteHeader(http.StatusAccepted)
+			})
+			o := startOutbound(t, "  routes: [{match: rgtest.v1.Echo/*, onCallerGone: cancel}]\n", ingress, admin)
+			ctx, cancel := context.WithCancel(testCtx(t))
+			errc := make(chan error, 1)
+			go func() { _, _, err := o.do(ctx, call{"Echo/Call", tc.md}); errc <- err }()
+			<-waiting
+			cancel()
+			if got, want := <-cancelled, "/invocations/"+tc.id+"/cancel"; got != want {
+				t.Errorf("admin got PATCH %s, want %s", got, want)
+			}
+			if err := <-errc; status.Code(err) != codes.Canceled {
+				t.Errorf("the caller got %v, want CANCELLED", err)
+			}
+			var paths []string
+			for _, r := range ingress.requests() {
+				paths = append(paths, r.Path)
+			}
+			if !slices.Equal(paths, tc.ingress) {
+				t.Errorf("the ingress was asked %q, want %q", paths, tc.ingress)
+			}
+		})
+	}
+}
