@@ -460,7 +460,7 @@ func TestDurableTimeoutClamped(t *testing.T) {
 	}{
 		{"hours overflowing", "99999999H", "hi", "0", 100 * 365 * 24 * time.Hour, time.Duration(math.MaxInt64)},
 		{"largest hours", "2562047H", "hi", "0", 2562046 * time.Hour, time.Duration(math.MaxInt64)},
-		{"milliseconds", "200m", "block", "", 200 * time.Millisecond, time.Second},
+		{"milliseconds", "200m", "block", "", 200 * time.Millisecond, 5 * time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
