@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,6 +78,16 @@ func TestAttachMetadata(t *testing.T) {
 	_, _, err = invoke(ctx, env.conn, echoCall, &testpb.Req{}, "restate-attach", "inv_1bogusbogusbogusbogusbogusbogusbo")
 	if st := status.Convert(err); st.Code() != codes.NotFound && st.Code() != codes.InvalidArgument {
 		t.Errorf("attach to an unknown id: %v, want NotFound (or InvalidArgument for a malformed id)", st)
+	}
+	// Another method's invocation is refused, saying whose it is: its answer is not this
+	// method's response type (the admin API's sys_invocation tells the target).
+	_, _, err = invoke(ctx, env.conn, counterAdd, &testpb.Req{}, "counter-id", "c-1", "restate-attach", id)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "is one of rgtest.v1.Echo/Call, not of rgtest.v1.Counter/c-1/Add") {
+		t.Errorf("attach to another service's invocation: %v, want InvalidArgument saying whose it is", st)
+	}
+	_, _, err = invoke(ctx, env.conn, flowRun, &testpb.Req{Key: wf + "-other"}, "restate-attach", id)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "is one of rgtest.v1.Echo/Call") {
+		t.Errorf("attach to another workflow's invocation: %v, want InvalidArgument", st)
 	}
 	_, _, err = invoke(ctx, env.conn, echoCall, &testpb.Req{}, "restate-attach", "soon")
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument {

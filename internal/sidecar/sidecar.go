@@ -162,7 +162,7 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 	po := durable.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String()}
 	var mgmt *invocations.Server
 	if oc.Ingress != "" {
-		access, err := clientOptions(oc.Access)
+		access, err := clientOptions(oc.Access, s.log)
 		if err != nil {
 			return fmt.Errorf("outbound.access: %w", err)
 		}
@@ -252,7 +252,7 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			s.inboundReady.Store(true)
 			return
 		}
-		access, err := clientOptions(ic.Register.Access)
+		access, err := clientOptions(ic.Register.Access, s.log)
 		if err != nil {
 			s.fail(fmt.Errorf("inbound.register.access: %w", err))
 			return
@@ -272,10 +272,10 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 	})
 }
 
-// clientOptions turns configured access into client options.
-func clientOptions(a config.Access) (restatehttp.Options, error) {
-	tok, err := a.Token()
-	return restatehttp.Options{BearerToken: tok, CAFile: a.CAFile}, err
+// clientOptions turns configured access into client options. A token file is the client's to
+// read, and to read again when it changes.
+func clientOptions(a config.Access, log *slog.Logger) (restatehttp.Options, error) {
+	return restatehttp.Options{BearerToken: a.BearerToken, BearerTokenFile: a.BearerTokenFile, CAFile: a.CAFile, Logger: log}, nil
 }
 
 // retry calls fn with backoff until it succeeds or ctx ends.
