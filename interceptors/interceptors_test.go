@@ -157,6 +157,39 @@ func TestRecovery(t *testing.T) {
 	}
 }
 
+// TestClientRecovery: a panic below a client (here in an interceptor after it, where a codec
+// or a stats handler would panic) fails that call with INTERNAL; the client calls on.
+func TestClientRecovery(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	testpb.RegisterEchoServer(s, &echo{entered: make(chan struct{}, 16), release: make(chan struct{})})
+	go s.Serve(l)
+	t.Cleanup(s.Stop)
+	panicky := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if req.(*testpb.Req).Text == "panic" {
+			panic("boom")
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithChainUnaryInterceptor(ClientRecovery(slog.New(slog.DiscardHandler)), panicky))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_, err = unary(ctx(t), conn, "panic")
+	want := "the sidecar failed calling /rgtest.v1.Echo/Call: boom"
+	if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != want {
+		t.Fatalf("panicking call: got %v %q, want INTERNAL %q", st.Code(), st.Message(), want)
+	}
+	if got, err := unary(ctx(t), conn, "after"); err != nil || got != "echo after" {
+		t.Fatalf("the call after the panic: %q, %v; want echo after", got, err)
+	}
+}
+
 // TestInFlight: with max calls running, the next fails at once with RESOURCE_EXHAUSTED and a
 // message naming the limit; once one ends, calls are served again.
 func TestInFlight(t *testing.T) {

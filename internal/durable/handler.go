@@ -98,12 +98,12 @@ func New(o Options) (*Handler, error) {
 
 // DialPlaintext opens a plaintext (h2c) client connection that moves raw bytes. It does not
 // retry: a proxied call is the caller's to retry, and Restate retries durable ones.
-func DialPlaintext(target string) (*grpc.ClientConn, error) {
-	return grpc.NewClient("passthrough:///"+target,
+func DialPlaintext(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return grpc.NewClient("passthrough:///"+target, append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(dialRaw),
 		grpc.WithDisableRetry(),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec)))
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec))}, opts...)...)
 }
 
 // dialRaw connects with rawsock's connections, which spare an idle sidecar the runtime's

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/restate-grpc/restate-grpc/api/invocationsv1"
+	"github.com/restate-grpc/restate-grpc/interceptors"
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
 	"github.com/restate-grpc/restate-grpc/internal/durable"
@@ -229,7 +230,8 @@ func (s *Sidecar) closeOnDone(ctx context.Context, conn *grpc.ClientConn) {
 // startInbound serves the endpoint once the app's services are known. The app may start after
 // the sidecar (a native sidecar starts first), so resolving and registering retry until ctx ends.
 func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
-	app, err := durable.DialPlaintext(ic.App)
+	// A panic below the app client fails that one attempt (Restate retries it), not the sidecar.
+	app, err := durable.DialPlaintext(ic.App, grpc.WithChainUnaryInterceptor(interceptors.ClientRecovery(s.log)))
 	if err != nil {
 		s.fail(fmt.Errorf("inbound.app: %w", err))
 		return
