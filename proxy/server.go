@@ -141,14 +141,15 @@ func (s *Server) Serve(l net.Listener) error {
 			if closing {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: wait, as net/http does.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if !retryable(err) {
+				return err
 			}
-			return err
+			// Out of file descriptors and the like: the connections being served will free
+			// some; wait, as net/http does, instead of ending the sidecar.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log().Warn("cannot accept a connection; retrying", "error", err, "in", delay)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		if !s.track(c) {
