@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -180,9 +182,15 @@ func (s *Server) track(c net.Conn) bool {
 }
 
 // Shutdown stops accepting, tells every connection that no new stream will be taken
-// (GOAWAY), and waits for their streams to end, or for ctx, after which it closes them.
+// (GOAWAY), and waits for their streams to end, or for ctx, after which it closes them. It
+// returns by ctx's deadline whatever the peers do: each GOAWAY is written by a goroutine of
+// its own, which a peer that does not read holds up until the write deadline or the close.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stop((*link).drain)
+	var drains sync.WaitGroup
+	for _, l := range s.stop() {
+		drains.Go(l.drain)
+	}
+	defer drains.Wait() // ends at the latest with the connections
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -197,20 +205,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes every listener and connection at once.
 func (s *Server) Close() {
-	s.stop((*link).closeAll)
+	for _, l := range s.stop() {
+		l.closeAll()
+	}
 }
 
-// stop closes the listeners and applies end to every connection.
-func (s *Server) stop(end func(*link)) {
+// stop closes the listeners and returns the connections. It writes nothing to them: under
+// s.mu, a write to a peer that does not read would hold up every other user of s.mu.
+func (s *Server) stop() []*link {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closing = true
 	for l := range s.listeners {
 		l.Close()
 	}
-	for l := range s.links {
-		end(l)
-	}
+	return slices.Collect(maps.Keys(s.links))
 }
 
 func (s *Server) writeTimeout() time.Duration {
