@@ -4,6 +4,9 @@ import (
 	"errors"
 	"net"
 	"syscall"
+	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // retryable reports whether an Accept error leaves the listener usable: the system short of
@@ -27,4 +30,67 @@ func retryable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// The defaults of the Limits this file applies, as package config has them.
+const (
+	defaultPrefaceTimeout = 10 * time.Second
+	defaultIdleTimeout    = 5 * time.Minute
+)
+
+// limit returns v, or def when v is zero: a Limits field left unset.
+func limit[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// accepted notes that the downstream sent its preface; its first frame must now be its
+// SETTINGS (settle).
+func (l *link) accepted() {
+	l.down.live.handshaking = true
+}
+
+// settle takes the downstream's first frame, which RFC 9113 (3.4) says is its SETTINGS. The
+// preface's read deadline, which bounded the wait for it, ends there, and the idle timer
+// starts.
+func (l *link) settle(f http2.Frame) error {
+	if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	p := l.down
+	p.live.handshaking = false
+	p.nc.SetReadDeadline(time.Time{})
+	p.live.idleSince = clock()
+	p.live.timer = time.AfterFunc(limit(l.s.Limits.IdleTimeout, defaultIdleTimeout), l.watchDown)
+	return nil
+}
+
+// watchDown runs from the downstream's timer: a connection that has had no stream for
+// IdleTimeout is told GOAWAY (NO_ERROR), and closes.
+func (l *link) watchDown() {
+	timeout := limit(l.s.Limits.IdleTimeout, defaultIdleTimeout)
+	var idle bool
+	l.with(func() {
+		p := l.down
+		if p.dead || l.draining {
+			return
+		}
+		switch quiet := clock() - p.live.idleSince; {
+		case len(p.streams) > 0:
+			// Streams end without touching the timer: look again soon enough that the
+			// close comes at most a quarter of IdleTimeout late.
+			p.live.timer.Reset(timeout / 4)
+		case quiet < timeout:
+			p.live.timer.Reset(timeout - quiet)
+		default:
+			idle = true
+		}
+	})
+	if idle {
+		l.s.log().Debug("closing an idle connection", "remote", l.down.nc.RemoteAddr().String(), "idle", timeout)
+		l.drain()
+	}
 }

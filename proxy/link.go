@@ -16,9 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// prefaceTimeout bounds how long an accepted connection may take to say it speaks HTTP/2.
-const prefaceTimeout = 10 * time.Second
-
 // localKey names the local server among a link's upstreams; no host:port looks like it.
 const localKey = "\x00local"
 
@@ -114,12 +111,12 @@ func (l *link) serve() {
 	defer l.wg.Wait()
 	defer l.closeAll()
 	c := l.down.nc
-	c.SetReadDeadline(time.Now().Add(prefaceTimeout))
+	c.SetReadDeadline(time.Now().Add(limit(l.s.Limits.PrefaceTimeout, defaultPrefaceTimeout))) // until its SETTINGS: settle
 	if err := readPreface(c); err != nil {
 		l.s.log().Debug("connection is not HTTP/2", "remote", c.RemoteAddr().String(), "error", err)
 		return
 	}
-	c.SetReadDeadline(time.Time{})
+	l.accepted()
 	l.with(func() { l.down.writeWindows() })
 	err := l.readFrames(l.down, l.onDown, l.badDown)
 	var ce http2.ConnectionError
@@ -175,6 +172,7 @@ func (l *link) closeAll() {
 		if p.ackTimer != nil {
 			p.ackTimer.Stop()
 		}
+		p.live.stop()
 		if p.nc != nil {
 			p.nc.Close()
 		}
@@ -346,6 +344,7 @@ func (l *link) dialUpstream(p *peer, d Decision) {
 		}
 		p.nc = nc
 		p.touch()
+		l.watch(p)
 		l.wg.Add(1)
 		go l.readUpstream(p)
 	})
@@ -370,6 +369,7 @@ func (l *link) readUpstream(p *peer) {
 // failUpstream ends p's streams with st; new streams dial again.
 func (l *link) failUpstream(p *peer, st *status.Status) {
 	p.dead = true
+	p.live.stop()
 	l.unlist(p)
 	delete(l.peers, p)
 	for _, s := range p.streams {
@@ -565,6 +565,7 @@ func (l *link) drop(s *stream) {
 		l.retire(s.up)
 	}
 	s.req.buf, s.resp.buf = nil, nil
+	l.ended(s)
 	if l.draining && len(l.down.streams) == 0 {
 		l.down.closing = true
 		l.down.touch()

@@ -56,6 +56,8 @@ type peer struct {
 	acks     [][8]byte
 	ackTimer *time.Timer
 
+	live liveness // keepalive and idle timeouts: keepalive.go
+
 	goingAway bool // it sent GOAWAY (upstream) or was sent one (downstream)
 	closing   bool // close it once what is framed is written
 	dead      bool // its connection failed or closed

@@ -276,13 +276,18 @@ func (l *link) readFrames(self *peer, handle func(http2.Frame) error, bad func(h
 			t.flush(self)
 			return err
 		default:
-			l.locked(&t, func() { err = handle(f) })
+			l.locked(&t, func() {
+				if err = self.heard(f); err == nil {
+					err = handle(f)
+				}
+			})
 			if err != nil {
 				t.flush(self)
 				return err
 			}
 		}
 		if br.Buffered() == 0 {
+			self.live.readAt.Store(int64(clock()))
 			t.flush(self)
 		}
 	}
