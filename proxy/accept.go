@@ -47,10 +47,19 @@ func limit[T comparable](v, def T) T {
 	return v
 }
 
-// accepted notes that the downstream sent its preface; its first frame must now be its
-// SETTINGS (settle).
+// origin is what the relay learns of a downstream connection once.
+type origin struct {
+	dest          string // Request.Destination
+	checked, loop bool   // looped
+}
+
+// accepted notes that the downstream sent its preface: its first frame must now be its
+// SETTINGS (settle). It runs before any other goroutine looks at what it sets.
 func (l *link) accepted() {
 	l.down.live.handshaking = true
+	if l.s.Destination != nil {
+		l.from.dest = l.s.Destination(l.down.nc)
+	}
 }
 
 // settle takes the downstream's first frame, which RFC 9113 (3.4) says is its SETTINGS. The

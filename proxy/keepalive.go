@@ -136,16 +136,3 @@ func (l *link) watchUp(p *peer) {
 	}
 	lv.timer.Reset(next)
 }
-
-// ended notes that s was dropped: a connection's idle time starts as its last stream ends.
-func (l *link) ended(s *stream) {
-	var now time.Duration
-	for _, p := range [2]*peer{l.down, s.up} {
-		if p != nil && len(p.streams) == 0 {
-			if now == 0 {
-				now = clock()
-			}
-			p.live.idleSince = now
-		}
-	}
-}

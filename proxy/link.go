@@ -36,6 +36,7 @@ type link struct {
 	peers    map[*peer]struct{} // every upstream, draining ones too
 	lastID   uint32
 	draining bool
+	from     origin // what is known of the connection: accept.go
 }
 
 func newLink(s *Server, c net.Conn) *link {
@@ -54,6 +55,7 @@ type stream struct {
 	respHeaders bool // the response headers went downstream
 	rstAfter    bool // up reset the stream (NO_ERROR) while its trailers still waited for window
 	limit       msgLimit
+	obs         *observed // nil unless Server.Observe watches it
 }
 
 // half is one direction of a stream.
@@ -65,6 +67,7 @@ type half struct {
 	trailers []hpack.HeaderField
 	done     bool   // END_STREAM went to to
 	credit   uint32 // bytes passed on, not yet credited to from for this stream
+	bytes    int64  // DATA received from from, for the observer
 }
 
 // resetUp resets the upstream's twin of s, if it has one.
@@ -167,6 +170,7 @@ func (l *link) closeAll() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cancel()
+	l.abandon()
 	for _, p := range append(l.upstreams(), l.down) {
 		p.dead = true
 		if p.ackTimer != nil {
@@ -282,7 +286,7 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) {
 		l.down.writeRST(id, http2.ErrCodeRefusedStream)
 		return
 	}
-	d := l.s.Director(&Request{Method: f.PseudoValue("path"), Authority: f.PseudoValue("authority"), Header: f.Fields})
+	d, obs := l.decide(f)
 	if d.Status != nil {
 		l.down.writeStatus(id, d.Status, false)
 		if !f.StreamEnded() {
@@ -291,7 +295,7 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) {
 		return
 	}
 	p := l.upstream(d)
-	s := &stream{id: id, up: p, limit: msgLimit{max: d.MaxRequestMessage}}
+	s := &stream{id: id, up: p, limit: msgLimit{max: d.MaxRequestMessage}, obs: obs}
 	s.req = half{from: l.down, to: p, win: p.initWin, end: f.StreamEnded(), done: f.StreamEnded()}
 	s.resp = half{from: p, to: l.down, win: l.down.initWin}
 	l.down.streams[id] = s
@@ -457,6 +461,7 @@ func (l *link) onData(p *peer, f *http2.DataFrame) {
 		}
 	}
 	h := s.from(p)
+	h.bytes += int64(len(data))
 	h.end = f.StreamEnded()
 	l.push(s, h, data)
 }
@@ -544,6 +549,7 @@ func (l *link) end(s *stream, st *status.Status) {
 	if !s.resp.done {
 		l.down.writeStatus(s.id, st, s.respHeaders)
 		s.resp.done = true
+		s.obs.answered(st)
 	}
 	if !s.req.end {
 		l.down.writeRST(s.id, http2.ErrCodeNo) // the caller may still be sending: stop it

@@ -223,6 +223,7 @@ func (p *peer) writeStatus(id uint32, st *status.Status, headersSent bool) {
 func (p *peer) writeRST(id uint32, code http2.ErrCode) {
 	p.fw.WriteRSTStream(id, code)
 	p.touch()
+	p.l.resetting(id, code)
 }
 
 // credit gives the peer back n bytes of connection window, in batches of a quarter window.

@@ -25,6 +25,10 @@ type Request struct {
 	Method    string // :path, "/pkg.Service/Method"
 	Authority string
 	Header    []hpack.HeaderField // every field, pseudo-headers first
+	// Destination is where the caller's connection was going: the CONNECT target or the
+	// original destination of a redirected connection, as Server.Destination tells; empty
+	// without it.
+	Destination string
 }
 
 // Get returns the last value of the header field name (lower case).
@@ -75,6 +79,15 @@ type Server struct {
 	// Limits bound what any peer can make the relay hold; zero fields take their defaults.
 	Limits Limits
 	Logger *slog.Logger
+	// Destination, when set, tells once per accepted connection where it was going (see
+	// Request.Destination), before its first stream.
+	Destination func(net.Conn) string
+	// Observe, when set, is called as each stream the Director decides starts, with its
+	// Request and Decision; the func it returns, unless nil, as the stream ends. Both run with
+	// the connection locked, on whichever of its goroutines started or ended the stream, as
+	// the Director does: they must be quick and must not block (hand anything slow to a
+	// goroutine of your own). Streams refused before the Director runs are not observed.
+	Observe func(*Request, Decision) func(StreamEnd)
 
 	heldAcks time.Duration // ackHold, unless a test sets it
 
@@ -252,10 +265,10 @@ func (s *Server) dial(ctx context.Context, d Decision) (net.Conn, error) {
 	case d.Local:
 		return s.Local(ctx)
 	case s.Dial != nil:
-		return s.Dial(ctx, d.Upstream)
+		return remember(s.Dial(ctx, d.Upstream))
 	}
 	var nd net.Dialer
-	return nd.DialContext(ctx, "tcp", d.Upstream)
+	return remember(nd.DialContext(ctx, "tcp", d.Upstream))
 }
 
 // readFrames reads r's frames into handle, which runs with l locked, and flushes what the
