@@ -71,6 +71,9 @@ func (l *link) settle(f http2.Frame) error {
 	}
 	p := l.down
 	p.live.handshaking = false
+	if p.dead {
+		return nil // closed meanwhile: no timer to leak
+	}
 	p.nc.SetReadDeadline(time.Time{})
 	p.live.idleSince = clock()
 	p.live.timer = time.AfterFunc(limit(l.s.Limits.IdleTimeout, defaultIdleTimeout), l.watchDown)

@@ -66,7 +66,8 @@ type Decision struct {
 // Server relays the streams of the connections it accepts.
 type Server struct {
 	// Director decides each new stream. It runs on the connection's reading goroutine with the
-	// connection locked, so it must be quick and must not block.
+	// connection locked, so it must be quick and must not block: the package doc has its
+	// contract.
 	Director func(*Request) Decision
 	// Local connects to the local server, for Decision.Local.
 	Local func(ctx context.Context) (net.Conn, error)
