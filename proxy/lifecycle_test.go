@@ -129,7 +129,8 @@ func closedAfter(c net.Conn, start time.Time) (goaways []string, at time.Duratio
 // is closed after PrefaceTimeout; one that sends something else than SETTINGS first breaks
 // the protocol; one that opens no stream is told GOAWAY NO_ERROR after IdleTimeout.
 func TestPrefaceAndIdleTimeouts(t *testing.T) {
-	const preface, idle = 200 * time.Millisecond, time.Second
+	// Far apart, so that a loaded machine cannot make one look like the other.
+	const preface, idle = 200 * time.Millisecond, 2 * time.Second
 	tests := []struct {
 		name     string
 		send     func(fr *http2.Framer)
@@ -138,8 +139,8 @@ func TestPrefaceAndIdleTimeouts(t *testing.T) {
 	}{
 		{"nothing", nil, nil, preface, idle},
 		{"preface only", func(*http2.Framer) {}, nil, preface, idle},
-		{"a PING first", func(fr *http2.Framer) { fr.WritePing(false, [8]byte{}) }, []string{"GOAWAY PROTOCOL_ERROR"}, 0, preface},
-		{"SETTINGS, no stream", func(fr *http2.Framer) { fr.WriteSettings() }, []string{"GOAWAY NO_ERROR"}, idle, idle + time.Second},
+		{"a PING first", func(fr *http2.Framer) { fr.WritePing(false, [8]byte{}) }, []string{"GOAWAY PROTOCOL_ERROR"}, 0, idle},
+		{"SETTINGS, no stream", func(fr *http2.Framer) { fr.WriteSettings() }, []string{"GOAWAY NO_ERROR"}, idle, 2 * idle},
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -67,7 +67,7 @@ type half struct {
 	trailers []hpack.HeaderField
 	done     bool   // END_STREAM went to to
 	credit   uint32 // bytes passed on, not yet credited to from for this stream
-	bytes    int64  // DATA received from from, for the observer
+	bytes    int64  // DATA taken from from to pass on, for the observer
 }
 
 // resetUp resets the upstream's twin of s, if it has one.

@@ -301,7 +301,9 @@ func (l *link) readFrames(self *peer, handle func(http2.Frame) error, bad func(h
 			}
 		}
 		if br.Buffered() == 0 {
-			self.live.readAt.Store(int64(clock()))
+			if self != l.down { // for keepalive: once per read from the socket, not per frame
+				self.live.readAt.Store(int64(clock()))
+			}
 			t.flush(self)
 		}
 	}
