@@ -45,8 +45,10 @@ type liveness struct {
 	readAt      atomic.Int64  // clock when a frame was last read from the peer
 	idleSince   time.Duration // clock when its last stream ended, or it connected
 	handshaking bool          // a downstream whose SETTINGS have not come yet
+	frames      uint64        // frames read from the peer
 	pinging     bool          // a keepalive PING is unanswered
 	pingAt      time.Duration // clock when the last keepalive PING went
+	pingFrames  uint64        // frames when it went
 	strikes     int           // keepalive PINGs since the upstream last sent a call's frame
 }
 
@@ -61,6 +63,7 @@ func (p *peer) heard(f http2.Frame) error {
 	if p.live.handshaking {
 		return p.l.settle(f)
 	}
+	p.live.frames++
 	if t := f.Header().Type; t == http2.FrameData || t == http2.FrameHeaders {
 		p.live.strikes = 0
 	}
@@ -92,8 +95,8 @@ func (l *link) watchUp(p *peer) {
 	now, readAt := clock(), time.Duration(lv.readAt.Load())
 	if lv.pinging {
 		switch {
-		case readAt >= lv.pingAt:
-			lv.pinging = false // anything read since the PING says the peer is there
+		case lv.frames != lv.pingFrames:
+			lv.pinging = false // any frame read since the PING says the peer is there
 		case now-lv.pingAt < timeout:
 			lv.timer.Reset(lv.pingAt + timeout - now)
 			return
@@ -125,7 +128,7 @@ func (l *link) watchUp(p *peer) {
 	default:
 		p.fw.WritePing(false, keepalivePing)
 		p.touch()
-		lv.pinging, lv.pingAt = true, now
+		lv.pinging, lv.pingAt, lv.pingFrames = true, now, lv.frames
 		lv.strikes++
 		next = min(interval, timeout) // as grpc-go: the next PING need not wait for the timeout
 	}
