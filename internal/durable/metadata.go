@@ -96,7 +96,7 @@ const CredentialPrefix = "x-restate-grpc-"
 
 // hopByHop are transport headers of the gRPC leg that mean nothing on the ingress leg.
 var hopByHop = []string{"content-type", "te", "user-agent", "connection", "keep-alive",
-	"transfer-encoding", "upgrade", "host", "content-length", hopHeader}
+	"transfer-encoding", "upgrade", "host", "content-length"}
 
 // ingressHeader selects the metadata forwarded to the ingress: the caller's own headers,
 // without transport, gRPC-internal, restate- and idempotency headers, and without credentials
