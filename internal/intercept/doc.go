@@ -8,7 +8,8 @@
 //   - The HTTP/2 client preface: an h2c connection. Accept returns it (a *Conn, its sniffed
 //     bytes replayed) with its Destination: the original destination (SO_ORIGINAL_DST) when
 //     iptables redirected it, else empty (explicit mode: the app dialed the listener).
-//   - `CONNECT host:port HTTP/1.1` (proxy-env mode: grpc_proxy, https_proxy, http_proxy): the
+//   - `CONNECT host:port HTTP/1.1` on a connection that was not redirected (proxy-env mode:
+//     grpc_proxy, https_proxy, http_proxy; a redirected one is going to a proxy of its own): the
 //     target is checked (a malformed request is answered 400; the sidecar's own listeners and,
 //     when an allow-list is set, targets outside it are answered 403; each with a reason), then
 //     answered 200 and the tunnel is sniffed again as a fresh connection: h2c is returned by

@@ -75,6 +75,7 @@ func (r *relay) destinations() []string {
 	return append([]string(nil), r.dests...)
 }
 
+// An empty upstream is the Destination: where the app was going.
 func serveRelay(t *testing.T, l net.Listener, upstream string) *relay {
 	t.Helper()
 	r := &relay{}
@@ -83,6 +84,9 @@ func serveRelay(t *testing.T, l net.Listener, upstream string) *relay {
 			r.mu.Lock()
 			r.dests = append(r.dests, req.Destination)
 			r.mu.Unlock()
+			if upstream == "" {
+				return proxy.Decision{Upstream: req.Destination}
+			}
 			return proxy.Decision{Upstream: upstream}
 		},
 		Destination: intercept.Destination,
@@ -97,9 +101,9 @@ func serveRelay(t *testing.T, l net.Listener, upstream string) *relay {
 }
 
 // healthServer is a gRPC server (the app's callee) answering grpc.health.v1.Health.
-func healthServer(t *testing.T) string {
+func healthServer(t *testing.T, addr string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +131,7 @@ func check(t *testing.T, addr string, opts ...grpc.DialOption) error {
 // destination.
 func TestExplicit(t *testing.T) {
 	l := listen(t, intercept.Options{})
-	r := serveRelay(t, l, healthServer(t))
+	r := serveRelay(t, l, healthServer(t, "127.0.0.1:0"))
 	if err := check(t, l.Addr().String()); err != nil {
 		t.Fatalf("Check through the listener: %v", err)
 	}
@@ -150,7 +154,7 @@ func TestGRPCGoHTTPSProxy(t *testing.T) {
 		return
 	}
 	l := listen(t, intercept.Options{})
-	r := serveRelay(t, l, healthServer(t))
+	r := serveRelay(t, l, healthServer(t, "127.0.0.1:0"))
 	cmd := exec.Command(os.Args[0], "-test.run=^TestGRPCGoHTTPSProxy$", "-test.v")
 	cmd.Env = append(withoutProxyEnv(), childEnv+"=grpc", "HTTPS_PROXY=http://"+l.Addr().String())
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -272,9 +276,9 @@ func TestConnectHTTP1(t *testing.T) {
 }
 
 // greeter is a server-first protocol (as SMTP): it greets, reads one line, answers, closes.
-func greeter(t *testing.T) string {
+func greeter(t *testing.T, addr string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,27 +300,32 @@ func greeter(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// greet runs the greeter's dialogue on c.
-func greet(t *testing.T, c net.Conn, br *bufio.Reader) {
+// greet runs the greeter's dialogue on c, sending line.
+func greet(t *testing.T, c net.Conn, br *bufio.Reader, line string) {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if got, err := br.ReadString('\n'); got != "220 greeter ready\r\n" {
 		t.Fatalf("greeting = %q, %v; want %q", got, err, "220 greeter ready\r\n")
 	}
-	io.WriteString(c, "QUIT\r\n")
-	if got, _ := io.ReadAll(br); string(got) != "221 bye QUIT\r\n" {
-		t.Errorf("answer = %q, want %q then the end", got, "221 bye QUIT\r\n")
+	io.WriteString(c, line)
+	if got, want := readAll(br), "221 bye "+line; got != want {
+		t.Errorf("answer = %q, want %q then the end", got, want)
 	}
+}
+
+func readAll(r io.Reader) string {
+	b, _ := io.ReadAll(r)
+	return string(b)
 }
 
 // TestConnectServerFirst: a protocol whose server speaks first works through CONNECT: the
 // sniff gives up waiting for the client and relays.
 func TestConnectServerFirst(t *testing.T) {
-	addr := greeter(t)
+	addr := greeter(t, "127.0.0.1:0")
 	l := listen(t, intercept.Options{DetectTimeout: 50 * time.Millisecond})
 	acceptAll(t, l)
 	c, br, _ := dialConnect(t, l, addr)
-	greet(t, c, br)
+	greet(t, c, br, "QUIT\r\n")
 }
 
 // TestConnectTLS: a TLS handshake and request through CONNECT, as net/http's own proxy
@@ -404,7 +413,7 @@ func TestConnectLargeUpload(t *testing.T) {
 // TestMaxConns: past MaxConns connections being sniffed, a new one is closed at once; the
 // ones before it are still served.
 func TestMaxConns(t *testing.T) {
-	addr := greeter(t)
+	addr := greeter(t, "127.0.0.1:0")
 	l := listen(t, intercept.Options{MaxConns: 2, DetectTimeout: time.Minute})
 	acceptAll(t, l)
 	var held []net.Conn
@@ -436,7 +445,7 @@ func TestMaxConns(t *testing.T) {
 
 // TestClose: Close ends the connections the Listener serves (sniffing and relaying) and Accept.
 func TestClose(t *testing.T) {
-	addr := greeter(t)
+	addr := greeter(t, "127.0.0.1:0")
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

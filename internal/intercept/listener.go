@@ -250,20 +250,19 @@ func (l *Listener) serve(c net.Conn) {
 		c.Close()
 		return
 	}
-	switch kind {
-	case kindH2:
-		dst, _ := redirected(c)
+	dst, redir := redirected(c)
+	switch {
+	case kind == kindH2:
 		l.handoff(&Conn{Conn: c, prefix: p, dest: dst})
-	case kindConnect:
+	case redir:
+		// Anything else redirected goes where it was going, a CONNECT too: the app was
+		// talking to a proxy of its own.
+		l.opaque(&Conn{Conn: c, prefix: p, dest: dst})
+	case kind == kindConnect:
 		l.connect(c, p)
 	default:
-		dst, ok := redirected(c)
-		if !ok {
-			l.log.Debug("closing a connection that is neither HTTP/2 nor CONNECT, and was not redirected", "remote", c.RemoteAddr().String(), "first", quote(p))
-			c.Close()
-			return
-		}
-		l.opaque(&Conn{Conn: c, prefix: p, dest: dst})
+		l.log.Debug("closing a connection that is neither HTTP/2 nor CONNECT, and was not redirected", "remote", c.RemoteAddr().String(), "first", quote(p))
+		c.Close()
 	}
 }
 
