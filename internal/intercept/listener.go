@@ -18,12 +18,15 @@ import (
 const (
 	DefaultDetectTimeout = 500 * time.Millisecond
 	DefaultMaxConns      = 1024
-	DefaultDialTimeout   = 10 * time.Second
 )
 
-// handshakeTimeout bounds reading a CONNECT request once its first bytes came, and writing the
-// answer: a client that trickles them holds a slot no longer.
-const handshakeTimeout = 10 * time.Second
+const (
+	// handshakeTimeout bounds reading a CONNECT request once its first bytes came, and
+	// writing the answer: a client that trickles them holds a slot no longer.
+	handshakeTimeout = 10 * time.Second
+	// dialTimeout bounds dialing an opaque destination, as the relay bounds its dials.
+	dialTimeout = 10 * time.Second
+)
 
 // Options configure a Listener. Zero fields take their defaults.
 type Options struct {
@@ -39,12 +42,9 @@ type Options struct {
 	// Allow, when set, is asked about every CONNECT target (host as sent, port as digits);
 	// a target it refuses is answered 403.
 	Allow func(host, port string) bool
-	// Dial connects to an opaque destination (a CONNECT target, or an original destination);
-	// default rawsock's dialer with DialTimeout.
-	Dial func(ctx context.Context, addr string) (net.Conn, error)
-	// DialTimeout bounds Dial. Default 10s.
-	DialTimeout time.Duration
-	Logger      *slog.Logger
+	// Logger gets a line for each refused CONNECT and unreachable destination (Info), and for
+	// each connection closed unserved (Debug). Default slog.Default().
+	Logger *slog.Logger
 }
 
 // Listener sniffs the connections of an inner listener: Accept returns the h2c ones, the
@@ -75,13 +75,6 @@ func New(inner net.Listener, o Options) *Listener {
 	}
 	if o.MaxConns <= 0 {
 		o.MaxConns = DefaultMaxConns
-	}
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = DefaultDialTimeout
-	}
-	if o.Dial == nil {
-		d := &rawsock.Dialer{}
-		o.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
 	l := &Listener{
 		inner: inner,
@@ -121,6 +114,7 @@ func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
 // Close closes the inner listener and every connection served here (not those Accept
 // returned), and waits for their goroutines.
 func (l *Listener) Close() error {
+	l.start.Do(func() {}) // spent: an Accept after Close starts nothing
 	err := l.shut(net.ErrClosed)
 	l.wg.Wait()
 	return err

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 )
 
 // tunnelBuffer is what each direction of an opaque tunnel holds: bytes read from one side
@@ -19,8 +21,9 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, tunnelBuffer); retur
 // that half-closes after its upload still gets the answer; an error in either ends both.
 func (l *Listener) opaque(c *Conn) {
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(l.ctx, l.o.DialTimeout)
-	up, err := l.o.Dial(ctx, c.dest)
+	ctx, cancel := context.WithTimeout(l.ctx, dialTimeout)
+	var d rawsock.Dialer
+	up, err := d.DialContext(ctx, "tcp", c.dest)
 	cancel()
 	if err != nil {
 		l.log.Info("cannot reach the destination of an opaque connection", "remote", c.RemoteAddr().String(), "destination", c.dest, "error", err)
