@@ -10,6 +10,7 @@ import (
 
 	"github.com/restate-grpc/restate-grpc/interceptors"
 	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/intercept"
 	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
 	"github.com/restate-grpc/restate-grpc/proxy"
 )
@@ -47,7 +48,8 @@ func NewServer(h *Handler, register func(grpc.ServiceRegistrar), log *slog.Logge
 	}
 	pipe := proxy.NewPipe()
 	return &Server{
-		relay: &proxy.Server{Director: h.direct(own), Local: pipe.Dial, Dial: dialRaw, Limits: relayLimits(h.cfg.Limits), Logger: log},
+		relay: &proxy.Server{Director: h.direct(own), Local: pipe.Dial, Dial: dialRaw, Limits: relayLimits(h.cfg.Limits), Logger: log,
+			Destination: intercept.Destination},
 		local: local,
 		pipe:  pipe,
 	}

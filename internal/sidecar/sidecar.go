@@ -19,6 +19,7 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
 	"github.com/restate-grpc/restate-grpc/internal/durable"
 	"github.com/restate-grpc/restate-grpc/internal/inbound"
+	"github.com/restate-grpc/restate-grpc/internal/intercept"
 	"github.com/restate-grpc/restate-grpc/internal/invocations"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
@@ -84,32 +85,53 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 			}
 		}
 	}
+	// Every listener is bound before any is served: the outbound one refuses CONNECTs to the
+	// others, so it needs their addresses.
 	var err error
-	if oc := o.Config.Outbound; oc != nil {
+	oc, ic := o.Config.Outbound, o.Config.Inbound
+	if oc != nil {
 		if s.outbound, err = listen(o.Listeners.Outbound, oc.Listen); err != nil {
 			return nil, fmt.Errorf("outbound listener: %w", err)
 		}
-		s.outbound = rawsock.Listener(s.outbound)
-		if err := s.startOutbound(ctx, oc); err != nil {
-			closeAll()
-			return nil, err
-		}
 	}
-	if ic := o.Config.Inbound; ic != nil {
+	if ic != nil {
 		if s.inbound, err = listen(o.Listeners.Inbound, ic.Listen); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("inbound listener: %w", err)
 		}
 		s.inbound = rawsock.Listener(s.inbound)
-		s.startInbound(ctx, ic)
-	} else {
-		s.inboundReady.Store(true)
 	}
 	if o.Health != "" || o.Listeners.Health != nil {
 		if s.health, err = listen(o.Listeners.Health, o.Health); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("health listener: %w", err)
 		}
+	}
+	if oc != nil {
+		var own []net.Addr
+		for _, l := range []net.Listener{s.inbound, s.health} {
+			if l != nil {
+				own = append(own, l.Addr())
+			}
+		}
+		s.outbound = intercept.New(rawsock.Listener(s.outbound), intercept.Options{
+			DetectTimeout: oc.DetectTimeout.Std(),
+			MaxConns:      oc.Limits.MaxOpaqueConns,
+			Self:          own,
+			Allow:         oc.AllowsDestination,
+			Logger:        s.log,
+		})
+		if err := s.startOutbound(ctx, oc); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
+	if ic != nil {
+		s.startInbound(ctx, ic)
+	} else {
+		s.inboundReady.Store(true)
+	}
+	if s.health != nil {
 		s.serveHTTP(ctx, "health", s.health, s.healthHandler())
 	}
 	return s, nil
