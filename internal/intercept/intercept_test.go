@@ -529,3 +529,42 @@ func TestAcceptErrors(t *testing.T) {
 		t.Errorf("Accept after a lasting error = %v, want %v", err, broken)
 	}
 }
+
+// TestConnectPipelined: a client that sends its HTTP/2 preface right behind the CONNECT,
+// without waiting for the 200, loses none of it: Accept's connection reads it, with the
+// CONNECT target as its Destination.
+func TestConnectPipelined(t *testing.T) {
+	l := listen(t, intercept.Options{})
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			t.Errorf("Accept = %v", err)
+		}
+		got <- c
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const tunnel = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n and then frames"
+	io.WriteString(c, "CONNECT orders.test:50051 HTTP/1.1\r\nHost: orders.test:50051\r\n\r\n"+tunnel)
+	const answer = "HTTP/1.1 200 Connection established\r\n\r\n"
+	b := make([]byte, len(answer))
+	if _, err := io.ReadFull(c, b); string(b) != answer {
+		t.Fatalf("answer = %q, %v; want %q", b, err, answer)
+	}
+	s := <-got
+	if s == nil {
+		return
+	}
+	defer s.Close()
+	b = make([]byte, len(tunnel))
+	if _, err := io.ReadFull(s, b); string(b) != tunnel {
+		t.Errorf("the accepted connection reads %q, %v; want %q", b, err, tunnel)
+	}
+	if got, want := intercept.Destination(s), "orders.test:50051"; got != want {
+		t.Errorf("Destination = %q, want %q", got, want)
+	}
+}
