@@ -42,8 +42,9 @@ type Options struct {
 	// Allow, when set, is asked about every CONNECT target (host as sent, port as digits);
 	// a target it refuses is answered 403.
 	Allow func(host, port string) bool
-	// Logger gets a line for each refused CONNECT and unreachable destination (Info), and for
-	// each connection closed unserved (Debug). Default slog.Default().
+	// Logger gets a line for each refused CONNECT and unreachable destination (Info), each
+	// connection closed past MaxConns (Warn), and each closed as neither HTTP/2 nor CONNECT
+	// nor redirected (Debug). Default slog.Default().
 	Logger *slog.Logger
 }
 
@@ -163,7 +164,7 @@ func (l *Listener) accept() {
 		}
 		delay = 0
 		if !l.track(c) {
-			l.log.Debug("closing a connection: too many are being sniffed or relayed", "remote", c.RemoteAddr().String(), "max", l.o.MaxConns)
+			l.log.Warn("closing a connection: too many are being sniffed or relayed", "remote", c.RemoteAddr().String(), "max", l.o.MaxConns)
 			c.Close()
 			continue
 		}
