@@ -1,6 +1,9 @@
 package proxy
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"time"
+)
 
 // msgLimit follows the gRPC length prefixes of a stream's bytes to find a message over max.
 type msgLimit struct {
@@ -32,4 +35,42 @@ func (m *msgLimit) feed(p []byte) (size int, over bool) {
 		}
 	}
 	return 0, false
+}
+
+// DefaultLimits are the Limits a Server takes for its zero fields.
+var DefaultLimits = Limits{
+	MaxConcurrentStreams: 1000,
+	MaxHeaderListSize:    60 << 10, // as Envoy's
+	MaxResetsPerSecond:   200,
+	PrefaceTimeout:       10 * time.Second,
+	IdleTimeout:          5 * time.Minute,
+	UpstreamIdleTimeout:  time.Minute,
+	KeepaliveInterval:    10 * time.Second,
+	KeepaliveTimeout:     5 * time.Second,
+}
+
+// withDefaults returns l with its zero fields taken from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	or := func(v *uint32, def uint32) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	orDur := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	d := DefaultLimits
+	or(&l.MaxConcurrentStreams, d.MaxConcurrentStreams)
+	or(&l.MaxHeaderListSize, d.MaxHeaderListSize)
+	if l.MaxResetsPerSecond == 0 {
+		l.MaxResetsPerSecond = d.MaxResetsPerSecond
+	}
+	orDur(&l.PrefaceTimeout, d.PrefaceTimeout)
+	orDur(&l.IdleTimeout, d.IdleTimeout)
+	orDur(&l.UpstreamIdleTimeout, d.UpstreamIdleTimeout)
+	orDur(&l.KeepaliveInterval, d.KeepaliveInterval)
+	orDur(&l.KeepaliveTimeout, d.KeepaliveTimeout)
+	return l
 }
