@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what is missing, checks formatting and vet, runs
-# every test against a real Restate server with the race detector on, a short fuzz run, and prints
-# a closing summary.
+# every test against a real Restate server with the race detector on (h2spec, the HTTP/2
+# conformance suite, among them), a short fuzz run, and prints a closing summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/tools.sh || exit 1
+bash scripts/h2spec.sh || exit 1
 
 fail=0
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
