@@ -114,3 +114,30 @@ func (l *link) spend(p *peer, what string) error {
 	}
 	return nil
 }
+
+// checkRequest reports a malformed request header block (RFC 9113 8.2.2, 8.3.1), which is
+// answered with a stream error rather than relayed.
+func checkRequest(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		return streamErrorf(id, http2.ErrCodeProtocol, "stream %d depends on itself", id)
+	}
+	method, path := f.PseudoValue("method"), f.PseudoValue("path")
+	switch {
+	case method == "":
+		return streamErrorf(id, http2.ErrCodeProtocol, "request without :method on stream %d", id)
+	case method != "CONNECT" && (path == "" || f.PseudoValue("scheme") == ""):
+		return streamErrorf(id, http2.ErrCodeProtocol, "request without :scheme or :path on stream %d", id)
+	}
+	for _, h := range f.RegularFields() {
+		switch h.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			return streamErrorf(id, http2.ErrCodeProtocol, "connection-specific header %s on stream %d", h.Name, id)
+		case "te":
+			if h.Value != "trailers" {
+				return streamErrorf(id, http2.ErrCodeProtocol, "te other than trailers on stream %d", id)
+			}
+		}
+	}
+	return nil
+}

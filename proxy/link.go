@@ -270,6 +270,10 @@ func (l *link) control(p *peer, f http2.Frame) error {
 		if !f.IsAck() {
 			p.ack(f.Data) // held for company: see peer.acks
 		}
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			return streamErrorf(f.StreamID, http2.ErrCodeProtocol, "stream %d depends on itself", f.StreamID)
+		}
 	case *http2.WindowUpdateFrame:
 		inc := int64(f.Increment)
 		if f.StreamID == 0 {
@@ -337,6 +341,9 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	case l.draining || uint32(len(l.down.streams)) >= l.lim.MaxConcurrentStreams:
 		l.down.writeRST(id, http2.ErrCodeRefusedStream)
 		return l.spend(l.down, "refused streams")
+	}
+	if err := checkRequest(f); err != nil {
+		return err
 	}
 	d := l.s.Director(&Request{Method: f.PseudoValue("path"), Authority: f.PseudoValue("authority"), Header: f.Fields})
 	if d.Status != nil {
