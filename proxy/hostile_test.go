@@ -456,6 +456,8 @@ func TestHostilePeers(t *testing.T) {
 			"GOAWAY PROTOCOL_ERROR", codes.Unavailable, wantUp(": broke the protocol")},
 		{"SETTINGS_INITIAL_WINDOW_SIZE 2^31", []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 31}}, nil,
 			"GOAWAY FLOW_CONTROL_ERROR", codes.Unavailable, wantUp(": broke the protocol")},
+		{"SETTINGS_ENABLE_PUSH 1", []http2.Setting{{ID: http2.SettingEnablePush, Val: 1}}, nil,
+			"GOAWAY PROTOCOL_ERROR", codes.Unavailable, wantUp(": broke the protocol")},
 		{"WINDOW_UPDATE of 0 on the connection", nil, func(w *http2.Framer, id uint32) {
 			w.WriteWindowUpdate(0, 0)
 		}, "GOAWAY PROTOCOL_ERROR", codes.Unavailable, wantUp(": broke the protocol")},
@@ -624,4 +626,112 @@ func TestPoliteUnderLimits(t *testing.T) {
 		t.Error(err)
 	}
 	interop.DoLargeUnaryCall(ctx, tc)
+}
+
+// TestUpstreamConnsBounded: streams to an upstream that takes one stream per connection
+// open at most a bounded number of connections; the streams past them are answered at once.
+func TestUpstreamConnsBounded(t *testing.T) {
+	const streams, conns = 40, 32 // conns: the relay's bound, maxUpstreamConns
+	raw := newRawUpstream(t)
+	var mu sync.Mutex
+	accepted := 0
+	raw.set([]http2.Setting{{ID: http2.SettingMaxConcurrentStreams, Val: 1}}, func(w *http2.Framer, id uint32) {
+		mu.Lock()
+		accepted++
+		mu.Unlock()
+		if id == 1 {
+			answerOK(w, id)
+		}
+	})
+	cc, _, _ := relayLogged(t, to(raw.l.Addr().String()), nil, func(r *proxy.Server) { r.Limits.MaxConcurrentStreams = 100 })
+	c, fr := rawClient(t, cc.Target())
+	defer c.Close()
+	// The first call lets the relay learn the limit from the upstream's SETTINGS.
+	var out bytes.Buffer
+	w := http2.NewFramer(&out, nil)
+	open(w, 1, "/raw.S/M", true)
+	c.Write(out.Bytes())
+	ended := func(want int) {
+		for n := 0; n < want; {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("after %d answers of %d: %v", n, want, err)
+			}
+			if f, ok := f.(*http2.HeadersFrame); ok && f.StreamEnded() {
+				n++
+			}
+		}
+	}
+	ended(1)
+	out.Reset()
+	for i := range uint32(streams) {
+		open(w, 3+2*i, "/raw.S/M", true)
+	}
+	c.Write(out.Bytes())
+	ended(streams - conns)
+	got := 0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		mu.Lock()
+		got = accepted
+		mu.Unlock()
+		if got >= 1+conns {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling: the relay dials on goroutines of its own
+	}
+	if got != 1+conns {
+		t.Errorf("the upstream got %d requests, want %d: one per connection", got, 1+conns)
+	}
+}
+
+// TestDownstreamHeaderListSize: a response header block larger than the caller's
+// SETTINGS_MAX_HEADER_LIST_SIZE is not sent: the call ends with RESOURCE_EXHAUSTED, and the
+// upstream's stream is cancelled.
+func TestDownstreamHeaderListSize(t *testing.T) {
+	raw := newRawUpstream(t)
+	raw.set(nil, func(w *http2.Framer, id uint32) {
+		w.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block(":status", "200", "content-type", "application/grpc", "x-big", strings.Repeat("b", 500)), EndHeaders: true})
+	})
+	cc, _ := relay(t, to(raw.l.Addr().String()), nil)
+	c, _ := rawClient(t, cc.Target())
+	defer c.Close()
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	var out bytes.Buffer
+	w := http2.NewFramer(&out, nil)
+	w.WriteSettings(http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: 300})
+	open(w, 1, "/raw.S/M", true)
+	c.Write(out.Bytes())
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		if f, ok := f.(*http2.MetaHeadersFrame); ok {
+			if got, want := f.PseudoValue("status")+" grpc-status "+headerValue(f, "grpc-status"), "200 grpc-status 8"; got != want || !f.StreamEnded() {
+				t.Errorf("got %s (END_STREAM %v), want %s, END_STREAM", got, f.StreamEnded(), want)
+			}
+			if got, want := headerValue(f, "grpc-message"), "is larger than the caller accepts (300)"; !strings.Contains(got, want) {
+				t.Errorf("grpc-message %q, want it to contain %q", got, want)
+			}
+			break
+		}
+	}
+	select {
+	case got := <-raw.got:
+		if want := "RST_STREAM CANCEL"; got != want {
+			t.Errorf("the upstream got %s, want %s", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the upstream's stream was not cancelled")
+	}
+}
+
+func headerValue(f *http2.MetaHeadersFrame, name string) string {
+	for _, h := range f.Fields {
+		if h.Name == name {
+			return h.Value
+		}
+	}
+	return ""
 }

@@ -186,6 +186,10 @@ func (p *peer) settings(f *http2.SettingsFrame) error {
 			return connErrorf(http2.ErrCode(err.(http2.ConnectionError)), "invalid %v", st)
 		}
 		switch st.ID {
+		case http2.SettingEnablePush:
+			if st.Val == 1 && p != p.l.down {
+				return connErrorf(http2.ErrCodeProtocol, "SETTINGS_ENABLE_PUSH 1 from a server") // RFC 9113 6.5.2
+			}
 		case http2.SettingInitialWindowSize:
 			delta := int64(st.Val) - p.initWin
 			for _, s := range p.streams {
