@@ -385,6 +385,9 @@ func TestHostilePeers(t *testing.T) {
 		{"DATA on an idle stream", func(w *http2.Framer) {
 			w.WriteData(1, true, data(5))
 		}, "GOAWAY PROTOCOL_ERROR", false},
+		{"WINDOW_UPDATE on an idle stream", func(w *http2.Framer) {
+			w.WriteWindowUpdate(1, 100)
+		}, "GOAWAY PROTOCOL_ERROR", false},
 		{"RST_STREAM on an idle stream", func(w *http2.Framer) {
 			w.WriteRSTStream(1, http2.ErrCodeCancel)
 		}, "GOAWAY PROTOCOL_ERROR", false},
@@ -396,6 +399,12 @@ func TestHostilePeers(t *testing.T) {
 		{"rapid reset (CVE-2023-44487)", func(w *http2.Framer) {
 			for id := uint32(1); id < 2*uint32(hostileLimits.MaxResetsPerSecond)*20; id += 2 {
 				open(w, id, "/status.S/M", true)
+				w.WriteRSTStream(id, http2.ErrCodeCancel)
+			}
+		}, "GOAWAY ENHANCE_YOUR_CALM", false},
+		{"rapid reset of relayed streams", func(w *http2.Framer) {
+			for id := uint32(1); id < 2*uint32(hostileLimits.MaxResetsPerSecond)*20; id += 2 {
+				open(w, id, "/hang.S/M", true)
 				w.WriteRSTStream(id, http2.ErrCodeCancel)
 			}
 		}, "GOAWAY ENHANCE_YOUR_CALM", false},
@@ -466,6 +475,9 @@ func TestHostilePeers(t *testing.T) {
 		}, "GOAWAY PROTOCOL_ERROR", codes.Unavailable, wantUp(": broke the protocol")},
 		{"DATA on a stream never opened", nil, func(w *http2.Framer, id uint32) {
 			w.WriteData(id+100, false, data(5))
+		}, "GOAWAY PROTOCOL_ERROR", codes.Unavailable, wantUp(": broke the protocol")},
+		{"HEADERS on a stream never opened", nil, func(w *http2.Framer, id uint32) {
+			w.WriteHeaders(http2.HeadersFrameParam{StreamID: id + 100, BlockFragment: block(":status", "200"), EndHeaders: true})
 		}, "GOAWAY PROTOCOL_ERROR", codes.Unavailable, wantUp(": broke the protocol")},
 		{"frame over SETTINGS_MAX_FRAME_SIZE", nil, func(w *http2.Framer, id uint32) {
 			respond(w, id)
@@ -734,4 +746,82 @@ func headerValue(f *http2.MetaHeadersFrame, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestFloodsBounded: a peer that floods PINGs or SETTINGS, each owed an ack, and reads none
+// of them holds little of the relay's memory: the relay reads no faster than it can write
+// the acks, and closes the connection once its writes stall for WriteTimeout.
+func TestFloodsBounded(t *testing.T) {
+	floods := []struct {
+		name  string
+		frame func(w *http2.Framer)
+	}{
+		{"PING", func(w *http2.Framer) { w.WritePing(false, [8]byte{1}) }},
+		{"SETTINGS", func(w *http2.Framer) { w.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 5}) }},
+	}
+	for _, tt := range floods {
+		t.Run(tt.name, func(t *testing.T) {
+			cc, _, _ := relayLogged(t, to("127.0.0.1:1"), nil, func(r *proxy.Server) { r.WriteTimeout = 300 * time.Millisecond })
+			c, _ := rawClient(t, cc.Target())
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			base := measure()
+			var out bytes.Buffer
+			w := http2.NewFramer(&out, nil)
+			for range 4096 {
+				tt.frame(w)
+			}
+			var err error
+			for sent := 0; err == nil && sent < 256<<20; sent += out.Len() {
+				_, err = c.Write(out.Bytes())
+			}
+			if err == nil {
+				t.Errorf("the relay read 256 MiB of %s frames whose acks went unread, want it to close the connection", tt.name)
+			}
+			if u := measure(); u.heap > base.heap+8<<20 {
+				t.Errorf("heap grew by %d MiB during the flood, want at most 8 MiB", (u.heap-base.heap)>>20)
+			}
+		})
+	}
+}
+
+// TestUpstreamPastWindow: an upstream that sends past the stream window it was granted, while
+// the caller reads slowly, gets FLOW_CONTROL_ERROR, and the call fails with a message naming it.
+func TestUpstreamPastWindow(t *testing.T) {
+	raw := newRawUpstream(t)
+	raw.set(nil, func(w *http2.Framer, id uint32) {
+		respond(w, id)
+		for range (2 << 20) / 16384 {
+			w.WriteData(id, false, make([]byte, 16384))
+		}
+	})
+	cc, _ := relay(t, to(raw.l.Addr().String()), nil)
+	c, _ := rawClient(t, cc.Target()) // grants no more than the initial 64 KiB
+	defer c.Close()
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	var out bytes.Buffer
+	open(http2.NewFramer(&out, nil), 1, "/raw.S/M", true)
+	c.Write(out.Bytes())
+	select {
+	case got := <-raw.got:
+		if want := "RST_STREAM FLOW_CONTROL_ERROR"; got != want {
+			t.Errorf("the upstream got %s, want %s", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the upstream got nothing, want RST_STREAM FLOW_CONTROL_ERROR")
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		if f, ok := f.(*http2.MetaHeadersFrame); ok && f.StreamEnded() {
+			want := "upstream " + raw.l.Addr().String() + " broke the protocol: DATA past the window of stream 1"
+			if code, msg := headerValue(f, "grpc-status"), headerValue(f, "grpc-message"); code != "13" || !strings.Contains(msg, want) {
+				t.Errorf("got grpc-status %s %q, want 13 containing %q", code, msg, want)
+			}
+			return
+		}
+	}
 }
