@@ -352,7 +352,8 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	p := l.upstream(d)
 	if p == nil {
-		l.answer(id, status.Newf(codes.ResourceExhausted, "upstream %s: %d connections, each at the stream limit it set", d.Upstream, maxUpstreamConns), ended)
+		_, name := d.dest()
+		l.answer(id, status.Newf(codes.ResourceExhausted, "upstream %s: %d connections, each at the stream limit it set", name, maxUpstreamConns), ended)
 		return nil
 	}
 	fields := withHeader(f.Fields, d.Header)
@@ -383,10 +384,7 @@ func (l *link) answer(id uint32, st *status.Status, ended bool) {
 // upstream's SETTINGS_MAX_CONCURRENT_STREAMS bounds each connection, not the calls. It
 // returns nil when maxUpstreamConns are all full.
 func (l *link) upstream(d Decision) *peer {
-	key, name := d.Upstream, d.Upstream
-	if d.Local {
-		key, name = localKey, "the local server"
-	}
+	key, name := d.dest()
 	for _, p := range l.ups[key] {
 		if uint32(len(p.streams)) < p.maxStreams {
 			return p
@@ -407,6 +405,14 @@ func (l *link) upstream(d Decision) *peer {
 	l.wg.Add(1)
 	go l.dialUpstream(p, d)
 	return p
+}
+
+// dest returns d's key in link.ups, and its name for messages.
+func (d Decision) dest() (key, name string) {
+	if d.Local {
+		return localKey, "the local server"
+	}
+	return d.Upstream, d.Upstream
 }
 
 // dialUpstream connects p, starts its reader, and sends what its streams framed meanwhile.
