@@ -93,7 +93,8 @@ type Limits struct {
 	// is advertised to both.
 	MaxHeaderListSize uint32
 	// MaxResetsPerSecond is how many streams a downstream connection may reset, or have
-	// refused, per second on average before GOAWAY ENHANCE_YOUR_CALM closes it.
+	// refused, per second on average over 10 s before GOAWAY ENHANCE_YOUR_CALM closes it.
+	// Empty DATA frames, from either side, count alike.
 	MaxResetsPerSecond int
 	// PrefaceTimeout bounds how long a new connection takes to send its preface and SETTINGS.
 	PrefaceTimeout time.Duration
