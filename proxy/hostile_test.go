@@ -825,3 +825,66 @@ func TestUpstreamPastWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestRapidResetAtScale: issue 9's CVE-2023-44487 run, 100,000 relayed streams opened and
+// reset on one connection, under the default limits: the connection is closed with
+// ENHANCE_YOUR_CALM after about the burst the limits allow, goroutines stay far below one per
+// stream (the issue saw ~15,800), and the relay serves on.
+func TestRapidResetAtScale(t *testing.T) {
+	good, _ := upstream(t, func(_ any, s grpc.ServerStream) error {
+		<-s.Context().Done()
+		return nil
+	})
+	cc, _ := relay(t, to(good), nil)
+	tc := testpb.NewTestServiceClient(cc)
+	if _, err := tc.EmptyCall(testCtx(t), &testpb.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	c, fr := rawClient(t, cc.Target())
+	defer c.Close()
+	base := measure()
+	peaked := make(chan int, 1)
+	go func() { // the goroutines at their peak, sampled after each write
+		peak := 0
+		defer func() { peaked <- peak }()
+		var out bytes.Buffer
+		w := http2.NewFramer(&out, nil)
+		for id := uint32(1); id < 2*100000; id += 2 {
+			open(w, id, "/hang.S/M", true)
+			w.WriteRSTStream(id, http2.ErrCodeCancel)
+			if out.Len() > 4<<10 {
+				if _, err := c.Write(out.Bytes()); err != nil {
+					return
+				}
+				out.Reset()
+				peak = max(peak, runtime.NumGoroutine())
+			}
+		}
+		c.Write(out.Bytes())
+	}()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no GOAWAY: %v", err)
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			if g.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Errorf("got GOAWAY %v, want ENHANCE_YOUR_CALM", g.ErrCode)
+			}
+			if max := 2 * uint32(proxy.DefaultLimits.MaxResetsPerSecond) * 10 * 2; g.LastStreamID > max+1 {
+				t.Errorf("GOAWAY after stream %d, want it within the burst, by stream %d", g.LastStreamID, max+1)
+			}
+			break
+		}
+	}
+	c.Close()
+	peak := <-peaked
+	if limit := base.goroutines + 1000; peak > limit {
+		t.Errorf("%d goroutines at the peak, want at most %d", peak, limit)
+	}
+	t.Logf("%d goroutines at the peak, %d before", peak, base.goroutines)
+	if _, err := tc.EmptyCall(testCtx(t), &testpb.Empty{}); err != nil {
+		t.Errorf("passthrough call afterwards: %v", err)
+	}
+	settles(t, base)
+}
