@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -125,7 +126,8 @@ type rawUpstream struct {
 	mu       sync.Mutex
 	settings []http2.Setting
 	act      func(w *http2.Framer, id uint32)
-	requests int
+	requests int // HEADERS received
+	acks     int // acks of its SETTINGS received
 	got      chan string
 }
 
@@ -152,7 +154,7 @@ func newRawUpstream(t *testing.T) *rawUpstream {
 func (u *rawUpstream) set(settings []http2.Setting, act func(*http2.Framer, uint32)) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.settings, u.act, u.requests = settings, act, 0
+	u.settings, u.act, u.requests, u.acks = settings, act, 0, 0
 	for len(u.got) > 0 {
 		<-u.got
 	}
@@ -184,7 +186,11 @@ func (u *rawUpstream) serve(c net.Conn) {
 				act(fr, f.StreamID)
 			}
 		case *http2.SettingsFrame:
-			if !f.IsAck() {
+			if f.IsAck() {
+				u.mu.Lock()
+				u.acks++
+				u.mu.Unlock()
+			} else {
 				fr.WriteSettingsAck()
 			}
 		case *http2.GoAwayFrame:
@@ -887,4 +893,36 @@ func TestRapidResetAtScale(t *testing.T) {
 		t.Errorf("passthrough call afterwards: %v", err)
 	}
 	settles(t, base)
+}
+
+// TestUpstreamHeaderListSizeLearned: a new connection to an upstream takes the
+// SETTINGS_MAX_HEADER_LIST_SIZE its siblings said until its own SETTINGS come, so that even
+// its first request is held to it.
+func TestUpstreamHeaderListSizeLearned(t *testing.T) {
+	raw := newRawUpstream(t)
+	// One stream per connection, the first call held open: the second takes a new connection.
+	raw.set([]http2.Setting{{ID: http2.SettingMaxConcurrentStreams, Val: 1}, {ID: http2.SettingMaxHeaderListSize, Val: 1024}}, nil)
+	cc, _ := relay(t, to(raw.l.Addr().String()), nil)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	go cc.Invoke(ctx, "/raw.S/Hold", &[]byte{}, &[]byte{}, grpc.ForceCodecV2(rawcodec.Codec))
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		raw.mu.Lock()
+		n, acks := raw.requests, raw.acks
+		raw.mu.Unlock()
+		if n == 1 && acks == 1 { // the relay took its first connection's SETTINGS
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests and %d SETTINGS acks at the upstream, want 1 and 1", n, acks)
+		}
+		time.Sleep(10 * time.Millisecond) // polling: the relay dials on a goroutine of its own
+	}
+	in, out := []byte{}, []byte(nil)
+	big := metadata.AppendToOutgoingContext(testCtx(t), "x-big", strings.Repeat("b", 2000))
+	err := cc.Invoke(big, "/raw.S/M", &in, &out, grpc.ForceCodecV2(rawcodec.Codec))
+	want := "larger than upstream " + raw.l.Addr().String() + " accepts (1024)"
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), want) {
+		t.Errorf("got %v %q, want ResourceExhausted containing %q", st.Code(), st.Message(), want)
+	}
 }

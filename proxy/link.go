@@ -36,7 +36,7 @@ type link struct {
 	t        *touched // the flush list of the goroutine holding mu
 	down     *peer
 	ups      map[string][]*peer // the connections new streams to a destination may take
-	limits   map[string]uint32  // a destination's last SETTINGS_MAX_CONCURRENT_STREAMS
+	limits   map[string]limits  // what a destination's connections last said of their limits
 	peers    map[*peer]struct{} // every upstream, draining ones too
 	draining bool
 	// gapLo and gapHi bound the downstream's stream ids last skipped (RFC 9113 5.1.1): a
@@ -45,11 +45,14 @@ type link struct {
 }
 
 func newLink(s *Server, c net.Conn) *link {
-	l := &link{s: s, lim: s.Limits.withDefaults(), ups: map[string][]*peer{}, limits: map[string]uint32{}, peers: map[*peer]struct{}{}}
+	l := &link{s: s, lim: s.Limits.withDefaults(), ups: map[string][]*peer{}, limits: map[string]limits{}, peers: map[*peer]struct{}{}}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.down = newPeer(l, "downstream", c)
 	return l
 }
+
+// limits are the SETTINGS of an upstream that bound what the relay sends it.
+type limits struct{ maxStreams, maxHeaderList uint32 }
 
 // stream is one call: the downstream's stream and its twin, with the same id, on up.
 type stream struct {
@@ -396,7 +399,8 @@ func (l *link) upstream(d Decision) *peer {
 	p := newPeer(l, name, nil)
 	p.key = key
 	if n, ok := l.limits[key]; ok {
-		p.maxStreams = n // until its own SETTINGS come, as its siblings said
+		// Until its own SETTINGS come, as its siblings said.
+		p.maxStreams, p.maxHeaderList = n.maxStreams, n.maxHeaderList
 	}
 	p.out.Write([]byte(http2.ClientPreface))
 	p.writeSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0})

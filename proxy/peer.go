@@ -207,9 +207,6 @@ func (p *peer) settings(f *http2.SettingsFrame) error {
 			p.maxFrame = int(st.Val)
 		case http2.SettingMaxConcurrentStreams:
 			p.maxStreams = st.Val
-			if p.key != "" {
-				p.l.limits[p.key] = st.Val
-			}
 		case http2.SettingHeaderTableSize:
 			p.henc.SetMaxDynamicTableSizeLimit(st.Val)
 		}
@@ -217,6 +214,9 @@ func (p *peer) settings(f *http2.SettingsFrame) error {
 	})
 	if err != nil {
 		return err
+	}
+	if p.key != "" {
+		p.l.limits[p.key] = limits{p.maxStreams, p.maxHeaderList}
 	}
 	p.fw.WriteSettingsAck()
 	p.touch()
