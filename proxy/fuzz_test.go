@@ -50,9 +50,10 @@ var fuzzPing = [8]byte{'f', 'u', 'z', 'z', 'l', 'i', 'n', 'k'}
 func FuzzLink(f *testing.F) {
 	relay := fuzzRelay(f)
 	var running atomic.Value // the input's test name, for the heap watcher's panic
-	fuzzWatchHeap(f, &running)
+	watchHeap := fuzzWatchHeap(f, &running)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		running.Store(t.Name())
+		watchHeap()
 		ctx, cancel := context.WithTimeout(context.Background(), fuzzDeadline)
 		defer cancel()
 		c, err := relay.Dial(ctx)
@@ -198,35 +199,45 @@ func (cl *fuzzClient) read(t *testing.T) {
 	}
 }
 
-// fuzzWatchHeap samples the heap (runtime/metrics, which stops no world) until f ends, and
-// panics when it grows by more than fuzzMaxHeap. A panic, not a failed test: a relay that allocates without
-// bound goes on after its input has ended, and would take the process down before the test
-// could report; the panic stops it there, with every goroutine's stack, and the fuzzer keeps
-// the input that did it.
-func fuzzWatchHeap(f *testing.F, running *atomic.Value) {
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	// What the tests before this one left is not the relay's: it is the baseline.
-	runtime.GC()
-	metrics.Read(sample)
-	limit := sample[0].Value.Uint64() + fuzzMaxHeap
+// fuzzWatchHeap returns a function that starts sampling the heap (runtime/metrics, which stops
+// no world) until f ends, panicking when it grows by more than fuzzMaxHeap; the first input
+// starts it, so that it runs where inputs do, not in go test -fuzz's coordinator. A panic, not a
+// failed test: a relay that allocates without bound goes on after its input has ended, and would
+// take the process down before the test could report; the panic stops it there, with every
+// goroutine's stack, and the fuzzer keeps the input that did it.
+func fuzzWatchHeap(f *testing.F, running *atomic.Value) (start func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-tick.C:
-			}
+	var once sync.Once
+	f.Cleanup(func() {
+		once.Do(func() { close(done) }) // never started
+		close(quit)
+		<-done
+	})
+	return func() {
+		once.Do(func() {
+			sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+			// What ran before the first input is not the relay's: it is the baseline.
+			runtime.GC()
 			metrics.Read(sample)
-			if heap := sample[0].Value.Uint64(); heap > limit {
-				panic(fmt.Sprintf("%v: heap %d MiB while the relay served the input, want at most %d MiB", running.Load(), heap>>20, limit>>20))
-			}
-		}
-	}()
-	f.Cleanup(func() { close(quit); <-done })
+			limit := sample[0].Value.Uint64() + fuzzMaxHeap
+			go func() {
+				defer close(done)
+				tick := time.NewTicker(5 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-quit:
+						return
+					case <-tick.C:
+					}
+					metrics.Read(sample)
+					if heap := sample[0].Value.Uint64(); heap > limit {
+						panic(fmt.Sprintf("%v: heap %d MiB while the relay served the input, want at most %d MiB", running.Load(), heap>>20, limit>>20))
+					}
+				}
+			}()
+		})
+	}
 }
 
 func isTimeout(err error) bool {
