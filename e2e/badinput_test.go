@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,12 @@ func TestBadInput(t *testing.T) {
 			code: codes.InvalidArgument, message: "targets a service, which has no key"},
 		{name: "missing object key", method: counterAdd,
 			code: codes.InvalidArgument, message: `needs an object key or workflow id: set metadata "counter-id"`},
+		{name: "empty object key", method: counterAdd, md: []string{"counter-id", "c-1", "restate-key", ""},
+			code: codes.InvalidArgument, message: "restate-key is empty"},
+		{name: "empty object key from metadata", method: counterAdd, md: []string{"counter-id", ""},
+			code: codes.InvalidArgument, message: `needs an object key or workflow id: set metadata "counter-id"`},
+		{name: "more metadata than the ingress takes", method: echoCall, md: manyEntries(96),
+			code: codes.ResourceExhausted, message: "the call's 96 metadata entries and the sidecar's own 5 header fields make 101 on the request to Restate's ingress, which takes at most 100"},
 		{name: "missing workflow id field", method: flowRun, req: &testpb.Req{Text: "no key"},
 			code: codes.InvalidArgument, message: `set field "key" of the request`},
 		{name: "malformed message for a field key", method: flowRun, raw: []byte{0x0a, 0xff},
@@ -144,3 +151,24 @@ func TestBadInput(t *testing.T) {
 
 func strict() *grpc.ClientConn { return env.connStrict }
 func plain() *grpc.ClientConn  { return env.connPlain }
+
+func manyEntries(n int) []string {
+	var md []string
+	for i := range n {
+		md = append(md, "x-entry-"+strconv.Itoa(i), "v")
+	}
+	return md
+}
+
+// TestIngressHeaderLimit: the sidecar's bound on header fields is Restate's own: a call whose
+// metadata makes exactly 100 fields on the ingress request is served by the real ingress (101
+// would be refused with 431, or a broken connection, by it).
+func TestIngressHeaderLimit(t *testing.T) {
+	resp, _, err := invoke(testCtx(t), env.conn, echoCall, &testpb.Req{Text: uniq(t, "many")}, manyEntries(95)...)
+	if err != nil {
+		t.Fatalf("95 metadata entries: %v", err)
+	}
+	if got := resp.GetMetadata()["x-entry-94"]; got != "v" {
+		t.Errorf("the callee got x-entry-94 %q, want v", got)
+	}
+}

@@ -188,18 +188,24 @@ func TestIdempotencyKey(t *testing.T) {
 		ctx := testCtx(t)
 		key, text := uniq(t, "idem"), uniq(t, "text")
 		var states []string
+		var id string
 		for range 2 {
 			_, hdr, err := invoke(ctx, env.conn, echoCall, &testpb.Req{Text: text}, "idempotency-key", key, "restate-mode", "send")
 			if err != nil {
 				t.Fatalf("send: %v", err)
 			}
 			states = append(states, header(hdr, stateHeader))
+			id = header(hdr, idHeader)
 		}
 		if states[0] != "Accepted" || states[1] != "PreviouslyAccepted" {
 			t.Errorf("states %v, want [Accepted PreviouslyAccepted]", states)
 		}
-		eventually(t, 10*time.Second, "the send ran", func() bool { return len(env.app.CallsWithText(text)) >= 1 })
-		time.Sleep(300 * time.Millisecond)
+		// Once the invocation is completed the callee runs no more.
+		eventually(t, 10*time.Second, "the send completed", func() bool {
+			var rows []struct{ Status string }
+			env.adminQuery(t, fmt.Sprintf("SELECT status FROM sys_invocation WHERE id = '%s'", id), &rows)
+			return len(rows) == 1 && rows[0].Status == "completed"
+		})
 		if got := len(env.app.CallsWithText(text)); got != 1 {
 			t.Errorf("callee ran %d times, want 1", got)
 		}

@@ -3,6 +3,8 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,13 +79,10 @@ func TestRetryableFailures(t *testing.T) {
 	})
 	t.Run("callee down then up", func(t *testing.T) {
 		ctx := testCtx(t)
-		port, err := freeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
+		appAddr, listen := downAddr(t)
 		// A second inbound sidecar for an app that is not running yet; its handlers are listed,
 		// since there is no reflection to ask.
-		in, err := startInbound(ctx, fmt.Sprintf(`
+		if _, err := startInbound(ctx, fmt.Sprintf(`
 inbound:
   app: %s
   listen: 127.0.0.1:%%d
@@ -92,11 +91,9 @@ inbound:
     - name: rgtest.v1.Echo
       as: rgtest.v1.EchoLate
       handlers: {Call: ""}
-`, port, env.restate.Admin))
-		if err != nil {
+`, appAddr, env.restate.Admin)); err != nil {
 			t.Fatal(err)
 		}
-		_ = in
 		out, err := startSidecar(ctx, fmt.Sprintf(`
 outbound:
   listen: 127.0.0.1:0
@@ -106,24 +103,29 @@ outbound:
 		if err != nil {
 			t.Fatal(err)
 		}
-		late := testservice.NewApp()
-		go func() {
-			time.Sleep(1500 * time.Millisecond)
-			l, err := net.Listen("tcp", port)
-			if err != nil {
-				t.Errorf("starting the late app: %v", err)
-				return
-			}
-			s := late.Serve(l)
-			t.Cleanup(s.Stop)
-		}()
-		start := time.Now()
-		resp, _, err := invoke(ctx, dial(out), echoCall, &testpb.Req{Text: "late"})
-		if err != nil {
-			t.Fatalf("call while the callee was down: %v", err)
+		type result struct {
+			resp *testpb.Resp
+			err  error
 		}
-		if resp.GetText() != "late" || time.Since(start) < time.Second {
-			t.Errorf("got %v after %s, want the late app's answer after it started", resp, time.Since(start))
+		done := make(chan result, 1)
+		go func() {
+			resp, _, err := invoke(ctx, dial(out), echoCall, &testpb.Req{Text: "late"})
+			done <- result{resp, err}
+		}()
+		// The app starts once an attempt has failed for want of it.
+		eventually(t, 20*time.Second, "an attempt failed with the app down", func() bool {
+			var rows []struct{ ID string }
+			env.adminQuery(t, "SELECT id FROM sys_invocation WHERE target = 'rgtest.v1.EchoLate/Call' AND last_failure IS NOT NULL", &rows)
+			return len(rows) == 1
+		})
+		late := testservice.NewApp()
+		t.Cleanup(late.Serve(listen()).Stop)
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("call while the callee was down: %v", r.err)
+		}
+		if r.resp.GetText() != "late" {
+			t.Errorf("got %v, want the late app's answer", r.resp)
 		}
 		if got := len(late.Calls("Echo/Call")); got != 1 {
 			t.Errorf("late app ran %d times, want 1", got)
@@ -131,11 +133,34 @@ outbound:
 	})
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// downAddr is a loopback address with nothing listening, as for an app that is down: its port
+// is bound but not listened on, so connections are refused and nobody else can bind it. listen
+// makes it a listener, for the app coming up.
+func downAddr(t *testing.T) (addr string, listen func() net.Listener) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return "", err
+		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	f := os.NewFile(uintptr(fd), "down")
+	t.Cleanup(func() { f.Close() })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	return addr, func() net.Listener {
+		if err := syscall.Listen(fd, syscall.SOMAXCONN); err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.FileListener(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
 }

@@ -5,11 +5,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -72,6 +78,16 @@ func TestAttachMetadata(t *testing.T) {
 	_, _, err = invoke(ctx, env.conn, echoCall, &testpb.Req{}, "restate-attach", "inv_1bogusbogusbogusbogusbogusbogusbo")
 	if st := status.Convert(err); st.Code() != codes.NotFound && st.Code() != codes.InvalidArgument {
 		t.Errorf("attach to an unknown id: %v, want NotFound (or InvalidArgument for a malformed id)", st)
+	}
+	// Another method's invocation is refused, saying whose it is: its answer is not this
+	// method's response type (the admin API's sys_invocation tells the target).
+	_, _, err = invoke(ctx, env.conn, counterAdd, &testpb.Req{}, "counter-id", "c-1", "restate-attach", id)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "is one of rgtest.v1.Echo/Call, not of rgtest.v1.Counter/c-1/Add") {
+		t.Errorf("attach to another service's invocation: %v, want InvalidArgument saying whose it is", st)
+	}
+	_, _, err = invoke(ctx, env.conn, flowRun, &testpb.Req{Key: wf + "-other"}, "restate-attach", id)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "is one of rgtest.v1.Echo/Call") {
+		t.Errorf("attach to another workflow's invocation: %v, want InvalidArgument", st)
 	}
 	_, _, err = invoke(ctx, env.conn, echoCall, &testpb.Req{}, "restate-attach", "soon")
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument {
@@ -151,17 +167,22 @@ func TestCancelAndKill(t *testing.T) {
 	}{{"cancel", codes.Canceled}, {"kill", codes.Aborted}} {
 		t.Run(tc.verb, func(t *testing.T) {
 			ctx := testCtx(t)
-			m := pb.NewInvocationsClient(env.conn)
+			conn, attaching := watchedSidecar(t)
+			m := pb.NewInvocationsClient(conn)
 			idem := uniq(t, "long")
 			target := callTarget("rgtest.v1.Echo", "", "Call", idem)
 			errs := make(chan error, 2)
 			go func() {
-				_, _, err := invoke(ctx, env.conn, echoCall, &testpb.Req{Text: idem, SleepMs: 20000}, "idempotency-key", idem)
+				_, _, err := invoke(ctx, conn, echoCall, &testpb.Req{Text: idem, SleepMs: 20000}, "idempotency-key", idem)
 				errs <- err
 			}()
 			eventually(t, 10*time.Second, "the call runs in the app", func() bool { return env.app.Running(idem) })
 			go func() { _, err := m.Attach(ctx, target); errs <- err }()
-			time.Sleep(200 * time.Millisecond) // the attacher is waiting
+			select {
+			case <-attaching:
+			case <-ctx.Done():
+				t.Fatal("the attach never reached the ingress")
+			}
 			start := time.Now()
 			var err error
 			if tc.verb == "cancel" {
@@ -186,6 +207,43 @@ func TestCancelAndKill(t *testing.T) {
 			}
 		})
 	}
+}
+
+// watchedSidecar is an outbound sidecar whose ingress is Restate's behind a proxy that reports
+// each attach as it passes, so that a test knows an attacher is waiting.
+func watchedSidecar(t *testing.T) (*grpc.ClientConn, <-chan struct{}) {
+	t.Helper()
+	ingress, err := url.Parse(env.restate.Ingress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(ingress)
+	attaching := make(chan struct{}, 8)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/restate/attach" {
+			select {
+			case attaching <- struct{}{}:
+			default:
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := startSidecar(ctx, fmt.Sprintf(`
+outbound:
+  listen: 127.0.0.1:0
+  ingress: %s
+  admin: %s
+  routes: [{match: rgtest.v1.Echo/Call}]
+`, ts.URL, env.restate.Admin))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	conn := dial(s)
+	t.Cleanup(func() { conn.Close(); cancel(); s.Wait() })
+	return conn, attaching
 }
 
 // TestCallerGone: with onCallerGone keep (default) an invocation outlives its caller's deadline

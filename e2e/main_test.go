@@ -231,15 +231,22 @@ outbound:
 `, env.restate.Ingress, env.appAddr)
 }
 
-// startInbound starts an inbound sidecar on a free port (the %d placeholders of cfg: listen
-// port, then the same port in the registered URI) and waits until it is registered.
+// startInbound starts an inbound sidecar on a port of its own (the %d placeholders of cfg:
+// listen port, then the same port in the registered URI) and waits until it is registered.
 func startInbound(ctx context.Context, cfg string) (*sidecar.Sidecar, error) {
-	port, err := testenv.FreePort()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	s, err := startSidecar(ctx, fmt.Sprintf(cfg, port, port))
+	port := l.Addr().(*net.TCPAddr).Port
+	c, err := config.Parse([]byte(fmt.Sprintf(cfg, port, port)))
 	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	s, err := sidecar.Start(ctx, sidecar.Options{Config: c, Listeners: sidecar.Listeners{Inbound: l}, Logger: testLogger()})
+	if err != nil {
+		l.Close()
 		return nil, err
 	}
 	deadline := time.Now().Add(30 * time.Second)

@@ -89,8 +89,8 @@ func gate(t *testing.T, target, token string) (frontURL string, caFile string) {
 	u, _ := url.Parse(target)
 	rp := httputil.NewSingleHostReverseProxy(u)
 	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+token {
-			http.Error(w, `{"code":401,"message":"bad token"}`, http.StatusUnauthorized)
+		if vs := r.Header.Values("Authorization"); len(vs) != 1 || vs[0] != "Bearer "+token {
+			http.Error(w, fmt.Sprintf(`{"code":401,"message":"bad token: want one Authorization, got %d"}`, len(vs)), http.StatusUnauthorized)
 			return
 		}
 		rp.ServeHTTP(w, r)
@@ -157,6 +157,38 @@ outbound:
 				t.Errorf("cancel through the TLS admin: %v, want FailedPrecondition already completed", st)
 			}
 		})
+	}
+}
+
+// TestCallerAuthorizationWithToken: with a bearer token of the sidecar's own and a route that
+// allows the caller's authorization, each arrives where it belongs: the sidecar's alone
+// authenticates to the ingress (the gate wants exactly one Authorization), the caller's reaches
+// the callee app as authorization, and the sidecar's token never reaches the app.
+func TestCallerAuthorizationWithToken(t *testing.T) {
+	ingress, ca := gate(t, env.restate.Ingress, "tok-1")
+	s, err := startSidecar(context.Background(), fmt.Sprintf(`
+outbound:
+  listen: 127.0.0.1:0
+  ingress: %s
+  access: {bearerToken: tok-1, caFile: %s}
+  routes: [{match: rgtest.v1.Echo/Call, allowMetadata: [authorization, x-api-key]}]
+`, ingress, ca))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, _, err := invoke(testCtx(t), dial(s), echoCall, &testpb.Req{Text: uniq(t, "authz")},
+		"authorization", "Bearer caller", "x-api-key", "key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := resp.GetMetadata()
+	if md["authorization"] != "Bearer caller" || md["x-api-key"] != "key-1" {
+		t.Errorf("the callee got authorization %q, x-api-key %q; want the caller's", md["authorization"], md["x-api-key"])
+	}
+	for k, v := range md {
+		if strings.Contains(v, "tok-1") {
+			t.Errorf("the sidecar's own token reached the callee as %s", k)
+		}
 	}
 }
 

@@ -1,9 +1,6 @@
 package proxy
 
-import (
-	"encoding/binary"
-	"time"
-)
+import "encoding/binary"
 
 // msgLimit follows the gRPC length prefixes of a stream's bytes to find a message over max.
 type msgLimit struct {
@@ -42,35 +39,24 @@ var DefaultLimits = Limits{
 	MaxConcurrentStreams: 1000,
 	MaxHeaderListSize:    60 << 10, // as Envoy's
 	MaxResetsPerSecond:   200,
-	PrefaceTimeout:       10 * time.Second,
-	IdleTimeout:          5 * time.Minute,
-	UpstreamIdleTimeout:  time.Minute,
-	KeepaliveInterval:    10 * time.Second,
-	KeepaliveTimeout:     5 * time.Second,
+	PrefaceTimeout:       defaultPrefaceTimeout,
+	IdleTimeout:          defaultIdleTimeout,
+	UpstreamIdleTimeout:  defaultUpstreamIdleTimeout,
+	KeepaliveInterval:    defaultKeepaliveInterval,
+	KeepaliveTimeout:     defaultKeepaliveTimeout,
 }
 
 // withDefaults returns l with its zero fields taken from DefaultLimits.
 func (l Limits) withDefaults() Limits {
-	or := func(v *uint32, def uint32) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	orDur := func(v *time.Duration, def time.Duration) {
-		if *v == 0 {
-			*v = def
-		}
-	}
 	d := DefaultLimits
-	or(&l.MaxConcurrentStreams, d.MaxConcurrentStreams)
-	or(&l.MaxHeaderListSize, d.MaxHeaderListSize)
-	if l.MaxResetsPerSecond == 0 {
-		l.MaxResetsPerSecond = d.MaxResetsPerSecond
+	return Limits{
+		MaxConcurrentStreams: limit(l.MaxConcurrentStreams, d.MaxConcurrentStreams),
+		MaxHeaderListSize:    limit(l.MaxHeaderListSize, d.MaxHeaderListSize),
+		MaxResetsPerSecond:   limit(l.MaxResetsPerSecond, d.MaxResetsPerSecond),
+		PrefaceTimeout:       limit(l.PrefaceTimeout, d.PrefaceTimeout),
+		IdleTimeout:          limit(l.IdleTimeout, d.IdleTimeout),
+		UpstreamIdleTimeout:  limit(l.UpstreamIdleTimeout, d.UpstreamIdleTimeout),
+		KeepaliveInterval:    limit(l.KeepaliveInterval, d.KeepaliveInterval),
+		KeepaliveTimeout:     limit(l.KeepaliveTimeout, d.KeepaliveTimeout),
 	}
-	orDur(&l.PrefaceTimeout, d.PrefaceTimeout)
-	orDur(&l.IdleTimeout, d.IdleTimeout)
-	orDur(&l.UpstreamIdleTimeout, d.UpstreamIdleTimeout)
-	orDur(&l.KeepaliveInterval, d.KeepaliveInterval)
-	orDur(&l.KeepaliveTimeout, d.KeepaliveTimeout)
-	return l
 }

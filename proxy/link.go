@@ -16,9 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// prefaceTimeout bounds how long an accepted connection may take to say it speaks HTTP/2.
-const prefaceTimeout = 10 * time.Second
-
 // localKey names the local server among a link's upstreams; no host:port looks like it.
 const localKey = "\x00local"
 
@@ -39,6 +36,7 @@ type link struct {
 	limits   map[string]limits  // what a destination's connections last said of their limits
 	peers    map[*peer]struct{} // every upstream, draining ones too
 	draining bool
+	from     origin // what is known of the connection: accept.go
 	// gapLo and gapHi bound the downstream's stream ids last skipped (RFC 9113 5.1.1): a
 	// HEADERS below the last id is a closed stream's, unless it falls in the gap.
 	gapLo, gapHi uint32
@@ -63,6 +61,7 @@ type stream struct {
 	respHeaders bool // the response headers went downstream
 	rstAfter    bool // up reset the stream (NO_ERROR) while its trailers still waited for window
 	limit       msgLimit
+	obs         *observed // nil unless Server.Observe watches it
 }
 
 // half is one direction of a stream.
@@ -74,6 +73,7 @@ type half struct {
 	trailers []hpack.HeaderField
 	done     bool   // END_STREAM went to to
 	credit   uint32 // bytes passed on, not yet credited to from for this stream
+	bytes    int64  // DATA taken from from to pass on, for the observer
 }
 
 // resetUp resets the upstream's twin of s, if it has one.
@@ -120,12 +120,12 @@ func (l *link) serve() {
 	defer l.wg.Wait()
 	defer l.closeAll()
 	c := l.down.nc
-	c.SetReadDeadline(time.Now().Add(prefaceTimeout))
+	c.SetReadDeadline(time.Now().Add(limit(l.s.Limits.PrefaceTimeout, defaultPrefaceTimeout))) // until its SETTINGS: settle
 	if err := readPreface(c); err != nil {
 		l.s.log().Debug("connection is not HTTP/2", "remote", c.RemoteAddr().String(), "error", err)
 		return
 	}
-	c.SetReadDeadline(time.Time{})
+	l.accepted()
 	l.with(func() {
 		l.down.writeSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: l.lim.MaxConcurrentStreams})
 	})
@@ -178,11 +178,13 @@ func (l *link) closeAll() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cancel()
+	l.abandon()
 	for _, p := range append(l.upstreams(), l.down) {
 		p.dead = true
 		if p.ackTimer != nil {
 			p.ackTimer.Stop()
 		}
+		p.live.stop()
 		if p.nc != nil {
 			p.nc.Close()
 		}
@@ -348,23 +350,29 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	if err := checkRequest(f); err != nil {
 		return err
 	}
-	d := l.s.Director(&Request{Method: f.PseudoValue("path"), Authority: f.PseudoValue("authority"), Header: f.Fields})
+	d, obs := l.decide(f)
 	if d.Status != nil {
 		l.answer(id, d.Status, ended)
 		return nil
 	}
 	p := l.upstream(d)
+	// refuse answers a stream the relay cannot pass on; its observer sees it end so.
+	refuse := func(st *status.Status) error {
+		l.answer(id, st, ended)
+		if obs != nil {
+			obs.end(StreamEnd{Code: st.Code(), HasCode: true, Duration: time.Since(obs.start)})
+		}
+		return nil
+	}
 	if p == nil {
 		_, name := d.dest()
-		l.answer(id, status.Newf(codes.ResourceExhausted, "upstream %s: %d connections, each at the stream limit it set", name, maxUpstreamConns), ended)
-		return nil
+		return refuse(status.Newf(codes.ResourceExhausted, "upstream %s: %d connections, each at the stream limit it set", name, maxUpstreamConns))
 	}
 	fields := withHeader(f.Fields, d.Header)
 	if n, ok := p.fits(fields); !ok {
-		l.answer(id, status.Newf(codes.ResourceExhausted, "request header list of %d bytes is larger than upstream %s accepts (%d)", n, p.name, p.maxHeaderList), ended)
-		return nil
+		return refuse(status.Newf(codes.ResourceExhausted, "request header list of %d bytes is larger than upstream %s accepts (%d)", n, p.name, p.maxHeaderList))
 	}
-	s := &stream{id: id, up: p, limit: msgLimit{max: d.MaxRequestMessage}}
+	s := &stream{id: id, up: p, limit: msgLimit{max: d.MaxRequestMessage}, obs: obs}
 	s.req = half{from: l.down, to: p, win: p.initWin, end: ended, done: ended}
 	s.resp = half{from: p, to: l.down, win: l.down.initWin}
 	l.down.streams[id] = s
@@ -438,6 +446,7 @@ func (l *link) dialUpstream(p *peer, d Decision) {
 		}
 		p.nc = nc
 		p.touch()
+		l.watch(p)
 		l.wg.Add(1)
 		go l.readUpstream(p)
 	})
@@ -473,6 +482,7 @@ func (l *link) readUpstream(p *peer) {
 // failUpstream ends p's streams with st; new streams dial again.
 func (l *link) failUpstream(p *peer, st *status.Status) {
 	p.dead = true
+	p.live.stop()
 	l.unlist(p)
 	delete(l.peers, p)
 	for _, s := range p.streams {
@@ -619,6 +629,7 @@ func (l *link) onData(p *peer, f *http2.DataFrame) error {
 			return nil
 		}
 	}
+	h.bytes += int64(len(data))
 	h.end = f.StreamEnded()
 	l.push(s, h, data)
 	return nil
@@ -707,6 +718,7 @@ func (l *link) end(s *stream, st *status.Status) {
 	if !s.resp.done {
 		l.down.writeStatus(s.id, st, s.respHeaders)
 		s.resp.done = true
+		s.obs.answered(st)
 	}
 	if !s.req.end {
 		l.down.writeRST(s.id, http2.ErrCodeNo) // the caller may still be sending: stop it
@@ -728,6 +740,7 @@ func (l *link) drop(s *stream) {
 		l.retire(s.up)
 	}
 	s.req.buf, s.resp.buf = nil, nil
+	l.ended(s)
 	if l.draining && len(l.down.streams) == 0 {
 		l.down.closing = true
 		l.down.touch()

@@ -62,6 +62,8 @@ type peer struct {
 	acks     [][8]byte
 	ackTimer *time.Timer
 
+	live liveness // keepalive and idle timeouts: keepalive.go
+
 	goingAway bool // it sent GOAWAY (upstream) or was sent one (downstream)
 	closing   bool // close it once what is framed is written
 	dead      bool // its connection failed or closed
@@ -263,6 +265,7 @@ func statusFields(st *status.Status, headersSent bool) []hpack.HeaderField {
 func (p *peer) writeRST(id uint32, code http2.ErrCode) {
 	p.fw.WriteRSTStream(id, code)
 	p.touch()
+	p.l.resetting(id, code)
 }
 
 // credit gives the peer back n bytes of connection window, in batches of a quarter window.

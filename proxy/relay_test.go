@@ -137,7 +137,7 @@ func TestFlowControl(t *testing.T) {
 	addr, _ := upstream(t, nil)
 	cc, _ := relay(t, to(addr), nil)
 	tc := testpb.NewTestServiceClient(cc)
-	const streams, msgs, size = 8, 24, 1 << 20 // 192 MiB in all, 1 MiB messages
+	const streams, msgs, size = 8, 8, 1 << 20 // 64 MiB each way, 16 connection windows; 1 MiB messages
 	var wg sync.WaitGroup
 	errs := make(chan error, streams)
 	for i := range streams {

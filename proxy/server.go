@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +25,10 @@ type Request struct {
 	Method    string // :path, "/pkg.Service/Method"
 	Authority string
 	Header    []hpack.HeaderField // every field, pseudo-headers first
+	// Destination is where the caller's connection was going: the CONNECT target or the
+	// original destination of a redirected connection, as Server.Destination tells; empty
+	// without it.
+	Destination string
 }
 
 // Get returns the last value of the header field name (lower case).
@@ -60,7 +66,8 @@ type Decision struct {
 // Server relays the streams of the connections it accepts.
 type Server struct {
 	// Director decides each new stream. It runs on the connection's reading goroutine with the
-	// connection locked, so it must be quick and must not block.
+	// connection locked, so it must be quick and must not block: the package doc has its
+	// contract.
 	Director func(*Request) Decision
 	// Local connects to the local server, for Decision.Local.
 	Local func(ctx context.Context) (net.Conn, error)
@@ -73,6 +80,15 @@ type Server struct {
 	// Limits bound what any peer can make the relay hold; zero fields take their defaults.
 	Limits Limits
 	Logger *slog.Logger
+	// Destination, when set, tells once per accepted connection where it was going (see
+	// Request.Destination), before its first stream.
+	Destination func(net.Conn) string
+	// Observe, when set, is called as each stream the Director decides starts, with its
+	// Request and Decision; the func it returns, unless nil, as the stream ends. Both run with
+	// the connection locked, on whichever of its goroutines started or ended the stream, as
+	// the Director does: they must be quick and must not block (hand anything slow to a
+	// goroutine of your own). Streams refused before the Director runs are not observed.
+	Observe func(*Request, Decision) func(StreamEnd)
 
 	heldAcks time.Duration // ackHold, unless a test sets it
 
@@ -142,14 +158,15 @@ func (s *Server) Serve(l net.Listener) error {
 			if closing {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: wait, as net/http does.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if !retryable(err) {
+				return err
 			}
-			return err
+			// Out of file descriptors and the like: the connections being served will free
+			// some; wait, as net/http does, instead of ending the sidecar.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log().Warn("cannot accept a connection; retrying", "error", err, "in", delay)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		if !s.track(c) {
@@ -180,9 +197,15 @@ func (s *Server) track(c net.Conn) bool {
 }
 
 // Shutdown stops accepting, tells every connection that no new stream will be taken
-// (GOAWAY), and waits for their streams to end, or for ctx, after which it closes them.
+// (GOAWAY), and waits for their streams to end, or for ctx, after which it closes them. It
+// returns by ctx's deadline whatever the peers do: each GOAWAY is written by a goroutine of
+// its own, which a peer that does not read holds up until the write deadline or the close.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stop((*link).drain)
+	var drains sync.WaitGroup
+	for _, l := range s.stop() {
+		drains.Go(l.drain)
+	}
+	defer drains.Wait() // ends at the latest with the connections
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -197,20 +220,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes every listener and connection at once.
 func (s *Server) Close() {
-	s.stop((*link).closeAll)
+	for _, l := range s.stop() {
+		l.closeAll()
+	}
 }
 
-// stop closes the listeners and applies end to every connection.
-func (s *Server) stop(end func(*link)) {
+// stop closes the listeners and returns the connections. It writes nothing to them: under
+// s.mu, a write to a peer that does not read would hold up every other user of s.mu.
+func (s *Server) stop() []*link {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closing = true
 	for l := range s.listeners {
 		l.Close()
 	}
-	for l := range s.links {
-		end(l)
-	}
+	return slices.Collect(maps.Keys(s.links))
 }
 
 func (s *Server) writeTimeout() time.Duration {
@@ -243,10 +267,10 @@ func (s *Server) dial(ctx context.Context, d Decision) (net.Conn, error) {
 	case d.Local:
 		return s.Local(ctx)
 	case s.Dial != nil:
-		return s.Dial(ctx, d.Upstream)
+		return remember(s.Dial(ctx, d.Upstream))
 	}
 	var nd net.Dialer
-	return nd.DialContext(ctx, "tcp", d.Upstream)
+	return remember(nd.DialContext(ctx, "tcp", d.Upstream))
 }
 
 // readFrames reads r's frames into handle, which runs with l locked, and flushes what the
@@ -262,7 +286,11 @@ func (l *link) readFrames(self *peer, handle func(http2.Frame) error, bad func(h
 	for {
 		f, err := fr.ReadFrame()
 		if err == nil {
-			l.locked(&t, func() { err = handle(f) })
+			l.locked(&t, func() {
+				if err = self.heard(f); err == nil {
+					err = handle(f)
+				}
+			})
 		}
 		if se, ok := err.(http2.StreamError); ok {
 			l.locked(&t, func() { bad(se) })
@@ -271,6 +299,9 @@ func (l *link) readFrames(self *peer, handle func(http2.Frame) error, bad func(h
 			return readError(fr, err)
 		}
 		if br.Buffered() == 0 {
+			if self != l.down { // for keepalive: once per read from the socket, not per frame
+				self.live.readAt.Store(int64(clock()))
+			}
 			t.flush(self)
 		}
 	}

@@ -15,6 +15,17 @@ if ! need go; then
   exit 1
 fi
 
+# The rawsock test redirects connections with iptables in a network namespace it makes (ip netns).
+if [ "$(uname -s)" = Linux ] && ! (PATH=$PATH:/usr/sbin && need iptables && need ip6tables && need ip); then
+  if [ "$(id -u)" -eq 0 ] && need apt-get; then
+    echo "tools: installing iptables and iproute2"
+    apt-get update -qq >&2 && apt-get install -y -qq iptables iproute2 >&2
+  else
+    echo "tools: iptables or ip is missing (the rawsock test needs them, as root);" \
+      "on Debian: apt-get install -y iptables iproute2" >&2
+  fi
+fi
+
 if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$RESTATE_VERSION"; then
   :
 else

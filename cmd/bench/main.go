@@ -179,19 +179,34 @@ func run(o options) error {
 		defer pr.stop()
 		parts = pr
 	}
-	addrs, err := freeAddrs(9)
+	appAddr, err := parts.app()
 	if err != nil {
 		return err
 	}
-	appAddr, inAddr, outAddr, fastAddr, passAddr, relayAddr, ingressRelay := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], addrs[5], addrs[6]
-	outAt, passAt := addrs[7], addrs[8] // the sidecars built at o.against
-	if err := parts.app(appAddr); err != nil {
+	relayAddr, err := parts.relay(appAddr)
+	if err != nil {
 		return err
 	}
-	if err := parts.relay(relayAddr, appAddr); err != nil {
+	ingressRelay, err := parts.relay(strings.TrimPrefix(rs.Ingress, "http://"))
+	if err != nil {
 		return err
 	}
-	if err := parts.relay(ingressRelay, strings.TrimPrefix(rs.Ingress, "http://")); err != nil {
+	// The inbound sidecar binds its port itself and registers it with Restate as it starts, so
+	// the port is picked before.
+	inAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	err = parts.sidecar(fmt.Sprintf(`
+inbound:
+  app: %s
+  listen: %s
+  register: {admin: %s, uri: "http://%[2]s"}
+  services:
+    - {name: rgtest.v1.Echo, handlers: {Call: ""}}
+    - {name: rgtest.v1.Echo, as: rgtest.v1.EchoFast, handlers: {Call: ""}, fastPath: true}
+`, appAddr, inAddr, rs.Admin))
+	if err != nil {
 		return err
 	}
 	durableYAML := func(listen string) string {
@@ -202,6 +217,14 @@ outbound:
   routes: [{match: rgtest.v1.Echo/Call}]
 `, listen, rs.Ingress)
 	}
+	fastYAML := func(listen string) string {
+		return fmt.Sprintf(`
+outbound:
+  listen: %s
+  ingress: %s
+  routes: [{match: rgtest.v1.Echo/Call, service: rgtest.v1.EchoFast}]
+`, listen, rs.Ingress)
+	}
 	passYAML := func(listen string) string {
 		return fmt.Sprintf(`
 outbound:
@@ -209,34 +232,25 @@ outbound:
   upstreams: {rgtest.v1.Echo: %s}
 `, listen, appAddr)
 	}
-	for _, sc := range []string{
-		fmt.Sprintf(`
-inbound:
-  app: %s
-  listen: %s
-  register: {admin: %s, uri: "http://%[2]s"}
-  services:
-    - {name: rgtest.v1.Echo, handlers: {Call: ""}}
-    - {name: rgtest.v1.Echo, as: rgtest.v1.EchoFast, handlers: {Call: ""}, fastPath: true}
-`, appAddr, inAddr, rs.Admin),
-		durableYAML(outAddr),
-		fmt.Sprintf(`
-outbound:
-  listen: %s
-  ingress: %s
-  routes: [{match: rgtest.v1.Echo/Call, service: rgtest.v1.EchoFast}]
-`, fastAddr, rs.Ingress),
-		passYAML(passAddr),
-	} {
-		if err := parts.sidecar(sc); err != nil {
+	outAddr, err := parts.outbound(durableYAML)
+	if err != nil {
+		return err
+	}
+	fastAddr, err := parts.outbound(fastYAML)
+	if err != nil {
+		return err
+	}
+	passAddr, err := parts.outbound(passYAML)
+	if err != nil {
+		return err
+	}
+	var outAt, passAt string // the sidecars built at o.against
+	if o.against != "" {
+		if outAt, err = pr.outboundAt(durableYAML); err != nil {
 			return err
 		}
-	}
-	if o.against != "" {
-		for _, sc := range []string{durableYAML(outAt), passYAML(passAt)} {
-			if err := pr.sidecarAt(sc); err != nil {
-				return err
-			}
+		if passAt, err = pr.outboundAt(passYAML); err != nil {
+			return err
 		}
 	}
 

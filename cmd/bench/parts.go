@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -19,11 +20,17 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/testservice"
 )
 
-// runner starts the app and sidecars of the measured paths, and returns once they serve.
+// runner starts the app and sidecars of the measured paths, and returns once they serve. The
+// app, the relays and the outbound sidecars listen on ports of their own choosing, and say which.
 type runner interface {
-	app(addr string) error
-	// relay starts a plain TCP relay from addr to the address to.
-	relay(addr, to string) error
+	// app returns the address the app serves on.
+	app() (string, error)
+	// relay starts a plain TCP relay to the address to, and returns the address it takes.
+	relay(to string) (string, error)
+	// outbound starts an outbound sidecar configured by cfg(listen address), and returns the
+	// address it listens on.
+	outbound(cfg func(listen string) string) (string, error)
+	// sidecar starts a sidecar configured by yaml.
 	sidecar(yaml string) error
 	// pids are the processes besides this one whose CPU counts as the parts'.
 	pids() []int
@@ -37,36 +44,49 @@ type inProcess struct {
 
 func (p *inProcess) pids() []int { return nil }
 
-func (p *inProcess) app(addr string) error {
-	l, err := net.Listen("tcp", addr)
+func (p *inProcess) app() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return "", err
 	}
 	a := testservice.NewApp()
 	a.KeepNoHistory()
 	a.Serve(l)
-	return nil
+	return l.Addr().String(), nil
 }
 
-func (p *inProcess) relay(addr, to string) error {
-	l, err := net.Listen("tcp", addr)
+func (p *inProcess) relay(to string) (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return "", err
 	}
 	go testservice.Relay(l, to)
-	return nil
+	return l.Addr().String(), nil
+}
+
+func (p *inProcess) outbound(cfg func(listen string) string) (string, error) {
+	s, err := p.start(cfg("127.0.0.1:0"))
+	if err != nil {
+		return "", err
+	}
+	return s.OutboundAddr().String(), nil
 }
 
 func (p *inProcess) sidecar(yaml string) error {
+	_, err := p.start(yaml)
+	return err
+}
+
+func (p *inProcess) start(yaml string) (*sidecar.Sidecar, error) {
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s, err := sidecar.Start(p.ctx, sidecar.Options{Config: cfg, Logger: p.log})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return waitFor(func() bool { return s.Ready() })
+	return s, waitFor(func() bool { return s.Ready() })
 }
 
 // processes runs each as its own process, from binaries it builds, as they are deployed.
@@ -115,9 +135,13 @@ func command(dir, name string, args ...string) error {
 	return nil
 }
 
-func (p *processes) start(bin string, args ...string) error {
+func (p *processes) command(bin string, args ...string) *exec.Cmd {
 	cmd := exec.Command(filepath.Join(p.dir, bin), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+func (p *processes) start(cmd *exec.Cmd) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -133,51 +157,67 @@ func (p *processes) pids() []int {
 	return out
 }
 
-func (p *processes) app(addr string) error {
-	return p.startListening(addr, "testapp", "-listen", addr)
-}
+func (p *processes) app() (string, error) { return p.startTestapp() }
 
-func (p *processes) relay(addr, to string) error {
-	return p.startListening(addr, "testapp", "-listen", addr, "-relay-to", to)
-}
+func (p *processes) relay(to string) (string, error) { return p.startTestapp("-relay-to", to) }
 
-// startListening starts bin and waits until addr takes connections.
-func (p *processes) startListening(addr, bin string, args ...string) error {
-	if err := p.start(bin, args...); err != nil {
-		return err
+// startTestapp starts testapp on a port it picks, and returns the address it prints once it
+// listens.
+func (p *processes) startTestapp(args ...string) (string, error) {
+	cmd := p.command("testapp", args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
 	}
-	return waitFor(func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	if err := p.start(cmd); err != nil {
+		return "", err
+	}
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("testapp %s printed no address: %w", strings.Join(args, " "), err)
+	}
+	return strings.TrimSpace(addr), nil
+}
+
+// outbound starts an outbound sidecar on a free port: a sidecar process binds the address of
+// its config and does not say which it bound.
+func (p *processes) outbound(cfg func(listen string) string) (string, error) {
+	return p.outboundOf("sidecar", cfg)
+}
+
+// outboundAt starts an outbound sidecar built at the -against revision.
+func (p *processes) outboundAt(cfg func(listen string) string) (string, error) {
+	return p.outboundOf("sidecar-against", cfg)
+}
+
+func (p *processes) outboundOf(bin string, cfg func(listen string) string) (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	return addr, p.startSidecar(bin, cfg(addr))
 }
 
 func (p *processes) sidecar(yaml string) error { return p.startSidecar("sidecar", yaml) }
-
-// sidecarAt starts the sidecar built at the -against revision.
-func (p *processes) sidecarAt(yaml string) error { return p.startSidecar("sidecar-against", yaml) }
 
 func (p *processes) startSidecar(bin, yaml string) error {
 	f := filepath.Join(p.dir, fmt.Sprintf("sidecar-%d.yaml", len(p.procs)))
 	if err := os.WriteFile(f, []byte(yaml), 0o600); err != nil {
 		return err
 	}
-	health, err := freeAddrs(1)
+	health, err := freeAddr()
 	if err != nil {
 		return err
 	}
-	args := []string{"run", "-config", f, "-health", health[0], "-log-level", "warn"}
+	args := []string{"run", "-config", f, "-health", health, "-log-level", "warn"}
 	if p.sidecarProcs > 0 {
 		args = append(args, "-procs", fmt.Sprint(p.sidecarProcs))
 	}
-	if err := p.start(bin, args...); err != nil {
+	if err := p.start(p.command(bin, args...)); err != nil {
 		return err
 	}
 	return waitFor(func() bool {
-		resp, err := http.Get("http://" + health[0] + "/readyz")
+		resp, err := http.Get("http://" + health + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -207,21 +247,13 @@ func waitFor(cond func() bool) error {
 	return nil
 }
 
-func freeAddrs(n int) ([]string, error) {
-	var out []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
+// freeAddr returns a loopback address nothing listens on, for a sidecar to bind: a sidecar
+// binds the addresses of its config itself.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
 	}
-	return out, nil
+	defer l.Close()
+	return l.Addr().String(), nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -166,22 +167,12 @@ type Register struct {
 // Access is how the sidecar authenticates to Restate: a bearer token (sent as
 // "authorization: Bearer ...") and, for https URLs, the CA that signed Restate's certificate.
 type Access struct {
-	BearerToken     string `json:"bearerToken,omitempty"`
+	BearerToken string `json:"bearerToken,omitempty"`
+	// BearerTokenFile holds the token; it is read again when it changes (Kubernetes rotates
+	// projected tokens), and a failed re-read keeps the last token.
 	BearerTokenFile string `json:"bearerTokenFile,omitempty"`
 	// CAFile is a PEM bundle trusted besides the system's roots.
 	CAFile string `json:"caFile,omitempty"`
-}
-
-// Token returns the bearer token, reading BearerTokenFile if set.
-func (a Access) Token() (string, error) {
-	if a.BearerTokenFile == "" {
-		return a.BearerToken, nil
-	}
-	b, err := os.ReadFile(a.BearerTokenFile)
-	if err != nil {
-		return "", fmt.Errorf("bearerTokenFile: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 func (a Access) validate(bad func(string, string, ...any), field string) {
@@ -473,9 +464,6 @@ func (c *Config) Validate() error {
 			checkURL(bad, "inbound.register.admin", r.Admin)
 			checkURL(bad, "inbound.register.uri", r.URI)
 			r.Access.validate(bad, "inbound.register.access")
-			if u, err := url.Parse(r.URI); err == nil && strings.Trim(u.Path, "/") != "" {
-				bad("inbound.register.uri", "must have no path (the endpoint serves at the root), got %q", u.Path)
-			}
 		}
 		for i, k := range in.IdentityKeys {
 			if !strings.HasPrefix(k, "publickeyv1_") {
@@ -530,10 +518,45 @@ func checkURL(bad func(string, string, ...any), field, s string) {
 		bad(field, "required: a URL such as http://restate:8080")
 		return
 	}
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad(field, "want an http(s) URL, got %q", s)
+	if err := CheckBaseURL(s); err != nil {
+		bad(field, "%v", err)
 	}
+}
+
+// CheckBaseURL reports whether s can be the base of Restate's ingress or admin API, or of a
+// deployment: http or https, a host, and nothing after it. Restate serves at the root: a path
+// would be read as a service name ("service 'x' not found" on every call), and a query,
+// fragment or user info would be dropped or sent where they do not belong.
+func CheckBaseURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("want an http(s) URL, got %q: %v", s, err)
+	case u.Scheme != "http" && u.Scheme != "https", u.Host == "", u.Opaque != "":
+		return fmt.Errorf("want an http(s) URL such as http://restate:8080, got %q", s)
+	case u.Hostname() == "":
+		return fmt.Errorf("%q has no host", s)
+	case u.User != nil:
+		return fmt.Errorf("%q must have no user info: give credentials in access (bearerToken, bearerTokenFile)", redact(u))
+	case u.Path != "" && u.Path != "/":
+		return fmt.Errorf("%q must have no path (Restate serves at the root; a path would be read as a service name), got %q", s, u.Path)
+	case u.RawQuery != "" || u.ForceQuery:
+		return fmt.Errorf("%q must have no query", s)
+	case u.Fragment != "" || strings.Contains(s, "#"):
+		return fmt.Errorf("%q must have no fragment", s)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: bad port %q", s, p)
+		}
+	}
+	return nil
+}
+
+func redact(u *url.URL) string {
+	v := *u
+	v.User = url.User("...")
+	return v.String()
 }
 
 // Marshal renders c as YAML, defaults included.

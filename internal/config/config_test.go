@@ -125,6 +125,18 @@ func TestParseInvalid(t *testing.T) {
 		{"workflow without run", "inbound: {app: '127.0.0.1:1', services: [{name: a.B, kind: workflow, handlers: {Get: shared}}]}", "exactly one run handler"},
 		{"bad retryable code", "inbound: {app: '127.0.0.1:1', services: [{name: a.B, retryableCodes: [SOMETIMES]}]}", `unknown gRPC code "SOMETIMES"`},
 		{"register uri with path", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], register: {admin: 'http://r:9070', uri: 'http://p:9080/x'}}", "must have no path"},
+		{"ingress with path", "outbound: {ingress: 'http://r:8080/restate', routes: [{match: a.B/*}]}", `outbound.ingress: "http://r:8080/restate" must have no path`},
+		{"ingress with query", "outbound: {ingress: 'http://r:8080/?x=1'}", `outbound.ingress: "http://r:8080/?x=1" must have no query`},
+		{"ingress with empty query", "outbound: {ingress: 'http://r:8080?'}", "must have no query"},
+		{"ingress with fragment", "outbound: {ingress: 'http://r:8080#f'}", "must have no fragment"},
+		{"ingress with user info", "outbound: {ingress: 'http://u:secret@r:8080'}", "must have no user info"},
+		{"ingress user info redacted", "outbound: {ingress: 'http://u:secret@r:8080'}", `"http://...@r:8080"`},
+		{"ingress without host", "outbound: {ingress: 'http://:8080'}", "has no host"},
+		{"ingress bad scheme", "outbound: {ingress: 'grpc://r:8080'}", "want an http(s) URL"},
+		{"ingress bad port", "outbound: {ingress: 'http://r:99999'}", `bad port "99999"`},
+		{"admin with path", "outbound: {admin: 'http://r:9070/admin'}", `outbound.admin: "http://r:9070/admin" must have no path`},
+		{"register admin with path", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], register: {admin: 'http://r:9070/x', uri: 'http://p:9080'}}", `inbound.register.admin: "http://r:9070/x" must have no path`},
+		{"register admin with query", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], register: {admin: 'https://r:9070?a=b', uri: 'http://p:9080'}}", "inbound.register.admin: \"https://r:9070?a=b\" must have no query"},
 		{"bad identity key", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], identityKeys: [abc]}", "publickeyv1_"},
 	}
 	for _, tc := range tests {
@@ -134,6 +146,15 @@ func TestParseInvalid(t *testing.T) {
 				t.Errorf("Parse() error = %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestCheckBaseURL: the URLs Restate can serve at pass, a trailing slash included.
+func TestCheckBaseURL(t *testing.T) {
+	for _, s := range []string{"http://restate:8080", "http://restate:8080/", "https://restate.example", "http://[::1]:9070", "http://10.0.0.1:8080"} {
+		if err := CheckBaseURL(s); err != nil {
+			t.Errorf("CheckBaseURL(%q) = %v, want nil", s, err)
+		}
 	}
 }
 

@@ -1,14 +1,16 @@
-// Package proxy is the sidecar's outbound listener: it accepts the app's gRPC calls and either
-// turns them into Restate invocations (calls that match a route rule) or forwards them unchanged
-// to their original destination (passthrough, streaming included).
+// Package durable is the sidecar's outbound policy: which of the app's calls become Restate
+// invocations, and how.
 //
-// A Server relays each HTTP/2 stream at the frame level (internal/grpcrelay) and decides it
-// from its headers alone: a passthrough call goes to its upstream frame by frame, so it costs
-// about what a TCP relay costs; a durable call runs in Handle, with the relay as its gRPC
-// server; the sidecar's own services (the management API) go over an in-memory connection to
-// a local grpc.Server.
+// Its Director (passthrough.go) decides each stream the relay (package proxy) accepts, from
+// the headers alone, matching the routes once: a call on a durable route, or to the sidecar's
+// own services, goes over an in-memory connection to a local grpc.Server, behind the
+// interceptors of package interceptors; any other gRPC call passes through to its upstream
+// frame by frame, or is refused. On the local server, Handle runs a durable call: it reads the
+// per-call overrides (restate-* metadata), selects the headers Restate may journal, and runs
+// the invocation through the ingress (call, send, delayed send, attach), re-attaching when the
+// connection to Restate breaks.
 //
-// Payloads are never decoded: durable calls reach the Handler as raw bytes, which go to the
-// Restate ingress as application/proto; passthrough calls are not even split into messages.
-// Only a route that takes its key from a message field reads that one field off the wire.
+// Payloads are never decoded: durable calls reach Handle as raw bytes, which go to the Restate
+// ingress as application/proto. Only a route that takes its key from a message field reads
+// that one field off the wire.
 package durable

@@ -174,6 +174,9 @@ func (h *Handler) attach(ctx context.Context, method string, r *config.Route, in
 		}
 		ref = restatehttp.Ref{Workflow: &inv.Target}
 	default:
+		if err := h.checkOwner(ctx, method, r, inv.Target, how); err != nil {
+			return nil, err
+		}
 		ref = restatehttp.Ref{ID: how}
 	}
 	res, err := h.ingr.Attach(ctx, ref)
@@ -184,4 +187,26 @@ func (h *Handler) attach(ctx context.Context, method string, r *config.Route, in
 		res.InvocationID, _ = h.ingr.Lookup(ctx, ref)
 	}
 	return res, nil
+}
+
+// checkOwner makes sure invocation id is one of the called method's target (service, handler,
+// and key for objects and workflows): its result is read as this method's response type, and
+// the invocation of another service would answer with bytes of another type. Only the admin
+// API knows an invocation's target.
+func (h *Handler) checkOwner(ctx context.Context, method string, r *config.Route, want restatehttp.Target, id string) error {
+	if h.admin == nil {
+		return status.Errorf(codes.FailedPrecondition, "%s: %s: %s: attaching by invocation id needs outbound.admin (Restate's admin API), to check that the invocation is one of %s; set it, or attach by %s or %s", method, MDAttach, id, want, AttachIdempotencyKey, AttachWorkflow)
+	}
+	got, found, err := h.admin.InvocationTarget(ctx, id)
+	if err != nil {
+		st := status.Convert(err)
+		return status.Errorf(st.Code(), "%s: %s: checking whose invocation %s is: %s", method, MDAttach, id, st.Message())
+	}
+	if !found {
+		return status.Errorf(codes.NotFound, "%s: %s: restate has no invocation %s", method, MDAttach, id)
+	}
+	if got.Service != want.Service || got.Handler != want.Handler || got.Keyed != want.Keyed || got.Key != want.Key {
+		return status.Errorf(codes.InvalidArgument, "%s: %s: invocation %s is one of %s, not of %s (route %q): its result is not this method's response; attach with the method it belongs to, or use the Invocations API", method, MDAttach, id, got, want, r.Match)
+	}
+	return nil
 }

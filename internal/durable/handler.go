@@ -29,9 +29,12 @@ type Invoker interface {
 	Lookup(ctx context.Context, r restatehttp.Ref) (string, error)
 }
 
-// Canceller cancels invocations; *restatehttp.Admin is the real one.
-type Canceller interface {
+// Admin is what the durable path asks Restate's admin API: to cancel an invocation, and whose
+// an invocation is; *restatehttp.Admin is the real one.
+type Admin interface {
 	Cancel(ctx context.Context, id string) error
+	// InvocationTarget returns the target of invocation id, and false if Restate has none.
+	InvocationTarget(ctx context.Context, id string) (restatehttp.Target, bool, error)
 }
 
 // Options configure a Handler.
@@ -39,8 +42,10 @@ type Options struct {
 	Config *config.Outbound
 	// Ingress runs durable calls. Required when Config has routes.
 	Ingress Invoker
-	// Admin cancels invocations whose caller went away (onCallerGone: cancel).
-	Admin Canceller
+	// Admin cancels invocations whose caller went away (onCallerGone: cancel) and checks that
+	// an invocation attached to by id is one of the called method (restate-attach: inv_...).
+	// May be nil: those then fail, saying that they need outbound.admin.
+	Admin Admin
 	// Descriptors resolves request types; needed only by field keys and to refuse streaming
 	// methods on durable routes before reading them. May be nil.
 	Descriptors descriptors.Resolver
@@ -55,11 +60,14 @@ type Handler struct {
 	cfg    *config.Outbound
 	routes routes
 	ingr   Invoker
-	admin  Canceller
+	admin  Admin
 	desc   descriptors.Resolver
 	log    *slog.Logger
 	self   string
 	paths  sync.Map // method+"|"+field path -> *descriptors.FieldPath
+
+	// onCall, when set (by tests), sees each durable call's context as Handle gets it.
+	onCall func(context.Context)
 }
 
 // New returns a handler for o.
@@ -90,12 +98,12 @@ func New(o Options) (*Handler, error) {
 
 // DialPlaintext opens a plaintext (h2c) client connection that moves raw bytes. It does not
 // retry: a proxied call is the caller's to retry, and Restate retries durable ones.
-func DialPlaintext(target string) (*grpc.ClientConn, error) {
-	return grpc.NewClient("passthrough:///"+target,
+func DialPlaintext(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return grpc.NewClient("passthrough:///"+target, append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(dialRaw),
 		grpc.WithDisableRetry(),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec)))
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec))}, opts...)...)
 }
 
 // dialRaw connects with rawsock's connections, which spare an idle sidecar the runtime's
@@ -121,6 +129,9 @@ func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
 	if err != nil || i < 0 || i >= len(h.routes) {
 		svc, _ := splitMethod(method)
 		return status.Errorf(codes.Unimplemented, "unknown service %s", svc)
+	}
+	if h.onCall != nil {
+		h.onCall(stream.Context())
 	}
 	return h.durable(stream, method, &h.routes[i])
 }
@@ -195,7 +206,9 @@ func (h *Handler) value(ctx context.Context, method string, src config.Source, m
 	if err != nil {
 		return "", false, status.Errorf(codes.InvalidArgument, "%s: reading field %q: %v", method, src.Field, err)
 	}
-	return v, ok, nil
+	// An empty value counts as none: an empty key would name one object shared by every
+	// caller that left it unset.
+	return v, ok && v != "", nil
 }
 
 func (h *Handler) fieldPath(ctx context.Context, method, field string, mdesc protoreflect.MethodDescriptor) (*descriptors.FieldPath, error) {

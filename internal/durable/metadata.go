@@ -63,6 +63,11 @@ func parseOverrides(md metadata.MD) (overrides, error) {
 			}
 			o.delay, o.hasDelay = d, true
 		case MDKey:
+			if v == "" {
+				// An empty key would name the object "" (or the workflow ""), shared by every
+				// caller that forgot to set one: refused like a missing key.
+				return o, status.Errorf(codes.InvalidArgument, "%s is empty: an object key or workflow id must not be empty", MDKey)
+			}
 			o.key, o.hasKey = v, true
 		case MDAttach:
 			if v != AttachIdempotencyKey && v != AttachWorkflow && !strings.HasPrefix(v, "inv_") {
@@ -82,13 +87,22 @@ func parseOverrides(md metadata.MD) (overrides, error) {
 // every request header in its journal, and these carry credentials.
 var withheld = []string{"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
 
+// CredentialPrefix renames an allowed credential header on its way through Restate: the
+// ingress request's own Authorization (and Proxy-Authorization, cookies, API key) belong to
+// that hop, the sidecar's bearer token, a proxy or gateway in front of Restate, so the
+// caller's travel as x-restate-grpc-authorization and so on, which the inbound side hands the
+// app under their own names again.
+const CredentialPrefix = "x-restate-grpc-"
+
 // hopByHop are transport headers of the gRPC leg that mean nothing on the ingress leg.
 var hopByHop = []string{"content-type", "te", "user-agent", "connection", "keep-alive",
-	"transfer-encoding", "upgrade", "host", "content-length", hopHeader}
+	"transfer-encoding", "upgrade", "host", "content-length"}
 
 // ingressHeader selects the metadata forwarded to the ingress: the caller's own headers,
 // without transport, gRPC-internal, restate- and idempotency headers, and without credentials
-// unless allowed. Binary (-bin) values travel base64-encoded, as on the gRPC wire.
+// unless allowed, which then travel renamed (CredentialPrefix). A caller's own x-restate-
+// headers are dropped, so none can pass for a credential. Binary (-bin) values travel
+// base64-encoded, as on the gRPC wire.
 func ingressHeader(md metadata.MD, r *config.Route) http.Header {
 	h := make(http.Header, len(md))
 	for k, vs := range md {
@@ -100,11 +114,15 @@ func ingressHeader(md metadata.MD, r *config.Route) http.Header {
 		case slices.Contains(withheld, k) && !slices.Contains(r.AllowMetadata, k):
 			continue
 		}
+		name := k
+		if slices.Contains(withheld, k) {
+			name = CredentialPrefix + k
+		}
 		for _, v := range vs {
 			if strings.HasSuffix(k, "-bin") {
 				v = base64.RawStdEncoding.EncodeToString([]byte(v))
 			}
-			h[k] = append(h[k], v)
+			h[name] = append(h[name], v)
 		}
 	}
 	return h

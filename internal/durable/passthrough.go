@@ -12,12 +12,6 @@ import (
 	"github.com/restate-grpc/restate-grpc/proxy"
 )
 
-// hopHeader marks calls the sidecar forwarded, so that a call routed back to the sidecar
-// itself fails instead of looping.
-const hopHeader = "x-restate-grpc-hop"
-
-var hop = []hpack.HeaderField{{Name: hopHeader, Value: "1"}}
-
 // routeHeader tells the local server which route the Director matched, so that a durable call
 // is matched once. The relay puts it in place of any the caller sent, and it never leaves the
 // sidecar (ingressHeader drops x-restate- names).
@@ -45,9 +39,6 @@ func (h *Handler) direct(own map[string]bool) func(*proxy.Request) proxy.Decisio
 		if h.cfg.Unmatched == config.UnmatchedReject {
 			return refuse(codes.Unimplemented, "%s matches no route and unmatched calls are rejected (outbound.unmatched: reject)", r.Method)
 		}
-		if _, looped := r.Get(hopHeader); looped {
-			return refuse(codes.FailedPrecondition, "%s came back to the sidecar it passed through: its upstream is the sidecar itself", r.Method)
-		}
 		addr, ok := h.cfg.Upstreams[svc]
 		if !ok {
 			addr = r.Authority
@@ -55,7 +46,7 @@ func (h *Handler) direct(own map[string]bool) func(*proxy.Request) proxy.Decisio
 		if addr == "" || h.isSelf(addr) {
 			return refuse(codes.Unavailable, "no upstream for %s: add outbound.upstreams[%q], or dial the sidecar with grpc.WithAuthority(\"host:port of the service\")", r.Method, svc)
 		}
-		return proxy.Decision{Upstream: addr, Header: hop, MaxRequestMessage: h.cfg.MaxMessageBytes}
+		return proxy.Decision{Upstream: addr, MaxRequestMessage: h.cfg.MaxMessageBytes}
 	}
 }
 

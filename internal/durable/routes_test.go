@@ -41,7 +41,7 @@ func TestIngressHeader(t *testing.T) {
 		"cookie": {"c=1"}, "x-tenant": {"t1"}, "trace-bin": {"\x00\x01"}, "traceparent": {"00-a-b-01"},
 	}
 	h := ingressHeader(md, r)
-	want := map[string]string{"cookie": "c=1", "x-tenant": "t1", "trace-bin": "AAE", "traceparent": "00-a-b-01"}
+	want := map[string]string{"x-restate-grpc-cookie": "c=1", "x-tenant": "t1", "trace-bin": "AAE", "traceparent": "00-a-b-01"}
 	if len(h) != len(want) {
 		t.Errorf("forwarded %v, want exactly %v", h, want)
 	}

@@ -8,21 +8,6 @@ import (
 	"unsafe"
 )
 
-// conn is a TCP connection whose Read and Write make raw system calls. The rest (deadlines,
-// Close, addresses, socket options) is the embedded connection's.
-type conn struct {
-	*net.TCPConn
-	rc syscall.RawConn
-}
-
-func wrap(tc *net.TCPConn) net.Conn {
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return tc
-	}
-	return &conn{TCPConn: tc, rc: rc}
-}
-
 func (c *conn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil

@@ -13,5 +13,11 @@
 // Deadlines, Close and the poller work as for any net.Conn, since the waiting goes through
 // syscall.RawConn, and errors are wrapped as net.TCPConn wraps them. Under the race detector a
 // read and a write report to it what syscall's do. Where the raw calls are not available
-// (other systems than Linux), Wrap returns the connection unchanged.
+// (other systems than Linux), reads and writes are net.TCPConn's.
+//
+// Everything here depends on the sockets staying non-blocking, so a wrapped connection has no
+// File method (Fd on the file would make the socket blocking for every holder of it), only
+// net.Conn's methods, CloseWrite, SetLinger and SyscallConn. OriginalDst reads where a
+// redirected connection was going (iptables mode) through SyscallConn's Control, for the same
+// reason.
 package rawsock

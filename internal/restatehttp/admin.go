@@ -59,9 +59,7 @@ func (a *Admin) send(ctx context.Context, method, path string, body []byte) (*ht
 	if err != nil {
 		return nil, nil, err
 	}
-	for k, vs := range a.c.header {
-		req.Header[k] = vs
-	}
+	a.c.token.authorize(req.Header)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 )
 
@@ -28,10 +30,10 @@ const ContentType = "application/proto"
 
 // Client calls one Restate ingress.
 type Client struct {
-	base   string
-	hc     *http.Client
-	header http.Header // sent with every request (authorization)
-	limit  int64
+	base  string
+	hc    *http.Client
+	token *tokenSource // the bearer token sent with every request
+	limit int64
 }
 
 // Options configure a Client. The zero value is usable.
@@ -40,6 +42,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// BearerToken, when set, is sent as "authorization: Bearer <token>".
 	BearerToken string
+	// BearerTokenFile holds the token instead; it is read again when it changes (at most
+	// every TokenRecheck), as Kubernetes rotates projected tokens.
+	BearerTokenFile string
+	// Logger logs a failed re-read of BearerTokenFile; default slog.Default().
+	Logger *slog.Logger
 	// CAFile is a PEM bundle trusted for https URLs besides the system's roots.
 	CAFile string
 	// MaxResponseBytes bounds a response body; default 4 MiB.
@@ -48,9 +55,8 @@ type Options struct {
 
 // NewClient returns a client of the ingress at baseURL (http://host:8080).
 func NewClient(baseURL string, o Options) (*Client, error) {
-	u, err := url.Parse(baseURL)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("ingress URL %q: want http(s)://host:port", baseURL)
+	if err := config.CheckBaseURL(baseURL); err != nil {
+		return nil, fmt.Errorf("restate URL: %w", err)
 	}
 	hc := o.HTTPClient
 	if hc == nil {
@@ -72,15 +78,22 @@ func NewClient(baseURL string, o Options) (*Client, error) {
 		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		hc = &http.Client{Transport: t}
 	}
-	h := http.Header{}
-	if o.BearerToken != "" {
-		h.Set("Authorization", "Bearer "+o.BearerToken)
+	if o.BearerToken != "" && o.BearerTokenFile != "" {
+		return nil, errors.New("set a bearer token or a bearer token file, not both")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	tok, err := newTokenSource(o.BearerToken, o.BearerTokenFile, log)
+	if err != nil {
+		return nil, err
 	}
 	limit := int64(o.MaxResponseBytes)
 	if limit <= 0 {
 		limit = 4 << 20
 	}
-	return &Client{base: strings.TrimSuffix(baseURL, "/"), hc: hc, header: h, limit: limit}, nil
+	return &Client{base: strings.TrimSuffix(baseURL, "/"), hc: hc, token: tok, limit: limit}, nil
 }
 
 // DefaultHTTPClient is an HTTP/1.1 client whose idle pool fits a busy sidecar: every waiting
@@ -155,12 +168,13 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 	for k, vs := range inv.Header {
 		req.Header[k] = vs
 	}
-	for k, vs := range c.header {
-		req.Header[k] = vs
-	}
+	c.token.authorize(req.Header)
 	req.Header.Set("Content-Type", or(inv.ContentType, ContentType))
 	if inv.IdempotencyKey != "" {
 		req.Header.Set("Idempotency-Key", inv.IdempotencyKey)
+	}
+	if err := c.checkHeader(req, inv); err != nil {
+		return nil, err
 	}
 	resp, body, err := c.do(req)
 	if err != nil {
@@ -181,6 +195,54 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 		return &Result{InvocationID: or(sr.InvocationID, id), Status: sr.Status}, nil
 	}
 	return nil, StatusFromResponse(resp.StatusCode, body).Err()
+}
+
+// Restate's ingress limits on a request's header block, found by trying 1.7.12. Past them it
+// answers 431 with no body, or closes the connection while the request is still being written
+// (which the client sees as a broken pipe), so the client refuses such requests itself.
+const (
+	// MaxHeaderFields: its HTTP/1.1 server reads at most 100 header fields, the client's own
+	// (Host, User-Agent, Content-Length, Accept-Encoding, Content-Type, ...) included.
+	MaxHeaderFields = 100
+	// MaxHeaderBytes: its HTTP/1.1 server takes about 425 KiB of request head (one header
+	// value of 434,842 bytes passed, 500,000 did not); 400 KiB of header fields
+	// (name: value CRLF) stays clear of it.
+	MaxHeaderBytes = 400 << 10
+	// MaxHeaderListHTTP2: over HTTP/2 (https, where ALPN may choose it) it takes a header list
+	// of 16 KiB, counted as RFC 9113 counts it (name + value + 32 per field, pseudo-headers too).
+	MaxHeaderListHTTP2 = 16 << 10
+)
+
+// implicitFields are the fields Go's client adds to a request: Host, User-Agent,
+// Content-Length and Accept-Encoding.
+const implicitFields = 4
+
+// checkHeader refuses a request whose header block Restate's ingress would refuse, before it is
+// sent: RESOURCE_EXHAUSTED, naming the limit.
+func (c *Client) checkHeader(req *http.Request, inv Invocation) error {
+	caller := 0
+	for _, vs := range inv.Header {
+		caller += len(vs)
+	}
+	fields := implicitFields
+	h1 := len(req.URL.RequestURI()) + len(req.Host) + len(req.URL.Host) + 80 // the implicit fields, the request line
+	h2 := len(req.URL.RequestURI()) + len(req.URL.Host) + 4*32 + 32 + 80     // pseudo-headers, the implicit fields
+	for k, vs := range req.Header {
+		for _, v := range vs {
+			fields++
+			h1 += len(k) + len(v) + 4
+			h2 += len(k) + len(v) + 32
+		}
+	}
+	switch {
+	case fields > MaxHeaderFields:
+		return status.Errorf(codes.ResourceExhausted, "%s: the call's %d metadata entries and the sidecar's own %d header fields make %d on the request to Restate's ingress, which takes at most %d: send fewer metadata entries", inv.Target, caller, fields-caller, fields, MaxHeaderFields)
+	case h1 > MaxHeaderBytes:
+		return status.Errorf(codes.ResourceExhausted, "%s: the call's metadata makes a header block of about %d bytes on the request to Restate's ingress, which takes at most %d: send less metadata", inv.Target, h1, MaxHeaderBytes)
+	case req.URL.Scheme == "https" && h2 > MaxHeaderListHTTP2:
+		return status.Errorf(codes.ResourceExhausted, "%s: the call's metadata makes a header list of about %d bytes on the request to Restate's ingress, which takes at most %d over HTTP/2: send less metadata", inv.Target, h2, MaxHeaderListHTTP2)
+	}
+	return nil
 }
 
 // do sends req and reads the whole body, bounded. Transport failures are UNAVAILABLE: the

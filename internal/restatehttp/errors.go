@@ -3,6 +3,7 @@ package restatehttp
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -44,16 +45,35 @@ func StatusMetadata(st *status.Status) map[string]string {
 
 // StatusFromResponse maps a Restate error response to the status the gRPC caller gets. A
 // callee's own status, carried in the error metadata, comes back unchanged; errors of Restate
-// itself map as DESIGN.md's table says.
+// itself map as DESIGN.md's table says (README "Errors" lists every status).
 func StatusFromResponse(httpCode int, body []byte) *status.Status {
 	var eb errorBody
 	if err := json.Unmarshal(body, &eb); err != nil || eb.Message == "" && eb.Code == 0 {
-		return status.Newf(httpCodeToGRPC(httpCode, ""), "restate ingress answered HTTP %d: %s", httpCode, truncate(body))
+		// Not Restate's JSON: an HTTP-level refusal (431 from its HTTP server has no body) or a
+		// proxy in front of Restate.
+		text := http.StatusText(httpCode)
+		if text == "" && httpCode == 470 {
+			text = "Not Ready"
+		}
+		msg := fmt.Sprintf("restate ingress answered HTTP %d %s", httpCode, text)
+		if len(body) > 0 {
+			msg += ": " + truncate(body)
+		}
+		if httpCode == http.StatusRequestHeaderFieldsTooLarge {
+			msg += "; send less metadata"
+		}
+		return status.New(httpCodeToGRPC(httpCode, ""), msg)
 	}
 	if st, ok := fromMetadata(eb.Metadata); ok {
 		return st
 	}
 	msg := eb.Message
+	if eb.Source != "invocation" {
+		// Restate's own 500s carry its stack trace: not for callers.
+		if i := strings.Index(msg, "\n\nStack backtrace:"); i >= 0 {
+			msg = msg[:i]
+		}
+	}
 	code := eb.Code
 	if code == 0 {
 		code = httpCode
@@ -73,13 +93,13 @@ func StatusFromResponse(httpCode int, body []byte) *status.Status {
 			// A native Restate handler that uses gRPC codes as error codes.
 			return status.New(codes.Code(code), msg)
 		}
-		return status.New(httpCodeToGRPC(code, msg), msg)
+		return status.New(httpCodeToGRPC(code, eb.Source), msg)
 	}
 	if code == http.StatusNotFound && strings.Contains(msg, "not found") &&
 		(strings.HasPrefix(msg, "service ") || strings.HasPrefix(msg, "the service ")) {
 		return status.New(codes.Unimplemented, "restate: "+msg)
 	}
-	return status.New(httpCodeToGRPC(code, msg), "restate: "+msg)
+	return status.New(httpCodeToGRPC(code, eb.Source), "restate: "+msg)
 }
 
 func fromMetadata(md map[string]string) (*status.Status, bool) {
@@ -102,28 +122,54 @@ func fromMetadata(md map[string]string) (*status.Status, bool) {
 	return status.New(codes.Code(c), md[MetaMessage]), true
 }
 
-func httpCodeToGRPC(code int, msg string) codes.Code {
+// httpCodeToGRPC maps an HTTP status to a gRPC code. source is Restate's error source:
+// "invocation" when the code is a handler's terminal error code (the inverse of the inbound
+// side's mapping, for native Restate handlers), else Restate itself or an HTTP server or proxy
+// in front of it, whose 429 and 5xx mean "try again" and whose size refusals mean "smaller".
+func httpCodeToGRPC(code int, source string) codes.Code {
+	handler := source == "invocation"
 	switch code {
-	case http.StatusBadRequest:
+	case http.StatusBadRequest, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity:
 		return codes.InvalidArgument
 	case http.StatusUnauthorized:
 		return codes.Unauthenticated
 	case http.StatusForbidden:
 		return codes.PermissionDenied
-	case http.StatusNotFound:
+	case http.StatusNotFound, http.StatusGone:
 		return codes.NotFound
 	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
 		return codes.Unimplemented
+	case http.StatusRequestTimeout:
+		if handler {
+			return codes.DeadlineExceeded
+		}
+		// The server gave up waiting for the request: it was not run, and may be sent again.
+		return codes.Unavailable
 	case http.StatusConflict:
 		return codes.Aborted
-	case http.StatusRequestEntityTooLarge:
-		return codes.ResourceExhausted
-	case http.StatusTooManyRequests, http.StatusServiceUnavailable, http.StatusBadGateway:
-		return codes.Unavailable
-	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
-		return codes.DeadlineExceeded
-	case 470: // Restate: the invocation exists but has not completed yet
+	case http.StatusPreconditionFailed, 470: // 470: the invocation exists but has not completed yet
 		return codes.FailedPrecondition
+	case http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong, http.StatusRequestHeaderFieldsTooLarge:
+		return codes.ResourceExhausted
+	case http.StatusTooManyRequests:
+		if handler {
+			return codes.ResourceExhausted
+		}
+		return codes.Unavailable // Restate is overloaded: try again
+	case 499: // a client closed the request; the inbound side's code for CANCELLED
+		return codes.Canceled
+	case http.StatusInternalServerError:
+		if handler {
+			return codes.Unknown // a terminal error without a code, as a plain error in grpc-go
+		}
+		return codes.Internal
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		return codes.Unavailable
+	case http.StatusGatewayTimeout:
+		if handler {
+			return codes.DeadlineExceeded
+		}
+		return codes.Unavailable
 	}
 	return codes.Unknown
 }

@@ -34,7 +34,29 @@ func TestStatusFromResponse(t *testing.T) {
 		{"native terminal 500", 500, `{"code":500,"message":"native failure","source":"invocation"}`, codes.Unknown, "native failure"},
 		{"native gRPC-coded terminal", 500, `{"code":5,"message":"gone","source":"invocation"}`, codes.NotFound, "gone"},
 		{"callee status in metadata", 404, `{"code":404,"message":"x","metadata":{"grpc-status":"5","grpc-message":"order 42 not found"},"source":"invocation"}`, codes.NotFound, "order 42 not found"},
-		{"not JSON", 502, `<html>bad gateway</html>`, codes.Unavailable, "restate ingress answered HTTP 502: <html>bad gateway</html>"},
+		{"not JSON", 502, `<html>bad gateway</html>`, codes.Unavailable, "restate ingress answered HTTP 502 Bad Gateway: <html>bad gateway</html>"},
+		// Every other status Restate, its HTTP server or a proxy in front of it can answer.
+		{"header block too large (no body)", 431, ``, codes.ResourceExhausted, "restate ingress answered HTTP 431 Request Header Fields Too Large; send less metadata"},
+		{"method not allowed", 405, `{"code":405,"message":"method not allowed","source":"ingress"}`, codes.Unimplemented, "restate: method not allowed"},
+		{"request timeout", 408, ``, codes.Unavailable, "restate ingress answered HTTP 408 Request Timeout"},
+		{"conflict", 409, `{"code":409,"message":"conflict","source":"ingress"}`, codes.Aborted, ""},
+		{"unsupported media type", 415, `{"code":415,"message":"unsupported media type","source":"ingress"}`, codes.InvalidArgument, ""},
+		{"URI too long", 414, ``, codes.ResourceExhausted, ""},
+		{"not ready, no body", 470, ``, codes.FailedPrecondition, "restate ingress answered HTTP 470 Not Ready"},
+		{"internal error", 500, "{\"code\":500,\"message\":\"cannot read body: invalid request body\\n\\nStack backtrace:\\n   0: anyhow\",\"source\":\"ingress\"}", codes.Internal, "restate: cannot read body: invalid request body"},
+		{"not implemented", 501, `{"code":501,"message":"not implemented","source":"ingress"}`, codes.Unimplemented, ""},
+		{"unavailable, no body", 503, ``, codes.Unavailable, ""},
+		{"gateway timeout", 504, `<html>timeout</html>`, codes.Unavailable, ""},
+		{"unknown status", 418, ``, codes.Unknown, "restate ingress answered HTTP 418 I'm a teapot"},
+		// A native handler's terminal error codes, the inverse of the inbound side's mapping.
+		{"handler 400", 400, `{"code":400,"message":"bad","source":"invocation"}`, codes.InvalidArgument, "bad"},
+		{"handler 408", 408, `{"code":408,"message":"slow","source":"invocation"}`, codes.DeadlineExceeded, "slow"},
+		{"handler 409", 409, `{"code":409,"message":"taken","source":"invocation"}`, codes.Aborted, "taken"},
+		{"handler 429", 429, `{"code":429,"message":"quota","source":"invocation"}`, codes.ResourceExhausted, "quota"},
+		{"handler 499", 499, `{"code":499,"message":"gone","source":"invocation"}`, codes.Canceled, "gone"},
+		{"handler 501", 501, `{"code":501,"message":"no","source":"invocation"}`, codes.Unimplemented, "no"},
+		{"handler 503", 503, `{"code":503,"message":"later","source":"invocation"}`, codes.Unavailable, "later"},
+		{"handler 504", 504, `{"code":504,"message":"late","source":"invocation"}`, codes.DeadlineExceeded, "late"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/restate-grpc/restate-grpc/api/invocationsv1"
+	"github.com/restate-grpc/restate-grpc/interceptors"
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
 	"github.com/restate-grpc/restate-grpc/internal/durable"
@@ -31,7 +32,24 @@ type Options struct {
 	Config *config.Config
 	// Health is the address of /healthz and /readyz; empty disables them.
 	Health string
-	Logger *slog.Logger
+	// Listeners, where set, are served instead of binding the configured addresses: a caller
+	// that needs the address before the sidecar starts (to put it in inbound.register.uri)
+	// binds it itself, and nothing can take it in between.
+	Listeners Listeners
+	Logger    *slog.Logger
+}
+
+// Listeners are bound listeners for the sidecar's parts; nil ones are bound from the config.
+type Listeners struct {
+	Outbound, Inbound, Health net.Listener
+}
+
+// listen returns l, or a listener bound to addr.
+func listen(l net.Listener, addr string) (net.Listener, error) {
+	if l != nil {
+		return l, nil
+	}
+	return net.Listen("tcp", addr)
 }
 
 // Sidecar is a running sidecar.
@@ -68,7 +86,7 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	}
 	var err error
 	if oc := o.Config.Outbound; oc != nil {
-		if s.outbound, err = net.Listen("tcp", oc.Listen); err != nil {
+		if s.outbound, err = listen(o.Listeners.Outbound, oc.Listen); err != nil {
 			return nil, fmt.Errorf("outbound listener: %w", err)
 		}
 		s.outbound = rawsock.Listener(s.outbound)
@@ -78,7 +96,7 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 		}
 	}
 	if ic := o.Config.Inbound; ic != nil {
-		if s.inbound, err = net.Listen("tcp", ic.Listen); err != nil {
+		if s.inbound, err = listen(o.Listeners.Inbound, ic.Listen); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("inbound listener: %w", err)
 		}
@@ -87,8 +105,8 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	} else {
 		s.inboundReady.Store(true)
 	}
-	if o.Health != "" {
-		if s.health, err = net.Listen("tcp", o.Health); err != nil {
+	if o.Health != "" || o.Listeners.Health != nil {
+		if s.health, err = listen(o.Listeners.Health, o.Health); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("health listener: %w", err)
 		}
@@ -145,7 +163,7 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 	po := durable.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String()}
 	var mgmt *invocations.Server
 	if oc.Ingress != "" {
-		access, err := clientOptions(oc.Access)
+		access, err := clientOptions(oc.Access, s.log)
 		if err != nil {
 			return fmt.Errorf("outbound.access: %w", err)
 		}
@@ -212,7 +230,8 @@ func (s *Sidecar) closeOnDone(ctx context.Context, conn *grpc.ClientConn) {
 // startInbound serves the endpoint once the app's services are known. The app may start after
 // the sidecar (a native sidecar starts first), so resolving and registering retry until ctx ends.
 func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
-	app, err := durable.DialPlaintext(ic.App)
+	// A panic below the app client fails that one attempt (Restate retries it), not the sidecar.
+	app, err := durable.DialPlaintext(ic.App, grpc.WithChainUnaryInterceptor(interceptors.ClientRecovery(s.log)))
 	if err != nil {
 		s.fail(fmt.Errorf("inbound.app: %w", err))
 		return
@@ -235,7 +254,7 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			s.inboundReady.Store(true)
 			return
 		}
-		access, err := clientOptions(ic.Register.Access)
+		access, err := clientOptions(ic.Register.Access, s.log)
 		if err != nil {
 			s.fail(fmt.Errorf("inbound.register.access: %w", err))
 			return
@@ -255,10 +274,10 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 	})
 }
 
-// clientOptions turns configured access into client options.
-func clientOptions(a config.Access) (restatehttp.Options, error) {
-	tok, err := a.Token()
-	return restatehttp.Options{BearerToken: tok, CAFile: a.CAFile}, err
+// clientOptions turns configured access into client options. A token file is the client's to
+// read, and to read again when it changes.
+func clientOptions(a config.Access, log *slog.Logger) (restatehttp.Options, error) {
+	return restatehttp.Options{BearerToken: a.BearerToken, BearerTokenFile: a.BearerTokenFile, CAFile: a.CAFile, Logger: log}, nil
 }
 
 // retry calls fn with backoff until it succeeds or ctx ends.

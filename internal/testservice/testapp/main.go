@@ -1,10 +1,12 @@
 // Command testapp serves the test app in its own process, for the fault tests that kill it.
 // Every execution is appended to the -journal file, which outlives the process. With
-// -relay-to it is a plain TCP relay instead, the benchmark's floor for a proxy process.
+// -relay-to it is a plain TCP relay instead, the benchmark's floor for a proxy process. Once
+// it listens it prints the address, a port of its choosing without -listen, on a line.
 package main
 
 import (
 	"flag"
+	"fmt"
 	"log"
 	"net"
 	"os"
@@ -23,6 +25,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	fmt.Println(l.Addr())
 	if *relayTo != "" {
 		go testservice.Relay(l, *relayTo)
 		sig := make(chan os.Signal, 1)
