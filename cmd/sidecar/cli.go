@@ -56,7 +56,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "sidecar",
 		Short: "Make a legacy app's unary gRPC calls durable through Restate",
 		Long: `sidecar makes a legacy app's unary gRPC calls durable through Restate: it accepts the app's
-outbound calls and serves the app to Restate
+outbound calls (explicit, proxy-env or iptables interception) and serves the app to Restate
 as a deployment. Flags are written --flag; -flag, as in earlier versions, works too.`,
 		// Without a command there is nothing to do: say so, as for an unknown one.
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -70,7 +70,7 @@ as a deployment. Flags are written --flag; -flag, as in earlier versions, works 
 	root.SetErr(stderr)
 	// Flag errors are the command line's fault (exit 2) like any error cobra makes itself.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.AddCommand(runCmd(), checkCmd(), invocationsCmd(), versionCmd())
+	root.AddCommand(runCmd(), checkCmd(), invocationsCmd(), iptablesCmd(), versionCmd())
 	return root
 }
 
