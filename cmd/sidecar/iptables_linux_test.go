@@ -39,7 +39,8 @@ func TestIptablesApply(t *testing.T) {
 	runTool(t, ip, "netns", "add", ns)
 	t.Cleanup(func() { runTool(t, ip, "netns", "delete", ns) })
 
-	flags := []string{"iptables", "-ports", "50051,8080", "-exclude-ports", "5432", "-backend", "nft"}
+	// No --backend: auto, which picks nft in a new namespace, where neither backend holds rules.
+	flags := []string{"iptables", "-ports", "50051,8080", "-exclude-ports", "5432"}
 	dry, _, code := sidecarCLI(t, append(flags, "--dry-run")...)
 	if code != 0 {
 		t.Fatalf("sidecar %s --dry-run: exit %d", strings.Join(flags, " "), code)
@@ -77,7 +78,7 @@ func TestIptablesApply(t *testing.T) {
 	for range 2 { // the second finds nothing to remove
 		var out, errOut string
 		inNetns(t, ns, func() error {
-			out, errOut, code = sidecarCLI(t, "iptables", "--cleanup", "--backend", "nft")
+			out, errOut, code = sidecarCLI(t, "iptables", "--cleanup")
 			return nil
 		})
 		if code != 0 {

@@ -109,6 +109,10 @@ func Apply(ctx context.Context, r Rules, o Options) (Backend, error) {
 			return b, err
 		}
 		if _, err := run(ctx, b.Binary(f, "restore"), []byte(r.Restore(f, parseSave(save).jumps)), "--noflush"); err != nil {
+			if f == IPv6 {
+				// A kernel without IPv6 has no ip6tables nat table.
+				return b, fmt.Errorf("%w (without IPv6 in the kernel, skip it with --ipv6=false)", err)
+			}
 			return b, err
 		}
 	}
