@@ -80,8 +80,10 @@ func checkCmd() *cobra.Command {
 		if err != nil {
 			return failed(err)
 		}
-		_, err = cmd.OutOrStdout().Write(b)
-		return err
+		if _, err := cmd.OutOrStdout().Write(b); err != nil {
+			return failed(err)
+		}
+		return nil
 	}
 	return cmd
 }

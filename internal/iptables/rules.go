@@ -122,7 +122,6 @@ func RemoveRestore(save string) string {
 type state struct {
 	chain bool     // Chain exists
 	jumps []string // OUTPUT rules that jump to Chain, ours or not
-	rules []string // Chain's rules
 }
 
 func parseSave(save string) state {
@@ -134,8 +133,6 @@ func parseSave(save string) state {
 			st.chain = true
 		case strings.HasPrefix(line, "-A OUTPUT ") && strings.HasSuffix(line, " -j "+Chain):
 			st.jumps = append(st.jumps, line)
-		case strings.HasPrefix(line, "-A "+Chain+" "):
-			st.rules = append(st.rules, line)
 		}
 	}
 	return st
