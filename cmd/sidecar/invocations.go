@@ -57,7 +57,7 @@ Name the invocation by its id (the restate-invocation-id header of a durable ans
 		{"attach", "Wait for an invocation to end and print its result"},
 		{"output", "Print an invocation's result if it has ended"},
 		{"cancel", "Cancel an invocation: it stops at its next step; callers get CANCELLED"},
-		{"kill", "Kill an invocation at once, without compensation"},
+		{"kill", "Kill an invocation at once; callers get ABORTED"},
 		{"lookup", "Print the id of an invocation named by a call or a workflow"},
 	} {
 		cmd.AddCommand(&cobra.Command{
