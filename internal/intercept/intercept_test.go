@@ -568,3 +568,36 @@ func TestConnectPipelined(t *testing.T) {
 		t.Errorf("Destination = %q, want %q", got, want)
 	}
 }
+
+// TestAlso: a second inner listener (IPv6 loopback beside IPv4) is served alike, and counts as
+// one of the sidecar's own for CONNECT.
+func TestAlso(t *testing.T) {
+	v4, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v6, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		v4.Close()
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	l := intercept.New(v4, intercept.Options{Also: []net.Listener{v6}})
+	defer l.Close()
+	r := serveRelay(t, l, healthServer(t, "127.0.0.1:0"))
+	if err := check(t, v6.Addr().String()); err != nil {
+		t.Errorf("Check through the IPv6 listener: %v", err)
+	}
+	if got := r.destinations(); len(got) != 1 || got[0] != "" {
+		t.Errorf("Request.Destination of the calls = %q, want [\"\"]", got)
+	}
+	c, err := net.Dial("tcp", v4.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", v6.Addr())
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "CONNECT"})
+	if err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("CONNECT to the IPv6 listener: %v, %v; want 403", resp, err)
+	}
+}

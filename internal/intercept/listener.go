@@ -36,8 +36,11 @@ type Options struct {
 	// MaxConns bounds the connections the Listener serves itself: being sniffed, in a CONNECT
 	// handshake, or relayed opaque. Past it a new connection is closed at once. Default 1024.
 	MaxConns int
+	// Also are more listeners served as the inner one, e.g. the IPv6 loopback beside the IPv4
+	// one (iptables redirects each family to its own loopback). The Listener owns them too.
+	Also []net.Listener
 	// Self are the sidecar's other listeners (inbound, health); with the Listener's own
-	// address, a CONNECT to any of them is refused.
+	// addresses, a CONNECT to any of them is refused.
 	Self []net.Addr
 	// Allow, when set, is asked about every CONNECT target (host as sent, port as digits);
 	// a target it refuses is answered 403.
@@ -51,7 +54,7 @@ type Options struct {
 // Listener sniffs the connections of an inner listener: Accept returns the h2c ones, the
 // rest it serves itself (see the package doc).
 type Listener struct {
-	inner net.Listener
+	inner []net.Listener // the one New was given first
 	o     Options
 	self  []net.Addr
 	log   *slog.Logger
@@ -69,7 +72,7 @@ type Listener struct {
 	err   error                 // what Accept returns once done is closed
 }
 
-// New returns a Listener over inner, which it owns: Close closes it.
+// New returns a Listener over inner and Options.Also, which it owns: Close closes them.
 func New(inner net.Listener, o Options) *Listener {
 	if o.DetectTimeout <= 0 {
 		o.DetectTimeout = DefaultDetectTimeout
@@ -78,14 +81,17 @@ func New(inner net.Listener, o Options) *Listener {
 		o.MaxConns = DefaultMaxConns
 	}
 	l := &Listener{
-		inner: inner,
+		inner: append([]net.Listener{inner}, o.Also...),
 		o:     o,
-		self:  append([]net.Addr{inner.Addr()}, o.Self...),
 		log:   o.Logger,
 		h2:    make(chan *Conn),
 		done:  make(chan struct{}),
 		conns: map[net.Conn]struct{}{},
 	}
+	for _, in := range l.inner {
+		l.self = append(l.self, in.Addr())
+	}
+	l.self = append(l.self, o.Self...)
 	if l.log == nil {
 		l.log = slog.Default()
 	}
@@ -96,8 +102,10 @@ func New(inner net.Listener, o Options) *Listener {
 // Accept returns the next h2c connection, a *Conn. The first call starts accepting.
 func (l *Listener) Accept() (net.Conn, error) {
 	l.start.Do(func() {
-		l.wg.Add(1)
-		go l.accept()
+		for _, in := range l.inner {
+			l.wg.Add(1)
+			go l.accept(in)
+		}
 	})
 	select {
 	case c := <-l.h2:
@@ -109,10 +117,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 	}
 }
 
-// Addr is the inner listener's address.
-func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
+// Addr is the first inner listener's address.
+func (l *Listener) Addr() net.Addr { return l.inner[0].Addr() }
 
-// Close closes the inner listener and every connection served here (not those Accept
+// Close closes the inner listeners and every connection served here (not those Accept
 // returned), and waits for their goroutines.
 func (l *Listener) Close() error {
 	l.start.Do(func() {}) // spent: an Accept after Close starts nothing
@@ -134,16 +142,20 @@ func (l *Listener) shut(cause error) error {
 	for c := range l.conns {
 		c.Close()
 	}
-	return l.inner.Close()
+	var errs []error
+	for _, in := range l.inner {
+		errs = append(errs, in.Close())
+	}
+	return errors.Join(errs...)
 }
 
-// accept takes connections until the inner listener fails for good or is closed, and starts
-// serving each, unless MaxConns are being served.
-func (l *Listener) accept() {
+// accept takes connections from in until it fails for good (which ends the whole Listener)
+// or is closed, and starts serving each, unless MaxConns are being served.
+func (l *Listener) accept(in net.Listener) {
 	defer l.wg.Done()
 	var delay time.Duration
 	for {
-		c, err := l.inner.Accept()
+		c, err := in.Accept()
 		if err != nil {
 			if !retryable(err) {
 				l.shut(err)
