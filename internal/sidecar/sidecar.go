@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,7 +115,12 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 				own = append(own, l.Addr())
 			}
 		}
+		var also []net.Listener
+		if l6 := s.loopback6(o.Listeners.Outbound); l6 != nil {
+			also = append(also, rawsock.Listener(l6))
+		}
 		s.outbound = intercept.New(rawsock.Listener(s.outbound), intercept.Options{
+			Also:          also,
 			DetectTimeout: oc.DetectTimeout.Std(),
 			MaxConns:      oc.Limits.MaxOpaqueConns,
 			Self:          own,
@@ -135,6 +141,22 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 		s.serveHTTP(ctx, "health", s.health, s.healthHandler())
 	}
 	return s, nil
+}
+
+// loopback6 binds the IPv6 loopback at the outbound listener's port when that listener is the
+// IPv4 loopback and the sidecar bound it (not given): iptables mode redirects IPv6
+// connections to [::1]. Nil where the host has no IPv6.
+func (s *Sidecar) loopback6(given net.Listener) net.Listener {
+	a, _ := s.outbound.Addr().(*net.TCPAddr)
+	if given != nil || a == nil || !a.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+		return nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("::1", strconv.Itoa(a.Port)))
+	if err != nil {
+		s.log.Debug("outbound listener on IPv4 only: IPv6 connections redirected by iptables will not reach it", "error", err)
+		return nil
+	}
+	return l
 }
 
 // OutboundAddr is the outbound listener's address (nil without outbound).

@@ -150,3 +150,35 @@ func TestOutboundDestination(t *testing.T) {
 		t.Errorf("Check through CONNECT %s: %v", target, err)
 	}
 }
+
+// TestOutboundIPv6: an outbound listener on the IPv4 loopback takes the IPv6 loopback at the
+// same port too, where iptables mode redirects IPv6 connections.
+func TestOutboundIPv6(t *testing.T) {
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		l.Close()
+	}
+	c, err := config.Parse([]byte("outbound: {listen: '127.0.0.1:0'}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := sidecar.Start(ctx, sidecar.Options{Config: c, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	defer func() { cancel(); s.Wait() }()
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer web.Close()
+	v6 := net.JoinHostPort("::1", fmt.Sprint(s.OutboundAddr().(*net.TCPAddr).Port))
+	resp, conn, _, err := connect(v6, web.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("CONNECT through %s: %s, want 200", v6, resp.Status)
+	}
+}
