@@ -1,51 +1,10 @@
 package proxy
 
 import (
-	"errors"
-	"net"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
 )
-
-// retryable reports whether an Accept error leaves the listener usable: the system short of
-// descriptors, buffers or memory, or a connection that failed before it was taken. On Linux
-// accept(2) also passes on a pending network error of the new connection, which its man page
-// says to treat as EAGAIN.
-func retryable(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	var errno syscall.Errno
-	if !errors.As(err, &errno) {
-		return false
-	}
-	switch errno {
-	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
-		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EINTR, syscall.EAGAIN, syscall.EPERM,
-		syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EOPNOTSUPP,
-		syscall.ENETDOWN, syscall.ENETUNREACH, syscall.EHOSTDOWN, syscall.EHOSTUNREACH:
-		return true
-	}
-	return false
-}
-
-// The defaults of the Limits this file applies, as package config has them.
-const (
-	defaultPrefaceTimeout = 10 * time.Second
-	defaultIdleTimeout    = 5 * time.Minute
-)
-
-// limit returns v, or def when v is zero: a Limits field left unset.
-func limit[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
-}
 
 // origin is what the relay learns of a downstream connection once.
 type origin struct {
@@ -76,14 +35,14 @@ func (l *link) settle(f http2.Frame) error {
 	}
 	p.nc.SetReadDeadline(time.Time{})
 	p.live.idleSince = clock()
-	p.live.timer = time.AfterFunc(limit(l.s.Limits.IdleTimeout, defaultIdleTimeout), l.watchDown)
+	p.live.timer = time.AfterFunc(l.lim.IdleTimeout, l.watchDown)
 	return nil
 }
 
 // watchDown runs from the downstream's timer: a connection that has had no stream for
 // IdleTimeout is told GOAWAY (NO_ERROR), and closes.
 func (l *link) watchDown() {
-	timeout := limit(l.s.Limits.IdleTimeout, defaultIdleTimeout)
+	timeout := l.lim.IdleTimeout
 	var idle bool
 	l.with(func() {
 		p := l.down

@@ -9,13 +9,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// The defaults of the Limits this file applies, as package config has them.
-const (
-	defaultUpstreamIdleTimeout = time.Minute
-	defaultKeepaliveInterval   = 10 * time.Second
-	defaultKeepaliveTimeout    = 5 * time.Second
-)
-
 // A grpc-go server (keepalive.EnforcementPolicy, by default) counts a strike for each PING
 // that comes within MinTime (5 minutes) of the one before, forgives them all once it has
 // written a call's HEADERS or DATA, and closes the connection (GOAWAY ENHANCE_YOUR_CALM,
@@ -75,7 +68,7 @@ func (l *link) watch(p *peer) {
 	now := clock()
 	p.live.readAt.Store(int64(now))
 	p.live.idleSince = now
-	next := min(limit(l.s.Limits.KeepaliveInterval, defaultKeepaliveInterval), limit(l.s.Limits.UpstreamIdleTimeout, defaultUpstreamIdleTimeout))
+	next := min(l.lim.KeepaliveInterval, l.lim.UpstreamIdleTimeout)
 	p.live.timer = time.AfterFunc(next, func() { l.with(func() { l.watchUp(p) }) })
 }
 
@@ -89,9 +82,9 @@ func (l *link) watchUp(p *peer) {
 		return
 	}
 	lv := &p.live
-	interval := limit(l.s.Limits.KeepaliveInterval, defaultKeepaliveInterval)
-	timeout := limit(l.s.Limits.KeepaliveTimeout, defaultKeepaliveTimeout)
-	idle := limit(l.s.Limits.UpstreamIdleTimeout, defaultUpstreamIdleTimeout)
+	interval := l.lim.KeepaliveInterval
+	timeout := l.lim.KeepaliveTimeout
+	idle := l.lim.UpstreamIdleTimeout
 	now, readAt := clock(), time.Duration(lv.readAt.Load())
 	if lv.pinging {
 		switch {

@@ -1,6 +1,9 @@
 package proxy
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"time"
+)
 
 // msgLimit follows the gRPC length prefixes of a stream's bytes to find a message over max.
 type msgLimit struct {
@@ -39,11 +42,11 @@ var DefaultLimits = Limits{
 	MaxConcurrentStreams: 1000,
 	MaxHeaderListSize:    60 << 10, // as Envoy's
 	MaxResetsPerSecond:   200,
-	PrefaceTimeout:       defaultPrefaceTimeout,
-	IdleTimeout:          defaultIdleTimeout,
-	UpstreamIdleTimeout:  defaultUpstreamIdleTimeout,
-	KeepaliveInterval:    defaultKeepaliveInterval,
-	KeepaliveTimeout:     defaultKeepaliveTimeout,
+	PrefaceTimeout:       10 * time.Second,
+	IdleTimeout:          5 * time.Minute,
+	UpstreamIdleTimeout:  time.Minute,
+	KeepaliveInterval:    10 * time.Second,
+	KeepaliveTimeout:     5 * time.Second,
 }
 
 // withDefaults returns l with its zero fields taken from DefaultLimits.
@@ -59,4 +62,13 @@ func (l Limits) withDefaults() Limits {
 		KeepaliveInterval:    limit(l.KeepaliveInterval, d.KeepaliveInterval),
 		KeepaliveTimeout:     limit(l.KeepaliveTimeout, d.KeepaliveTimeout),
 	}
+}
+
+// limit returns v, or def when v is zero: a Limits field left unset.
+func limit[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
 }

@@ -120,7 +120,7 @@ func (l *link) serve() {
 	defer l.wg.Wait()
 	defer l.closeAll()
 	c := l.down.nc
-	c.SetReadDeadline(time.Now().Add(limit(l.s.Limits.PrefaceTimeout, defaultPrefaceTimeout))) // until its SETTINGS: settle
+	c.SetReadDeadline(time.Now().Add(l.lim.PrefaceTimeout)) // until its SETTINGS: settle
 	if err := readPreface(c); err != nil {
 		l.s.log().Debug("connection is not HTTP/2", "remote", c.RemoteAddr().String(), "error", err)
 		return

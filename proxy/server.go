@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/status"
@@ -158,7 +159,7 @@ func (s *Server) Serve(l net.Listener) error {
 			if closing {
 				return ErrServerClosed
 			}
-			if !retryable(err) {
+			if !rawsock.AcceptRetryable(err) {
 				return err
 			}
 			// Out of file descriptors and the like: the connections being served will free

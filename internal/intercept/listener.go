@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
@@ -157,7 +156,7 @@ func (l *Listener) accept(in net.Listener) {
 	for {
 		c, err := in.Accept()
 		if err != nil {
-			if !retryable(err) {
+			if !rawsock.AcceptRetryable(err) {
 				l.shut(err)
 				return
 			}
@@ -186,28 +185,6 @@ func (l *Listener) accept(in net.Listener) {
 			l.serve(c)
 		}()
 	}
-}
-
-// retryable reports whether an Accept error leaves the listener usable: the system short of
-// descriptors, buffers or memory, or a connection that failed before it was taken.
-func retryable(err error) bool {
-	if errors.Is(err, net.ErrClosed) {
-		return false
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	var errno syscall.Errno
-	if !errors.As(err, &errno) {
-		return false
-	}
-	switch errno {
-	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
-		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EINTR, syscall.EAGAIN, syscall.EPROTO:
-		return true
-	}
-	return false
 }
 
 // track counts c among the connections served here, unless there are MaxConns already or
