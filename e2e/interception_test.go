@@ -156,7 +156,8 @@ outbound:
 }
 
 // checkClient runs client c in the pod: a durable call, an unmatched unary call and a
-// server-streaming call, and checks each answer and where it came from.
+// server-streaming call, and checks each answer and where it came from. The client makes the
+// three on one channel, one connection: the durable answer shows the sidecar took it.
 func (r *podRig) checkClient(t *testing.T, m interceptMode, pod *testenv.Pod, c interceptClient) {
 	text := uniq(t, "")
 	req := func(s string) string {
