@@ -455,7 +455,13 @@ func newPodRig(t *testing.T) *podRig {
 	if r.restate, err = testenv.StartRestate(r.dir, testenv.RestateOptions{Pod: r.net.Pod("restate")}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(r.restate.Stop)
+	t.Cleanup(func() {
+		r.restate.Stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(r.dir, "restate.log"))
+			t.Logf("log of the Restate server:\n%s", tail(b, 4000))
+		}
+	})
 
 	orders := r.net.Pod("orders")
 	r.orders = testservice.NewApp()
