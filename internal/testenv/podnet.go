@@ -59,12 +59,16 @@ func NewPodNet(t testing.TB, pods ...string) *PodNet {
 	n := &PodNet{node: prefix + "node", pods: map[string]*Pod{}}
 	var hosts strings.Builder
 	hosts.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+	all := []string{n.node}
 	for i, name := range pods {
+		if _, dup := n.pods[name]; dup || name == "node" {
+			t.Fatalf("NewPodNet: pod name %q twice, or the node namespace's", name)
+		}
 		p := &Pod{Name: name, NS: prefix + name, Addr: netip.MustParseAddr(fmt.Sprintf("%s%d", podSubnet, i+2)), ip: ip}
 		n.pods[name] = p
+		all = append(all, p.NS)
 		fmt.Fprintf(&hosts, "%s\t%s\n", p.Addr, name)
 	}
-	all := append([]string{n.node}, nsNames(n, pods)...)
 	for _, ns := range all {
 		removeNetns(ip, ns) // a crashed run's, which would make `ip netns add` fail
 	}
@@ -104,14 +108,6 @@ func NewPodNet(t testing.TB, pods ...string) *PodNet {
 		}
 	}
 	return n
-}
-
-func nsNames(n *PodNet, pods []string) []string {
-	var out []string
-	for _, name := range pods {
-		out = append(out, n.pods[name].NS)
-	}
-	return out
 }
 
 // removeNetns deletes the namespace ns and its /etc/netns directory, if they exist.
