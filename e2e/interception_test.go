@@ -82,7 +82,6 @@ var interceptModes = []interceptMode{
 			if err != nil {
 				t.Fatalf("sidecar iptables in %s: %v\n%s", pod.Name, err, out)
 			}
-			t.Logf("sidecar iptables in %s:\n%s", pod.Name, out)
 		},
 		// The test's own resolver reads the host's /etc/hosts, not the pod's: it dials orders
 		// by address, as the app's resolver would have resolved it.
