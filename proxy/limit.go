@@ -33,3 +33,30 @@ func (m *msgLimit) feed(p []byte) (size int, over bool) {
 	}
 	return 0, false
 }
+
+// DefaultLimits are the Limits a Server takes for its zero fields.
+var DefaultLimits = Limits{
+	MaxConcurrentStreams: 1000,
+	MaxHeaderListSize:    60 << 10, // as Envoy's
+	MaxResetsPerSecond:   200,
+	PrefaceTimeout:       defaultPrefaceTimeout,
+	IdleTimeout:          defaultIdleTimeout,
+	UpstreamIdleTimeout:  defaultUpstreamIdleTimeout,
+	KeepaliveInterval:    defaultKeepaliveInterval,
+	KeepaliveTimeout:     defaultKeepaliveTimeout,
+}
+
+// withDefaults returns l with its zero fields taken from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	return Limits{
+		MaxConcurrentStreams: limit(l.MaxConcurrentStreams, d.MaxConcurrentStreams),
+		MaxHeaderListSize:    limit(l.MaxHeaderListSize, d.MaxHeaderListSize),
+		MaxResetsPerSecond:   limit(l.MaxResetsPerSecond, d.MaxResetsPerSecond),
+		PrefaceTimeout:       limit(l.PrefaceTimeout, d.PrefaceTimeout),
+		IdleTimeout:          limit(l.IdleTimeout, d.IdleTimeout),
+		UpstreamIdleTimeout:  limit(l.UpstreamIdleTimeout, d.UpstreamIdleTimeout),
+		KeepaliveInterval:    limit(l.KeepaliveInterval, d.KeepaliveInterval),
+		KeepaliveTimeout:     limit(l.KeepaliveTimeout, d.KeepaliveTimeout),
+	}
+}

@@ -24,6 +24,7 @@ const localKey = "\x00local"
 // then reads it. All state is guarded by mu.
 type link struct {
 	s      *Server
+	lim    Limits          // s.Limits, defaults applied
 	ctx    context.Context // ends when the link closes; bounds dials
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // upstream goroutines
@@ -32,19 +33,24 @@ type link struct {
 	t        *touched // the flush list of the goroutine holding mu
 	down     *peer
 	ups      map[string][]*peer // the connections new streams to a destination may take
-	limits   map[string]uint32  // a destination's last SETTINGS_MAX_CONCURRENT_STREAMS
+	limits   map[string]limits  // what a destination's connections last said of their limits
 	peers    map[*peer]struct{} // every upstream, draining ones too
-	lastID   uint32
 	draining bool
 	from     origin // what is known of the connection: accept.go
+	// gapLo and gapHi bound the downstream's stream ids last skipped (RFC 9113 5.1.1): a
+	// HEADERS below the last id is a closed stream's, unless it falls in the gap.
+	gapLo, gapHi uint32
 }
 
 func newLink(s *Server, c net.Conn) *link {
-	l := &link{s: s, ups: map[string][]*peer{}, limits: map[string]uint32{}, peers: map[*peer]struct{}{}}
+	l := &link{s: s, lim: s.Limits.withDefaults(), ups: map[string][]*peer{}, limits: map[string]limits{}, peers: map[*peer]struct{}{}}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.down = newPeer(l, "downstream", c)
 	return l
 }
+
+// limits are the SETTINGS of an upstream that bound what the relay sends it.
+type limits struct{ maxStreams, maxHeaderList uint32 }
 
 // stream is one call: the downstream's stream and its twin, with the same id, on up.
 type stream struct {
@@ -120,13 +126,15 @@ func (l *link) serve() {
 		return
 	}
 	l.accepted()
-	l.with(func() { l.down.writeWindows() })
+	l.with(func() {
+		l.down.writeSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: l.lim.MaxConcurrentStreams})
+	})
 	err := l.readFrames(l.down, l.onDown, l.badDown)
-	var ce http2.ConnectionError
+	var ce connError
 	if errors.As(err, &ce) {
 		l.s.log().Debug("outbound connection broke the protocol", "remote", c.RemoteAddr().String(), "error", err)
 		l.with(func() {
-			l.down.fw.WriteGoAway(l.lastID, http2.ErrCode(ce), nil)
+			l.down.fw.WriteGoAway(l.down.lastID, ce.code, []byte(ce.reason))
 			l.down.closing = true
 			l.down.touch()
 		})
@@ -157,7 +165,7 @@ func (l *link) drain() {
 			return
 		}
 		l.draining = true
-		l.down.fw.WriteGoAway(l.lastID, http2.ErrCodeNo, nil)
+		l.down.fw.WriteGoAway(l.down.lastID, http2.ErrCodeNo, nil)
 		l.down.touch()
 		if len(l.down.streams) == 0 {
 			l.down.closing = true
@@ -191,26 +199,33 @@ func (l *link) upstreams() []*peer {
 	return ps
 }
 
+// onDown handles a frame from the downstream. A StreamError it returns resets that stream;
+// any other error ends the connection.
 func (l *link) onDown(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		l.downHeaders(f)
+		return l.downHeaders(f)
 	case *http2.DataFrame:
-		l.onData(l.down, f)
+		return l.onData(l.down, f)
 	case *http2.RSTStreamFrame:
+		if l.down.idle(f.StreamID) {
+			return connErrorf(http2.ErrCodeProtocol, "RST_STREAM on idle stream %d", f.StreamID)
+		}
 		if s := l.down.streams[f.StreamID]; s != nil {
 			s.resetUp(f.ErrCode)
 			l.drop(s)
 		}
+		return l.spend(l.down, "resets")
 	case *http2.PushPromiseFrame:
-		return http2.ConnectionError(http2.ErrCodeProtocol)
-	default:
-		l.control(l.down, f)
+		return connErrorf(http2.ErrCodeProtocol, "PUSH_PROMISE from a client")
 	}
-	return nil
+	return l.control(l.down, f)
 }
 
 func (l *link) badDown(se http2.StreamError) {
+	if id := se.StreamID; id%2 == 1 && id > l.down.lastID {
+		l.down.lastID = id // a malformed HEADERS opened its stream, and closed it
+	}
 	if s := l.down.streams[se.StreamID]; s != nil {
 		s.resetUp(http2.ErrCodeCancel)
 		l.drop(s)
@@ -221,112 +236,195 @@ func (l *link) badDown(se http2.StreamError) {
 func (l *link) onUp(p *peer, f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		l.upHeaders(p, f)
+		return l.upHeaders(p, f)
 	case *http2.DataFrame:
-		l.onData(p, f)
+		return l.onData(p, f)
 	case *http2.RSTStreamFrame:
-		l.upReset(p, f)
+		return l.upReset(p, f)
 	case *http2.GoAwayFrame:
 		l.upGoAway(p, f)
+		return nil
 	case *http2.PushPromiseFrame:
-		return http2.ConnectionError(http2.ErrCodeProtocol) // the relay disabled push
-	default:
-		l.control(p, f)
+		return connErrorf(http2.ErrCodeProtocol, "PUSH_PROMISE, with push disabled")
 	}
-	return nil
+	return l.control(p, f)
 }
 
 func (l *link) badUp(p *peer, se http2.StreamError) {
 	p.writeRST(se.StreamID, se.Code)
 	if s := p.streams[se.StreamID]; s != nil {
-		l.end(s, status.Newf(codes.Internal, "upstream %s sent a bad frame: %v", p.name, se))
+		msg := se.Code.String()
+		if se.Cause != nil {
+			msg = se.Cause.Error()
+		}
+		l.end(s, status.Newf(codes.Internal, "upstream %s broke the protocol: %s", p.name, msg))
 	}
 }
 
 // control handles the frames about a connection rather than a call.
-func (l *link) control(p *peer, f http2.Frame) {
+func (l *link) control(p *peer, f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
+		if err := p.settings(f); err != nil {
+			return err
+		}
 		if !f.IsAck() {
-			p.settings(f)
 			l.pushAll(p)
 		}
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			p.ack(f.Data) // held for company: see peer.acks
 		}
-	case *http2.WindowUpdateFrame:
-		if f.StreamID == 0 {
-			p.sendWin += int64(f.Increment)
-			l.pushAll(p)
-		} else if s := p.streams[f.StreamID]; s != nil {
-			h := s.toward(p)
-			h.win += int64(f.Increment)
-			l.push(s, h, nil)
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			return streamErrorf(f.StreamID, http2.ErrCodeProtocol, "stream %d depends on itself", f.StreamID)
 		}
+	case *http2.WindowUpdateFrame:
+		inc := int64(f.Increment)
+		if f.StreamID == 0 {
+			if p.sendWin+inc > maxWindow {
+				return connErrorf(http2.ErrCodeFlowControl, "WINDOW_UPDATE overflows the connection window")
+			}
+			p.sendWin += inc
+			l.pushAll(p)
+			return nil
+		}
+		s := p.streams[f.StreamID]
+		if s == nil {
+			if p.idle(f.StreamID) {
+				return connErrorf(http2.ErrCodeProtocol, "WINDOW_UPDATE on idle stream %d", f.StreamID)
+			}
+			return nil // a closed stream's, which RFC 9113 (6.9) allows
+		}
+		h := s.toward(p)
+		if h.win+inc > maxWindow {
+			return streamErrorf(s.id, http2.ErrCodeFlowControl, "WINDOW_UPDATE overflows the window of stream %d", s.id)
+		}
+		h.win += inc
+		l.push(s, h, nil)
 	}
+	return nil
 }
 
-// downHeaders starts a stream, or ends a request that closes with a header block.
-func (l *link) downHeaders(f *http2.MetaHeadersFrame) {
+// downHeaders starts a stream, or ends a request that closes with a header block. Stream ids
+// and states are checked as RFC 9113 (5.1, 8.1) says.
+func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
 	if s := l.down.streams[id]; s != nil {
-		// gRPC callers send no trailers; a header block that ends the request just ends it.
-		if f.StreamEnded() && !s.req.end {
-			s.req.end = true
-			l.push(s, &s.req, nil)
+		switch {
+		case s.req.end:
+			return streamErrorf(id, http2.ErrCodeStreamClosed, "HEADERS on half-closed stream %d", id)
+		case !f.StreamEnded():
+			return streamErrorf(id, http2.ErrCodeProtocol, "trailers without END_STREAM on stream %d", id)
+		case len(f.PseudoFields()) > 0:
+			return streamErrorf(id, http2.ErrCodeProtocol, "pseudo-header in trailers on stream %d", id)
+		case f.Truncated:
+			return streamErrorf(id, http2.ErrCodeFrameSize, "trailers over SETTINGS_MAX_HEADER_LIST_SIZE on stream %d", id)
 		}
-		return
+		// gRPC callers send no trailers; a header block that ends the request just ends it.
+		s.req.end = true
+		l.push(s, &s.req, nil)
+		return nil
 	}
-	if id <= l.lastID || id%2 == 0 {
-		return // a stream that has ended
+	switch last := l.down.lastID; {
+	case id%2 == 0:
+		return connErrorf(http2.ErrCodeProtocol, "HEADERS on even stream %d", id)
+	case id <= last && l.gapLo < id && id < l.gapHi:
+		return connErrorf(http2.ErrCodeProtocol, "stream %d after stream %d", id, last)
+	case id <= last:
+		return connErrorf(http2.ErrCodeStreamClosed, "HEADERS on closed stream %d", id)
+	case id > last+2:
+		l.gapLo, l.gapHi = last, id
 	}
-	l.lastID = id
-	if l.draining {
+	l.down.lastID = id
+	ended := f.StreamEnded()
+	switch {
+	case f.Truncated:
+		// As grpc-go's server answers a header list over its limit.
+		l.down.writeRST(id, http2.ErrCodeFrameSize)
+		return l.spend(l.down, "refused streams")
+	case l.draining || uint32(len(l.down.streams)) >= l.lim.MaxConcurrentStreams:
 		l.down.writeRST(id, http2.ErrCodeRefusedStream)
-		return
+		return l.spend(l.down, "refused streams")
+	}
+	if err := checkRequest(f); err != nil {
+		return err
 	}
 	d, obs := l.decide(f)
 	if d.Status != nil {
-		l.down.writeStatus(id, d.Status, false)
-		if !f.StreamEnded() {
-			l.down.writeRST(id, http2.ErrCodeNo)
-		}
-		return
+		l.answer(id, d.Status, ended)
+		return nil
 	}
 	p := l.upstream(d)
+	// refuse answers a stream the relay cannot pass on; its observer sees it end so.
+	refuse := func(st *status.Status) error {
+		l.answer(id, st, ended)
+		if obs != nil {
+			obs.end(StreamEnd{Code: st.Code(), HasCode: true, Duration: time.Since(obs.start)})
+		}
+		return nil
+	}
+	if p == nil {
+		_, name := d.dest()
+		return refuse(status.Newf(codes.ResourceExhausted, "upstream %s: %d connections, each at the stream limit it set", name, maxUpstreamConns))
+	}
+	fields := withHeader(f.Fields, d.Header)
+	if n, ok := p.fits(fields); !ok {
+		return refuse(status.Newf(codes.ResourceExhausted, "request header list of %d bytes is larger than upstream %s accepts (%d)", n, p.name, p.maxHeaderList))
+	}
 	s := &stream{id: id, up: p, limit: msgLimit{max: d.MaxRequestMessage}, obs: obs}
-	s.req = half{from: l.down, to: p, win: p.initWin, end: f.StreamEnded(), done: f.StreamEnded()}
+	s.req = half{from: l.down, to: p, win: p.initWin, end: ended, done: ended}
 	s.resp = half{from: p, to: l.down, win: l.down.initWin}
 	l.down.streams[id] = s
 	p.streams[id] = s
-	p.writeHeaders(id, withHeader(f.Fields, d.Header), s.req.end)
+	p.lastID = id
+	p.writeHeaders(id, fields, ended)
+	return nil
+}
+
+// answer ends a stream that is not relayed with st, and stops the caller's request if it
+// is still sending.
+func (l *link) answer(id uint32, st *status.Status, ended bool) {
+	l.down.writeStatus(id, st, false)
+	if !ended {
+		l.down.writeRST(id, http2.ErrCodeNo)
+	}
 }
 
 // upstream returns the connection a stream for d takes, dialing one when none has room: an
-// upstream's SETTINGS_MAX_CONCURRENT_STREAMS bounds each connection, not the calls.
+// upstream's SETTINGS_MAX_CONCURRENT_STREAMS bounds each connection, not the calls. It
+// returns nil when maxUpstreamConns are all full.
 func (l *link) upstream(d Decision) *peer {
-	key, name := d.Upstream, d.Upstream
-	if d.Local {
-		key, name = localKey, "the local server"
-	}
+	key, name := d.dest()
 	for _, p := range l.ups[key] {
 		if uint32(len(p.streams)) < p.maxStreams {
 			return p
 		}
 	}
+	if len(l.ups[key]) >= maxUpstreamConns {
+		return nil
+	}
 	p := newPeer(l, name, nil)
 	p.key = key
 	if n, ok := l.limits[key]; ok {
-		p.maxStreams = n // until its own SETTINGS come, as its siblings said
+		// Until its own SETTINGS come, as its siblings said.
+		p.maxStreams, p.maxHeaderList = n.maxStreams, n.maxHeaderList
 	}
 	p.out.Write([]byte(http2.ClientPreface))
-	p.writeWindows(http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	p.writeSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0})
 	l.ups[key] = append(l.ups[key], p)
 	l.peers[p] = struct{}{}
 	l.wg.Add(1)
 	go l.dialUpstream(p, d)
 	return p
+}
+
+// dest returns d's key in link.ups, and its name for messages.
+func (d Decision) dest() (key, name string) {
+	if d.Local {
+		return localKey, "the local server"
+	}
+	return d.Upstream, d.Upstream
 }
 
 // dialUpstream connects p, starts its reader, and sends what its streams framed meanwhile.
@@ -358,7 +456,18 @@ func (l *link) readUpstream(p *peer) {
 	defer l.wg.Done()
 	err := l.readFrames(p, func(f http2.Frame) error { return l.onUp(p, f) }, func(se http2.StreamError) { l.badUp(p, se) })
 	msg := "closed the connection"
-	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	var ce connError
+	switch {
+	case errors.As(err, &ce):
+		l.s.log().Warn("upstream broke the protocol", "upstream", p.name, "calls", len(p.streams), "error", err)
+		msg = "broke the protocol: " + err.Error()
+		l.with(func() {
+			l.unlist(p)
+			p.fw.WriteGoAway(0, ce.code, []byte(ce.reason))
+			p.closing = true
+			p.touch()
+		})
+	case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 		msg = err.Error()
 	}
 	l.with(func() {
@@ -381,34 +490,65 @@ func (l *link) failUpstream(p *peer, st *status.Status) {
 	}
 }
 
-func (l *link) upHeaders(p *peer, f *http2.MetaHeadersFrame) {
-	s := p.streams[f.StreamID]
-	if s == nil || s.resp.end {
-		return
+// upHeaders takes a response's headers or trailers, checked as RFC 9113 (8.1) says.
+func (l *link) upHeaders(p *peer, f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	s := p.streams[id]
+	switch {
+	case s == nil && p.idle(id):
+		return connErrorf(http2.ErrCodeProtocol, "HEADERS on stream %d, which the relay never opened", id)
+	case s == nil:
+		return nil // a stream the relay reset
+	case s.resp.end:
+		return streamErrorf(id, http2.ErrCodeStreamClosed, "HEADERS after END_STREAM on stream %d", id)
+	case f.Truncated:
+		p.writeRST(id, http2.ErrCodeFrameSize)
+		l.end(s, status.Newf(codes.ResourceExhausted, "upstream %s sent a response header list over the limit of %d bytes", p.name, l.lim.MaxHeaderListSize))
+		return nil
+	case !s.respHeaders && f.PseudoValue("status") == "":
+		return streamErrorf(id, http2.ErrCodeProtocol, "response without :status on stream %d", id)
+	case s.respHeaders && !f.StreamEnded():
+		return streamErrorf(id, http2.ErrCodeProtocol, "trailers without END_STREAM on stream %d", id)
+	case s.respHeaders && len(f.PseudoFields()) > 0:
+		return streamErrorf(id, http2.ErrCodeProtocol, "pseudo-header in trailers on stream %d", id)
 	}
+	n, fits := l.down.fits(f.Fields)
 	if !s.respHeaders && !f.StreamEnded() {
+		if !fits {
+			s.resetUp(http2.ErrCodeCancel)
+			l.end(s, status.Newf(codes.ResourceExhausted, "response header list of %d bytes from upstream %s is larger than the caller accepts (%d)", n, p.name, l.down.maxHeaderList))
+			return nil
+		}
 		l.down.writeHeaders(s.id, f.Fields, false)
 		s.respHeaders = true
-		return
+		return nil
 	}
 	// Trailers (or a trailers-only answer): after the data still waiting for window.
-	s.respHeaders = true
 	s.resp.trailers = f.Fields
+	if !fits {
+		s.resp.trailers = statusFields(status.Newf(codes.ResourceExhausted, "response trailers of %d bytes from upstream %s are larger than the caller accepts (%d)", n, p.name, l.down.maxHeaderList), s.respHeaders)
+	}
+	s.respHeaders = true
 	s.resp.end = true
 	l.push(s, &s.resp, nil)
+	return nil
 }
 
-func (l *link) upReset(p *peer, f *http2.RSTStreamFrame) {
+func (l *link) upReset(p *peer, f *http2.RSTStreamFrame) error {
 	s := p.streams[f.StreamID]
 	if s == nil {
-		return
+		if p.idle(f.StreamID) {
+			return connErrorf(http2.ErrCodeProtocol, "RST_STREAM on stream %d, which the relay never opened", f.StreamID)
+		}
+		return nil
 	}
 	if f.ErrCode == http2.ErrCodeNo && s.resp.end && !s.resp.done {
 		s.rstAfter = true // the answer is complete; the reset follows it
-		return
+		return nil
 	}
 	l.down.writeRST(s.id, f.ErrCode)
 	l.drop(s)
+	return nil
 }
 
 // upGoAway retires p: new streams dial a new connection, and those p says it never took go
@@ -443,27 +583,56 @@ func (l *link) retire(p *peer) {
 	}
 }
 
-// onData takes a DATA frame from p.
-func (l *link) onData(p *peer, f *http2.DataFrame) {
+// onData takes a DATA frame from p, within the windows the relay granted it (RFC 9113 6.9):
+// what p sends past them is refused rather than held, so what a connection holds is bounded.
+func (l *link) onData(p *peer, f *http2.DataFrame) error {
+	id, n := f.StreamID, int(f.Length)
+	if int64(n) > p.inflow {
+		return connErrorf(http2.ErrCodeFlowControl, "DATA past the connection window")
+	}
+	p.inflow -= int64(n)
+	s := p.streams[id]
+	if s == nil {
+		if p.idle(id) {
+			return connErrorf(http2.ErrCodeProtocol, "DATA on idle stream %d", id)
+		}
+		p.credit(n)
+		if p != l.down {
+			return nil // a stream the relay reset
+		}
+		return streamErrorf(id, http2.ErrCodeStreamClosed, "DATA on closed stream %d", id)
+	}
+	h := s.from(p)
+	switch {
+	case h.end:
+		p.credit(n)
+		return streamErrorf(id, http2.ErrCodeStreamClosed, "DATA after END_STREAM on stream %d", id)
+	case p != l.down && !s.respHeaders:
+		p.credit(n)
+		return streamErrorf(id, http2.ErrCodeProtocol, "DATA before the response headers on stream %d", id)
+	case len(h.buf)+int(h.credit)+n > streamWindow:
+		p.credit(n)
+		return streamErrorf(id, http2.ErrCodeFlowControl, "DATA past the window of stream %d", id)
+	case n == 0 && !f.StreamEnded():
+		return l.spend(p, "empty DATA frames")
+	}
 	data := f.Data()
-	p.credit(int(f.Length) - len(data)) // padding is never passed on
-	s := p.streams[f.StreamID]
-	if s == nil || s.from(p).end {
-		p.credit(len(data))
-		return
+	if pad := n - len(data); pad > 0 { // never passed on: credited back at once
+		p.credit(pad)
+		h.credit += uint32(pad)
 	}
 	if p == l.down && s.limit.max > 0 {
 		if size, over := s.limit.feed(data); over {
 			p.credit(len(data))
 			s.resetUp(http2.ErrCodeCancel)
 			l.end(s, status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", size, s.limit.max))
-			return
+			return nil
 		}
 	}
-	h := s.from(p)
 	h.bytes += int64(len(data))
 	h.end = f.StreamEnded()
 	l.push(s, h, data)
+	return nil
 }
 
 // pushAll sends what p's windows now admit.

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -22,8 +23,6 @@ const (
 	// initialWindow and defaultMaxFrame hold until a peer's SETTINGS say otherwise (RFC 9113).
 	initialWindow   = 65535
 	defaultMaxFrame = 16384
-
-	maxHeaderListSize = 16 << 20
 )
 
 // peer is one HTTP/2 connection of a link: the downstream (the relay is its server) or an
@@ -47,6 +46,13 @@ type peer struct {
 	initWin    int64  // its SETTINGS_INITIAL_WINDOW_SIZE: a new stream's window
 	maxFrame   int    // its SETTINGS_MAX_FRAME_SIZE
 	connCredit uint32 // bytes of its DATA passed on but not yet credited back
+	inflow     int64  // what it may still send on the connection: its DATA past it is refused
+	// maxHeaderList is its SETTINGS_MAX_HEADER_LIST_SIZE: a larger block fails its call
+	// instead of being sent.
+	maxHeaderList uint32
+	unacked       int    // our SETTINGS it has not acknowledged
+	lastID        uint32 // the highest stream id opened on it
+	calm          bucket // see link.spend
 
 	streams    map[uint32]*stream
 	maxStreams uint32 // its SETTINGS_MAX_CONCURRENT_STREAMS
@@ -78,7 +84,10 @@ func newPeer(l *link, name string, nc net.Conn) *peer {
 		sendWin:  initialWindow,
 		initWin:  initialWindow,
 		maxFrame: defaultMaxFrame,
+		inflow:   initialWindow,
 		streams:  map[uint32]*stream{},
+		// Unlimited until its SETTINGS say otherwise (RFC 9113 6.5.2).
+		maxHeaderList: math.MaxUint32,
 		// Until its SETTINGS come: the least RFC 9113 (6.5.2) recommends a server to take.
 		maxStreams: 100,
 	}
@@ -162,30 +171,58 @@ func (p *peer) flush() {
 	}
 }
 
-// settings applies the peer's SETTINGS.
-func (p *peer) settings(f *http2.SettingsFrame) {
-	f.ForeachSetting(func(st http2.Setting) error {
+// settings applies the peer's SETTINGS, once each value is checked as RFC 9113 (6.5.2, 6.9.2)
+// says.
+func (p *peer) settings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		if p.unacked--; p.unacked < 0 {
+			return connErrorf(http2.ErrCodeProtocol, "SETTINGS ack without SETTINGS")
+		}
+		return nil
+	}
+	if f.NumSettings() > maxSettings || f.HasDuplicates() {
+		return connErrorf(http2.ErrCodeProtocol, "SETTINGS with %d parameters, or duplicates", f.NumSettings())
+	}
+	err := f.ForeachSetting(func(st http2.Setting) error {
+		if err := st.Valid(); err != nil {
+			return connErrorf(http2.ErrCode(err.(http2.ConnectionError)), "invalid %v", st)
+		}
 		switch st.ID {
+		case http2.SettingEnablePush:
+			if st.Val == 1 && p != p.l.down {
+				return connErrorf(http2.ErrCodeProtocol, "SETTINGS_ENABLE_PUSH 1 from a server") // RFC 9113 6.5.2
+			}
 		case http2.SettingInitialWindowSize:
 			delta := int64(st.Val) - p.initWin
+			for _, s := range p.streams {
+				if s.toward(p).win+delta > maxWindow {
+					return connErrorf(http2.ErrCodeFlowControl, "%v overflows the window of stream %d", st, s.id)
+				}
+			}
 			p.initWin = int64(st.Val)
 			for _, s := range p.streams {
 				s.toward(p).win += delta
 			}
+		case http2.SettingMaxHeaderListSize:
+			p.maxHeaderList = st.Val
 		case http2.SettingMaxFrameSize:
 			p.maxFrame = int(st.Val)
 		case http2.SettingMaxConcurrentStreams:
 			p.maxStreams = st.Val
-			if p.key != "" {
-				p.l.limits[p.key] = st.Val
-			}
 		case http2.SettingHeaderTableSize:
 			p.henc.SetMaxDynamicTableSizeLimit(st.Val)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	if p.key != "" {
+		p.l.limits[p.key] = limits{p.maxStreams, p.maxHeaderList}
+	}
 	p.fw.WriteSettingsAck()
 	p.touch()
+	return nil
 }
 
 // writeHeaders encodes fields for p and frames them, in CONTINUATIONs past one frame.
@@ -209,6 +246,11 @@ func (p *peer) writeHeaders(id uint32, fields []hpack.HeaderField, end bool) {
 
 // writeStatus ends stream id with st: as a trailers-only answer when no header went out yet.
 func (p *peer) writeStatus(id uint32, st *status.Status, headersSent bool) {
+	p.writeHeaders(id, statusFields(st, headersSent), true)
+}
+
+// statusFields is the header block that ends a stream with st.
+func statusFields(st *status.Status, headersSent bool) []hpack.HeaderField {
 	var f []hpack.HeaderField
 	if !headersSent {
 		f = append(f, hpack.HeaderField{Name: ":status", Value: "200"}, hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
@@ -217,7 +259,7 @@ func (p *peer) writeStatus(id uint32, st *status.Status, headersSent bool) {
 	if m := st.Message(); m != "" {
 		f = append(f, hpack.HeaderField{Name: "grpc-message", Value: encodeGRPCMessage(m)})
 	}
-	p.writeHeaders(id, f, true)
+	return f
 }
 
 func (p *peer) writeRST(id uint32, code http2.ErrCode) {
@@ -231,16 +273,23 @@ func (p *peer) credit(n int) {
 	p.connCredit += uint32(n)
 	if p.connCredit >= connWindow/4 {
 		p.fw.WriteWindowUpdate(0, p.connCredit)
+		p.inflow += int64(p.connCredit)
 		p.connCredit = 0
 		p.touch()
 	}
 }
 
-// writeWindows announces the relay's windows to the peer: a stream's in SETTINGS, the
-// connection's by raising it from the protocol's initial 64 KiB.
-func (p *peer) writeWindows(s ...http2.Setting) {
-	p.fw.WriteSettings(append(s, http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow})...)
+// writeSettings announces the relay's settings to the peer, and its windows: a stream's in
+// SETTINGS, the connection's by raising it from the protocol's initial 64 KiB.
+func (p *peer) writeSettings(s ...http2.Setting) {
+	p.fw.WriteSettings(append(s,
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: p.l.lim.MaxHeaderListSize},
+	)...)
+	p.unacked++
 	p.fw.WriteWindowUpdate(0, connWindow-initialWindow)
+	p.inflow += connWindow - initialWindow
 	p.touch()
 }
 

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/interop"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
@@ -137,7 +138,7 @@ func TestFlowControl(t *testing.T) {
 	addr, _ := upstream(t, nil)
 	cc, _ := relay(t, to(addr), nil)
 	tc := testpb.NewTestServiceClient(cc)
-	const streams, msgs, size = 8, 24, 1 << 20 // 192 MiB in all, 1 MiB messages
+	const streams, msgs, size = 8, 8, 1 << 20 // 64 MiB each way, 16 connection windows; 1 MiB messages
 	var wg sync.WaitGroup
 	errs := make(chan error, streams)
 	for i := range streams {
@@ -416,7 +417,12 @@ func TestShutdown(t *testing.T) {
 	<-started
 	shut := make(chan error, 1)
 	go func() { shut <- r.Shutdown(testCtx(t)) }()
-	time.Sleep(100 * time.Millisecond)
+	// The caller leaves READY when the relay's GOAWAY reaches it: Shutdown is draining.
+	for ctx := testCtx(t); cc.GetState() == connectivity.Ready; {
+		if !cc.WaitForStateChange(ctx, connectivity.Ready) {
+			t.Fatal("no GOAWAY reached the caller")
+		}
+	}
 	select {
 	case err := <-shut:
 		t.Fatalf("Shutdown returned (%v) while a call was in flight", err)

@@ -100,7 +100,7 @@ type Server struct {
 }
 
 // Limits bound what a downstream or upstream peer can make the relay hold. Zero fields take
-// the defaults of the same names in package config.
+// their values from DefaultLimits.
 type Limits struct {
 	// MaxConcurrentStreams is advertised to each downstream connection; a stream past it is
 	// refused with REFUSED_STREAM.
@@ -109,7 +109,8 @@ type Limits struct {
 	// is advertised to both.
 	MaxHeaderListSize uint32
 	// MaxResetsPerSecond is how many streams a downstream connection may reset, or have
-	// refused, per second on average before GOAWAY ENHANCE_YOUR_CALM closes it.
+	// refused, per second on average over 10 s before GOAWAY ENHANCE_YOUR_CALM closes it.
+	// Empty DATA frames, from either side, count alike.
 	MaxResetsPerSecond int
 	// PrefaceTimeout bounds how long a new connection takes to send its preface and SETTINGS.
 	PrefaceTimeout time.Duration
@@ -274,31 +275,28 @@ func (s *Server) dial(ctx context.Context, d Decision) (net.Conn, error) {
 
 // readFrames reads r's frames into handle, which runs with l locked, and flushes what the
 // handling wrote whenever nothing more is buffered: a burst of frames costs one write per peer.
+// A StreamError, from the framer or handle, goes to bad; any other error ends the reading.
 func (l *link) readFrames(self *peer, handle func(http2.Frame) error, bad func(http2.StreamError)) error {
 	br := bufio.NewReaderSize(self.nc, 32<<10)
 	fr := http2.NewFramer(nil, br)
+	fr.SetMaxReadFrameSize(maxFrameSize)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	fr.MaxHeaderListSize = maxHeaderListSize
+	fr.MaxHeaderListSize = l.lim.MaxHeaderListSize
 	var t touched
 	for {
 		f, err := fr.ReadFrame()
-		var se http2.StreamError
-		switch {
-		case errors.As(err, &se):
-			l.locked(&t, func() { bad(se) })
-		case err != nil:
-			t.flush(self)
-			return err
-		default:
+		if err == nil {
 			l.locked(&t, func() {
 				if err = self.heard(f); err == nil {
 					err = handle(f)
 				}
 			})
-			if err != nil {
-				t.flush(self)
-				return err
-			}
+		}
+		if se, ok := err.(http2.StreamError); ok {
+			l.locked(&t, func() { bad(se) })
+		} else if err != nil {
+			t.flush(self)
+			return readError(fr, err)
 		}
 		if br.Buffered() == 0 {
 			if self != l.down { // for keepalive: once per read from the socket, not per frame

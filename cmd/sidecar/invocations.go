@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -16,57 +16,82 @@ import (
 	pb "github.com/restate-grpc/restate-grpc/api/invocationsv1"
 )
 
-const invocationsUsage = `usage: sidecar invocations attach|output|cancel|kill|lookup [flags] [INVOCATION_ID]
-
-Name the invocation by its id (the restate-invocation-id header of a durable answer), or by
-  -service S [-key K] -handler H -idempotency-key I    a call made with an idempotency key
-  -workflow W -workflow-id ID                           a workflow
-
-flags:
-`
+// invocationTarget is how the invocation a verb acts on is named, from the flags.
+type invocationTarget struct {
+	addr, service, key, handler, idem, workflow, workflowID string
+	asJSON                                                  bool
+	timeout                                                 time.Duration
+}
 
 // invocationsCmd is the CLI of the management API served on the outbound listener.
-func invocationsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("invocations", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, invocationsUsage); fs.PrintDefaults() }
-	addr := fs.String("addr", "127.0.0.1:15001", "the sidecar's outbound listener")
-	service := fs.String("service", "", "Restate service of a call")
-	key := fs.String("key", "", "object key of a call")
-	handler := fs.String("handler", "", "handler (method) of a call")
-	idem := fs.String("idempotency-key", "", "idempotency key of a call")
-	workflow := fs.String("workflow", "", "workflow name")
-	workflowID := fs.String("workflow-id", "", "workflow id")
-	asJSON := fs.Bool("json", false, "print JSON")
-	timeout := fs.Duration("timeout", time.Minute, "how long to wait (attach waits for the invocation to end)")
-	if len(args) == 0 {
-		fs.Usage()
-		return 2
+func invocationsCmd() *cobra.Command {
+	var o invocationTarget
+	cmd := &cobra.Command{
+		Use:   "invocations attach|output|cancel|kill|lookup [INVOCATION_ID]",
+		Short: "Manage invocations through the sidecar's outbound listener",
+		Long: `Manage invocations through the management API on the sidecar's outbound listener.
+
+Name the invocation by its id (the restate-invocation-id header of a durable answer), or by
+  --service S [--key K] --handler H --idempotency-key I    a call made with an idempotency key
+  --workflow W --workflow-id ID                             a workflow`,
+		Args: cobra.ArbitraryArgs,
+		// A verb is required; cobra itself reports unknown ones only for the root command.
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError("a verb is required: attach, output, cancel, kill or lookup")
+			}
+			return usageError("unknown verb %q: want attach, output, cancel, kill or lookup", args[0])
+		},
 	}
-	verb := args[0]
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+	f := cmd.PersistentFlags()
+	f.StringVar(&o.addr, "addr", "127.0.0.1:15001", "the sidecar's outbound listener")
+	f.StringVar(&o.service, "service", "", "Restate service of a call")
+	f.StringVar(&o.key, "key", "", "object key of a call")
+	f.StringVar(&o.handler, "handler", "", "handler (method) of a call")
+	f.StringVar(&o.idem, "idempotency-key", "", "idempotency key of a call")
+	f.StringVar(&o.workflow, "workflow", "", "workflow name")
+	f.StringVar(&o.workflowID, "workflow-id", "", "workflow id")
+	f.BoolVar(&o.asJSON, "json", false, "print JSON")
+	f.DurationVar(&o.timeout, "timeout", time.Minute, "how long to wait (attach waits for the invocation to end)")
+	for _, v := range []struct{ verb, short string }{
+		{"attach", "Wait for an invocation to end and print its result"},
+		{"output", "Print an invocation's result if it has ended"},
+		{"cancel", "Cancel an invocation: it stops at its next step; callers get CANCELLED"},
+		{"kill", "Kill an invocation at once; callers get ABORTED"},
+		{"lookup", "Print the id of an invocation named by a call or a workflow"},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use:   v.verb + " [INVOCATION_ID]",
+			Short: v.short,
+			Args:  cobra.MaximumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return invoke(cmd.Context(), v.verb, o, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			},
+		})
 	}
+	return cmd
+}
+
+// invoke calls the management API's verb on the invocation that args or o name.
+func invoke(ctx context.Context, verb string, o invocationTarget, args []string, stdout, stderr io.Writer) error {
 	t := &pb.Target{}
 	switch {
-	case fs.NArg() == 1:
-		t.Target = &pb.Target_InvocationId{InvocationId: fs.Arg(0)}
-	case *workflow != "" || *workflowID != "":
-		t.Target = &pb.Target_Workflow{Workflow: &pb.Workflow{Name: *workflow, Id: *workflowID}}
-	case *service != "" || *handler != "" || *idem != "":
-		t.Target = &pb.Target_Call{Call: &pb.IdempotentCall{Service: *service, Key: *key, Handler: *handler, IdempotencyKey: *idem}}
+	case len(args) == 1:
+		t.Target = &pb.Target_InvocationId{InvocationId: args[0]}
+	case o.workflow != "" || o.workflowID != "":
+		t.Target = &pb.Target_Workflow{Workflow: &pb.Workflow{Name: o.workflow, Id: o.workflowID}}
+	case o.service != "" || o.handler != "" || o.idem != "":
+		t.Target = &pb.Target_Call{Call: &pb.IdempotentCall{Service: o.service, Key: o.key, Handler: o.handler, IdempotencyKey: o.idem}}
 	default:
-		fmt.Fprintln(stderr, "sidecar invocations: name an invocation: an id, a call (-service -handler -idempotency-key) or a workflow (-workflow -workflow-id)")
-		return 2
+		return usageError("name an invocation: an id, a call (--service --handler --idempotency-key) or a workflow (--workflow --workflow-id)")
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		fmt.Fprintf(stderr, "sidecar invocations: %v\n", err)
-		return 1
+		return failed(err)
 	}
 	defer conn.Close()
 	c := pb.NewInvocationsClient(conn)
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	var resp proto.Message
 	switch verb {
@@ -80,26 +105,24 @@ func invocationsCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		resp, err = c.Kill(ctx, t)
 	case "lookup":
 		resp, err = c.Lookup(ctx, t)
-	default:
-		fs.Usage()
-		return 2
 	}
 	if err != nil {
+		// The API's status is the answer, printed as it is rather than as a CLI error.
 		st := status.Convert(err)
-		if *asJSON {
+		if o.asJSON {
 			fmt.Fprintf(stdout, "{\"code\":%q,\"message\":%q}\n", st.Code().String(), st.Message())
 		} else {
 			fmt.Fprintf(stderr, "%s: %s\n", st.Code(), st.Message())
 		}
-		return 1
+		return errQuiet
 	}
-	if *asJSON {
+	if o.asJSON {
 		b, _ := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(resp)
 		fmt.Fprintf(stdout, "%s\n", b)
-		return 0
+		return nil
 	}
 	printResult(stdout, verb, resp)
-	return 0
+	return nil
 }
 
 func printResult(w io.Writer, verb string, resp proto.Message) {

@@ -109,17 +109,8 @@ func TestDurableOverrides(t *testing.T) {
 			before := len(ingress.requests())
 			resp, header, err := o.do(testCtx(t), tc.call)
 			reqs := ingress.requests()[before:]
-			if tc.code != codes.OK {
-				if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
-					t.Errorf("got %v %q, want %v with %q", st.Code(), st.Message(), tc.code, tc.msg)
-				}
-				if len(reqs) != 0 {
-					t.Errorf("a refused call reached the ingress: %+v", reqs)
-				}
+			if wantStatus(t, err, reqs, tc.code, tc.msg) {
 				return
-			}
-			if err != nil {
-				t.Fatalf("call failed: %v", err)
 			}
 			if len(reqs) != 1 {
 				t.Fatalf("the ingress got %d requests, want 1", len(reqs))
@@ -329,17 +320,8 @@ func TestDurableAttach(t *testing.T) {
 			before := len(ingress.requests())
 			resp, header, err := o.do(testCtx(t), tc.call)
 			reqs := ingress.requests()[before:]
-			if tc.code != codes.OK {
-				if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
-					t.Errorf("got %v %q, want %v with %q", st.Code(), st.Message(), tc.code, tc.msg)
-				}
-				if len(reqs) != 0 {
-					t.Errorf("a refused attach reached the ingress: %+v", reqs)
-				}
+			if wantStatus(t, err, reqs, tc.code, tc.msg) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if len(reqs) != 1 || reqs[0].Path != "/restate/attach" || string(reqs[0].Body) != tc.body {
 				t.Fatalf("ingress got %+v, want one POST /restate/attach with %s", reqs, tc.body)
@@ -373,13 +355,7 @@ func TestDurableCodecs(t *testing.T) {
 			before := len(ingress.requests())
 			resp, _, err := o.do(testCtx(t), call{"Echo/Call", nil}, tc.opts...)
 			reqs := ingress.requests()[before:]
-			if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
-				t.Fatalf("got %v %q, want %v %q", st.Code(), st.Message(), tc.code, tc.msg)
-			}
-			if tc.code != codes.OK {
-				if len(reqs) != 0 {
-					t.Errorf("a refused call reached the ingress: %+v", reqs)
-				}
+			if wantStatus(t, err, reqs, tc.code, tc.msg) {
 				return
 			}
 			if resp.GetText() != "echo hi" || len(reqs) != 1 {
@@ -642,13 +618,7 @@ func TestDurableAttachByID(t *testing.T) {
 			before := len(ingress.requests())
 			resp, _, err := o.do(testCtx(t), tc.call)
 			reqs := ingress.requests()[before:]
-			if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
-				t.Fatalf("got %v %q, want %v %q", st.Code(), st.Message(), tc.code, tc.msg)
-			}
-			if tc.code != codes.OK {
-				if len(reqs) != 0 {
-					t.Errorf("a refused attach reached the ingress: %+v", reqs)
-				}
+			if wantStatus(t, err, reqs, tc.code, tc.msg) {
 				return
 			}
 			if len(reqs) != 1 || reqs[0].Path != "/restate/attach" || !strings.Contains(string(reqs[0].Body), `"target":"invocation"`) {

@@ -12,7 +12,9 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
@@ -170,4 +172,20 @@ func serve(t *testing.T, o Options) *outbound {
 		}
 	})
 	return &outbound{conn: conn, handler: h, echo: testpb.NewEchoClient(conn), counter: testpb.NewCounterClient(conn), flow: testpb.NewFlowClient(conn)}
+}
+
+// wantStatus checks that a call ended with code and a message containing msg and, when it was
+// refused, that the ingress was never asked; it reports whether it was refused.
+func wantStatus(t *testing.T, err error, reqs []seen, code codes.Code, msg string) (refused bool) {
+	t.Helper()
+	if st := status.Convert(err); st.Code() != code || !strings.Contains(st.Message(), msg) {
+		t.Fatalf("got %v %q, want %v with %q", st.Code(), st.Message(), code, msg)
+	}
+	if code == codes.OK {
+		return false
+	}
+	if len(reqs) != 0 {
+		t.Errorf("a refused call reached the ingress: %+v", reqs)
+	}
+	return true
 }

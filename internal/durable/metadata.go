@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/restate-grpc/restate-grpc/interceptors"
 	"github.com/restate-grpc/restate-grpc/internal/config"
 )
 
@@ -83,24 +84,13 @@ func parseOverrides(md metadata.MD) (overrides, error) {
 	return o, nil
 }
 
-// withheld are headers that never reach Restate unless a route allows them: Restate stores
-// every request header in its journal, and these carry credentials.
-var withheld = []string{"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
-
-// CredentialPrefix renames an allowed credential header on its way through Restate: the
-// ingress request's own Authorization (and Proxy-Authorization, cookies, API key) belong to
-// that hop, the sidecar's bearer token, a proxy or gateway in front of Restate, so the
-// caller's travel as x-restate-grpc-authorization and so on, which the inbound side hands the
-// app under their own names again.
-const CredentialPrefix = "x-restate-grpc-"
-
 // hopByHop are transport headers of the gRPC leg that mean nothing on the ingress leg.
 var hopByHop = []string{"content-type", "te", "user-agent", "connection", "keep-alive",
 	"transfer-encoding", "upgrade", "host", "content-length"}
 
 // ingressHeader selects the metadata forwarded to the ingress: the caller's own headers,
 // without transport, gRPC-internal, restate- and idempotency headers, and without credentials
-// unless allowed, which then travel renamed (CredentialPrefix). A caller's own x-restate-
+// unless allowed, which then travel renamed (interceptors.CarriedPrefix). A caller's own x-restate-
 // headers are dropped, so none can pass for a credential. Binary (-bin) values travel
 // base64-encoded, as on the gRPC wire.
 func ingressHeader(md metadata.MD, r *config.Route) http.Header {
@@ -111,12 +101,12 @@ func ingressHeader(md metadata.MD, r *config.Route) http.Header {
 			strings.HasPrefix(k, "x-restate-"), slices.Contains(hopByHop, k),
 			k == r.IdempotencyKey.Metadata, k == "idempotency-key":
 			continue
-		case slices.Contains(withheld, k) && !slices.Contains(r.AllowMetadata, k):
+		case slices.Contains(interceptors.Credentials, k) && !slices.Contains(r.AllowMetadata, k):
 			continue
 		}
 		name := k
-		if slices.Contains(withheld, k) {
-			name = CredentialPrefix + k
+		if slices.Contains(interceptors.Credentials, k) {
+			name = interceptors.CarriedPrefix + k
 		}
 		for _, v := range vs {
 			if strings.HasSuffix(k, "-bin") {

@@ -314,28 +314,14 @@ func printableASCII(s string) bool {
 var dropped = []string{"content-type", "content-length", "accept", "accept-encoding", "user-agent", "host",
 	"connection", "te", "transfer-encoding", "upgrade", "keep-alive", "traceparent", "tracestate"}
 
-// credentials are the caller's credential headers an outbound sidecar lets through Restate
-// (allowMetadata), renamed with credentialPrefix, since Restate's ingress request has its own
-// (the outbound sidecar's bearer token). The app gets them under their own names.
-var credentials = []string{"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
-
-const credentialPrefix = "x-restate-grpc-" // durable.CredentialPrefix
-
-// hopCredentials authenticated a request to Restate's ingress (or a proxy in front of it),
-// not the caller to the app: Restate journals them, but the app never gets them.
-var hopCredentials = []string{"authorization", "proxy-authorization"}
-
 // appMetadata is the caller's metadata as Restate stored it, plus the trace context of this
-// attempt (Restate's attempt span when its tracing is on, else the caller's own).
+// attempt (Restate's attempt span when its tracing is on, else the caller's own). The app's
+// connection applies the credentials policy (interceptors.AppMetadata) on top.
 func appMetadata(r *restate.Request) metadata.MD {
 	md := metadata.MD{}
 	for k, v := range r.Headers.Iter() {
 		k = strings.ToLower(k)
-		if c, ok := strings.CutPrefix(k, credentialPrefix); ok && slices.Contains(credentials, c) {
-			md.Append(c, v)
-			continue
-		}
-		if slices.Contains(dropped, k) || slices.Contains(hopCredentials, k) || strings.HasPrefix(k, "x-restate-") || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") {
+		if slices.Contains(dropped, k) || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") {
 			continue
 		}
 		if strings.HasSuffix(k, "-bin") {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	restate "github.com/restatedev/sdk-go"
+
+	"github.com/restate-grpc/restate-grpc/interceptors"
 )
 
 // headers is a restate.StringMap over a plain map, as sdk-go hands a handler the headers
@@ -27,9 +29,10 @@ func (h headers) Iter() iter.Seq2[string, string] {
 func (h headers) ToMap() map[string]string     { return maps.Clone(h) }
 func (h headers) MarshalJSON() ([]byte, error) { return json.Marshal(map[string]string(h)) }
 
-// TestAppMetadataCredentials: the caller's credentials, renamed by the outbound side to pass
-// Restate's ingress, reach the app under their own names; the ingress request's own
-// Authorization (the outbound sidecar's bearer token) and Proxy-Authorization never do.
+// TestAppMetadataCredentials: with the app connection's policy (interceptors.ForApp), the
+// caller's credentials, renamed by the outbound side to pass Restate's ingress, reach the app
+// under their own names; the ingress request's own Authorization (the outbound sidecar's
+// bearer token) and Proxy-Authorization never do, nor the sidecars' x-restate- names.
 func TestAppMetadataCredentials(t *testing.T) {
 	r := &restate.Request{Headers: headers{
 		"authorization":                      "Bearer sidecar-token",
@@ -43,7 +46,7 @@ func TestAppMetadataCredentials(t *testing.T) {
 		"x-tenant":                           "t1",
 		"content-type":                       "application/proto",
 	}}
-	md := appMetadata(r)
+	md := interceptors.ForApp(appMetadata(r))
 	want := map[string][]string{
 		"authorization":       {"Bearer caller"},
 		"proxy-authorization": {"Basic caller"},

@@ -230,8 +230,9 @@ func (s *Sidecar) closeOnDone(ctx context.Context, conn *grpc.ClientConn) {
 // startInbound serves the endpoint once the app's services are known. The app may start after
 // the sidecar (a native sidecar starts first), so resolving and registering retry until ctx ends.
 func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
-	// A panic below the app client fails that one attempt (Restate retries it), not the sidecar.
-	app, err := durable.DialPlaintext(ic.App, grpc.WithChainUnaryInterceptor(interceptors.ClientRecovery(s.log)))
+	// A panic below the app client fails that one attempt (Restate retries it), not the
+	// sidecar; the app gets the caller's credentials, never the hop's to Restate.
+	app, err := durable.DialPlaintext(ic.App, grpc.WithChainUnaryInterceptor(interceptors.ClientRecovery(s.log), interceptors.AppMetadata()))
 	if err != nil {
 		s.fail(fmt.Errorf("inbound.app: %w", err))
 		return

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the output")
+
+func sidecarCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = execute(context.Background(), args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestCLI(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string // a part of it
+		stderr string // a part of it
+	}{
+		{"help", []string{"--help"}, 0, "Available Commands:\n  check", ""},
+		{"help names every command", []string{"-h"}, 0, "iptables    Write the nat rules", ""},
+		{"help command", []string{"help", "iptables"}, 0, "--exclude-ports ports", ""},
+		{"run help", []string{"run", "--help"}, 0, "--procs int", ""},
+		{"run help, single dash", []string{"run", "-help"}, 0, "--log-level string", ""},
+		{"check help", []string{"check", "--help"}, 0, "--config string", ""},
+		{"invocations help", []string{"invocations", "--help"}, 0, "--idempotency-key", ""},
+		{"invocations cancel help", []string{"invocations", "cancel", "--help"}, 0, "sidecar invocations cancel [INVOCATION_ID] [flags]", ""},
+		{"iptables help", []string{"iptables", "--help"}, 0, "--to-port uint16", ""},
+		{"version", []string{"version"}, 0, "sidecar ", ""},
+		{"check a config", []string{"check", "-config", "../../examples/orders/orders-sidecar.yaml"}, 0, "inbound:\n  app: ", ""},
+		{"check a config, double dash", []string{"check", "--config=../../examples/orders/orders-sidecar.yaml"}, 0, "inbound:\n  app: ", ""},
+
+		{"no command", nil, 2, "", "sidecar: a command is required\nusage: sidecar"},
+		{"unknown command", []string{"frobnicate"}, 2, "", `sidecar: unknown command "frobnicate" for "sidecar"`},
+		{"unknown flag", []string{"run", "--bogus"}, 2, "", "sidecar run: unknown flag: --bogus\nusage: sidecar run"},
+		{"unknown single-dash flag", []string{"check", "-bogus"}, 2, "", "sidecar check: unknown shorthand flag: 'b' in -bogus"},
+		{"flag without its value", []string{"run", "-config"}, 2, "", "flag needs an argument: --config"},
+		{"no config", []string{"run"}, 2, "", "sidecar run: --config is required"},
+		{"bad log level", []string{"run", "-log-level", "loud", "-config", "x.yaml"}, 2, "", "--log-level: "},
+		{"config missing", []string{"check", "-config", "nosuch.yaml"}, 1, "", "sidecar check: "},
+		{"argument to run", []string{"run", "extra"}, 2, "", `unknown command "extra" for "sidecar run"`},
+		{"invocations without a verb", []string{"invocations"}, 2, "", "a verb is required"},
+		{"invocations unknown verb", []string{"invocations", "frobnicate", "-addr", "127.0.0.1:1", "inv_1"}, 2, "", "usage: sidecar invocations"},
+		{"invocations without a target", []string{"invocations", "attach", "-addr", "127.0.0.1:1"}, 2, "", "name an invocation"},
+		{"invocations two ids", []string{"invocations", "kill", "inv_1", "inv_2"}, 2, "", "accepts at most 1 arg(s), received 2"},
+		{"iptables bad port", []string{"iptables", "--ports", "50051,http"}, 2, "", `"http" is not a TCP port`},
+		{"iptables bad backend", []string{"iptables", "--backend", "nftables", "--dry-run"}, 2, "", `--backend: iptables: backend "nftables" is not one of auto, nft, legacy`},
+		{"iptables no to-port", []string{"iptables", "--to-port", "0", "--dry-run"}, 2, "", "to-port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := sidecarCLI(t, tt.args...)
+			if code != tt.code || !strings.Contains(out, tt.stdout) || !strings.Contains(errOut, tt.stderr) {
+				t.Errorf("sidecar %s:\nexit %d, want %d\nstdout %q, want it to hold %q\nstderr %q, want it to hold %q",
+					strings.Join(tt.args, " "), code, tt.code, out, tt.stdout, errOut, tt.stderr)
+			}
+		})
+	}
+}
+
+func TestLongFlags(t *testing.T) {
+	tests := []struct {
+		in, want []string
+	}{
+		{[]string{"run", "-config", "c.yaml", "-health=:1", "-procs", "-1"}, []string{"run", "--config", "c.yaml", "--health=:1", "--procs", "-1"}},
+		{[]string{"invocations", "attach", "-addr", "a", "-json", "inv_1"}, []string{"invocations", "attach", "--addr", "a", "--json", "inv_1"}},
+		{[]string{"invocations", "lookup", "-key", "-k", "-service", "s"}, []string{"invocations", "lookup", "--key", "-k", "--service", "s"}},
+		{[]string{"invocations", "lookup", "--key", "-k"}, []string{"invocations", "lookup", "--key", "-k"}},
+		{[]string{"iptables", "-ports", "1,2", "-dry-run", "-h"}, []string{"iptables", "--ports", "1,2", "--dry-run", "-h"}},
+		{[]string{"run", "-bogus", "--", "-config"}, []string{"run", "-bogus", "--", "-config"}},
+		{[]string{"-config", "run"}, []string{"-config", "run"}}, // not a flag of the root: left to pflag to refuse
+	}
+	for _, tt := range tests {
+		if got := longFlags(newRoot(nil, nil), tt.in); !slices.Equal(got, tt.want) {
+			t.Errorf("longFlags(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestIptablesDryRun pins the rules `sidecar iptables` writes for each set of flags to
+// testdata/iptables-NAME.golden; `go test -update` rewrites them.
+func TestIptablesDryRun(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"defaults", nil},
+		{"ports", []string{"--ports", "50051,8080"}},
+		{"ports-repeated-and-excluded", []string{"--ports", "8080", "--ports", "50051,9080", "--exclude-ports", "8080"}},
+		{"all-but-excluded", []string{"--exclude-ports", "5432,6379", "--to-port", "15006", "--proxy-uid", "2102"}},
+		{"no-inbound-or-health", []string{"--inbound-port", "0", "--health-port", "0"}},
+		{"nft-ipv4-only", []string{"--backend", "nft", "--ipv6=false"}},
+		{"cleanup-legacy", []string{"--cleanup", "--backend", "legacy"}},
+		{"single-dash", []string{"-ports", "50051", "-backend", "nft"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := sidecarCLI(t, append([]string{"iptables", "--dry-run"}, tt.args...)...)
+			if code != 0 {
+				t.Fatalf("sidecar iptables --dry-run %s: exit %d, %s", strings.Join(tt.args, " "), code, errOut)
+			}
+			golden := filepath.Join("testdata", "iptables-"+tt.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, []byte(out), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (go test -update writes it)", err)
+			}
+			if out != string(want) {
+				t.Errorf("sidecar iptables --dry-run %s:\n%s\nwant (%s):\n%s", strings.Join(tt.args, " "), out, golden, want)
+			}
+		})
+	}
+}
