@@ -15,13 +15,14 @@ if ! need go; then
   exit 1
 fi
 
-# The rawsock test redirects connections with iptables in a network namespace it makes (ip netns).
+# The rawsock, iptables and interception tests make network namespaces (ip netns) and redirect
+# connections with iptables inside them.
 if [ "$(uname -s)" = Linux ] && ! (PATH=$PATH:/usr/sbin && need iptables && need ip6tables && need ip); then
   if [ "$(id -u)" -eq 0 ] && need apt-get; then
     echo "tools: installing iptables and iproute2"
     apt-get update -qq >&2 && apt-get install -y -qq iptables iproute2 >&2
   else
-    echo "tools: iptables or ip is missing (the rawsock test needs them, as root);" \
+    echo "tools: iptables or ip is missing (the network namespace tests need them, as root);" \
       "on Debian: apt-get install -y iptables iproute2" >&2
   fi
 fi
