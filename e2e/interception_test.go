@@ -60,14 +60,33 @@ type podRig struct {
 	certs   *x509.CertPool
 }
 
-// interceptMode is one transparent mode: how its app pod is set up, what the pod's clients'
-// environment holds, and how a connection of the app to orders:port is made in it.
+// interceptMode is one transparent mode: how its app pod is set up, and how a connection of
+// the app to orders:port is made in it.
 type interceptMode struct {
 	pod      string
 	captures bool // iptables redirects the pod's connections, the sidecar's excepted
+	proxyEnv bool // the pod's clients find the sidecar in a proxy variable
 	setup    func(t *testing.T, r *podRig, pod *testenv.Pod)
-	env      []string
 	dial     func(ctx context.Context, r *podRig, pod *testenv.Pod, port int) (net.Conn, error)
+}
+
+// clientRun is one run of a client in a mode: its name among the subtests, its environment.
+type clientRun struct {
+	name string
+	env  []string
+}
+
+// runs are the runs of client c in mode m: one, or in proxy-env mode one per proxy variable
+// its library reads, that variable alone set.
+func (m interceptMode) runs(c interceptClient) []clientRun {
+	if !m.proxyEnv {
+		return []clientRun{{name: c.lang}}
+	}
+	var out []clientRun
+	for _, v := range c.proxyVars {
+		out = append(out, clientRun{name: c.lang + "/" + v, env: []string{v + "=http://" + outboundAddr}})
+	}
+	return out
 }
 
 var interceptModes = []interceptMode{
@@ -90,10 +109,9 @@ var interceptModes = []interceptMode{
 		},
 	},
 	{
-		// The variables gRPC libraries read: grpc-go https_proxy, C-core and grpc-js any.
-		pod:   "app-proxyenv",
-		setup: func(*testing.T, *podRig, *testenv.Pod) {},
-		env:   []string{"https_proxy=http://" + outboundAddr, "grpc_proxy=http://" + outboundAddr, "http_proxy=http://" + outboundAddr},
+		pod:      "app-proxyenv",
+		proxyEnv: true,
+		setup:    func(*testing.T, *podRig, *testenv.Pod) {},
 		dial: func(ctx context.Context, r *podRig, pod *testenv.Pod, port int) (net.Conn, error) {
 			return connectTunnel(ctx, pod, fmt.Sprintf("orders:%d", port))
 		},
@@ -101,17 +119,21 @@ var interceptModes = []interceptMode{
 }
 
 // interceptClient is an unmodified client (internal/testservice/client); ua is how its
-// library names itself in user-agent.
+// library names itself in user-agent, proxyVars the proxy variables it reads.
 type interceptClient struct {
-	lang, ua string
-	argv     func(r *podRig) []string
-	env      func(r *podRig) []string
+	lang, ua  string
+	proxyVars []string
+	argv      func(r *podRig) []string
+	env       func(r *podRig) []string
 }
 
 var interceptClients = []interceptClient{
-	{lang: "go", ua: "grpc-go/", argv: func(r *podRig) []string { return []string{filepath.Join(r.dir, "client")} }},
-	{lang: "python", ua: "grpc-python/", argv: func(*podRig) []string { return []string{"/usr/bin/python3", clientSource("client.py")} }},
-	{lang: "node", ua: "grpc-node-js/", argv: func(*podRig) []string { return []string{"node", clientSource("client.js")} },
+	{lang: "go", ua: "grpc-go/", proxyVars: []string{"https_proxy"},
+		argv: func(r *podRig) []string { return []string{filepath.Join(r.dir, "client")} }},
+	{lang: "python", ua: "grpc-python/", proxyVars: []string{"grpc_proxy", "https_proxy", "http_proxy"},
+		argv: func(*podRig) []string { return []string{"/usr/bin/python3", clientSource("client.py")} }},
+	{lang: "node", ua: "grpc-node-js/", proxyVars: []string{"grpc_proxy", "https_proxy", "http_proxy"},
+		argv: func(*podRig) []string { return []string{"node", clientSource("client.js")} },
 		env: func(*podRig) []string {
 			return []string{"NODE_PATH=" + filepath.Join(repoRoot(), ".tools/node_modules")}
 		}},
@@ -139,7 +161,9 @@ outbound:
 
 			t.Run("grpc", func(t *testing.T) {
 				for _, c := range interceptClients {
-					t.Run(c.lang, func(t *testing.T) { r.checkClient(t, m, pod, c) })
+					for _, run := range m.runs(c) {
+						t.Run(run.name, func(t *testing.T) { r.checkClient(t, pod, c, run.env) })
+					}
 				}
 			})
 			t.Run("not grpc", func(t *testing.T) { r.checkOpaque(t, m, pod) })
@@ -157,7 +181,7 @@ outbound:
 // checkClient runs client c in the pod: a durable call, an unmatched unary call and a
 // server-streaming call, and checks each answer and where it came from. The client makes the
 // three on one channel, one connection: the durable answer shows the sidecar took it.
-func (r *podRig) checkClient(t *testing.T, m interceptMode, pod *testenv.Pod, c interceptClient) {
+func (r *podRig) checkClient(t *testing.T, pod *testenv.Pod, c interceptClient, env []string) {
 	text := uniq(t, "")
 	req := func(s string) string {
 		b, err := proto.Marshal(&testpb.Req{Text: s})
@@ -166,7 +190,7 @@ func (r *podRig) checkClient(t *testing.T, m interceptMode, pod *testenv.Pod, c 
 		}
 		return hex.EncodeToString(b)
 	}
-	lines, _ := r.runClient(t, m, pod, c,
+	lines, _ := r.runClient(t, pod, c, env,
 		"unary:/rgtest.v1.Echo/Call:"+req(text+"-durable"),
 		"unary:/rgtest.v1.Counter/Get:"+req(text+"-unmatched"),
 		"stream:/rgtest.v1.Echo/ServerStream:"+req(text+"-stream"))
@@ -230,15 +254,15 @@ func (r *podRig) checkClient(t *testing.T, m interceptMode, pod *testenv.Pod, c 
 	})
 }
 
-// runClient runs client c in the pod as the app would (root, so iptables captures it) with
-// the mode's environment, and returns its output lines and how long it ran.
-func (r *podRig) runClient(t *testing.T, m interceptMode, pod *testenv.Pod, c interceptClient, ops ...string) ([]string, time.Duration) {
+// runClient runs client c in the pod as the app would (root, so iptables captures it) with env
+// added to its environment, and returns its output lines and how long it ran.
+func (r *podRig) runClient(t *testing.T, pod *testenv.Pod, c interceptClient, env []string, ops ...string) ([]string, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	argv := append(c.argv(r), append([]string{fmt.Sprintf("orders:%d", ordersPort)}, ops...)...)
 	cmd := pod.Command(ctx, 0, argv[0], argv[1:]...)
-	cmd.Env = cleanEnv(m.env...)
+	cmd.Env = cleanEnv(env...)
 	if c.env != nil {
 		cmd.Env = append(cmd.Env, c.env(r)...)
 	}
@@ -391,8 +415,9 @@ func (r *podRig) checkRefused(t *testing.T, m interceptMode, pod *testenv.Pod) {
 		t.Errorf("dialing orders:%d without the sidecar: %v after %v, want connection refused at once", ordersPort, err, time.Since(start))
 	}
 	for _, c := range interceptClients {
-		t.Run(c.lang, func(t *testing.T) {
-			lines, took := r.runClient(t, m, pod, c, "unary:/rgtest.v1.Echo/Call:")
+		run := m.runs(c)[0]
+		t.Run(run.name, func(t *testing.T) {
+			lines, took := r.runClient(t, pod, c, run.env, "unary:/rgtest.v1.Echo/Call:")
 			// The clients' deadline is 20s: a hang would end in DEADLINE_EXCEEDED (4) there.
 			if len(lines) != 1 || !strings.HasPrefix(lines[0], "ERR 14 ") || took > 10*time.Second {
 				t.Errorf("%s client without the sidecar printed %q after %v, want ERR 14 (UNAVAILABLE) at once", c.lang, lines, took)
