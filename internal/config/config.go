@@ -36,9 +36,21 @@ type Outbound struct {
 	Access Access `json:"access,omitempty"`
 	// Unmatched says what happens to a call no route matches: passthrough (default) or reject.
 	Unmatched string `json:"unmatched,omitempty"`
-	// Upstreams maps a gRPC service name to the address passthrough calls of it go to. A service
-	// not listed goes to the call's :authority.
+	// Upstreams maps where passthrough calls go. A key host:port is a destination (a CONNECT
+	// target as the app sent it, e.g. orders:50051, or an original address of iptables mode):
+	// calls to it go to the value instead. Any other key is a gRPC service name, for calls
+	// that have no destination (explicit mode): a service not listed goes to the call's
+	// :authority.
 	Upstreams map[string]string `json:"upstreams,omitempty"`
+	// DetectTimeout is how long the listener waits for a new connection's first bytes before
+	// it takes it for a server-first protocol (SMTP, MySQL, ...) and relays it opaque, when it
+	// was redirected or came through CONNECT. Default 500ms.
+	DetectTimeout Duration `json:"detectTimeout,omitempty"`
+	// AllowDestinations, when set, are the only targets a CONNECT (proxy-env mode) may ask
+	// for; any other is refused with 403. Each is host:port, where host is a name glob
+	// (*.svc.cluster.local), an IP or a CIDR, and port a number or * for any; or a bare CIDR
+	// (10.0.0.0/8, fd00::/8) for any port. A name is matched as the app sent it, not resolved.
+	AllowDestinations []string `json:"allowDestinations,omitempty"`
 	// MaxMessageBytes bounds request and response messages. Default 4 MiB, as gRPC.
 	MaxMessageBytes int `json:"maxMessageBytes,omitempty"`
 	// Descriptors is where the request message types come from, needed only by rules that take
@@ -79,6 +91,10 @@ type Limits struct {
 	// connection's calls with UNAVAILABLE. Defaults 10s and 5s.
 	KeepaliveInterval Duration `json:"keepaliveInterval,omitempty"`
 	KeepaliveTimeout  Duration `json:"keepaliveTimeout,omitempty"`
+	// MaxOpaqueConns bounds the connections the listener serves itself instead of the relay:
+	// being sniffed, in a CONNECT handshake, or relayed opaque (each of those holds two 16 KiB
+	// buffers). Past it a new connection is closed at once. Default 1024.
+	MaxOpaqueConns int `json:"maxOpaqueConns,omitempty"`
 }
 
 // Descriptors names a FileDescriptorSet file (protoc --descriptor_set_out --include_imports)
@@ -221,6 +237,8 @@ const (
 	DefaultUpstreamIdleTimeout  = time.Minute
 	DefaultKeepaliveInterval    = 10 * time.Second
 	DefaultKeepaliveTimeout     = 5 * time.Second
+	DefaultMaxOpaqueConns       = 1024
+	DefaultDetectTimeout        = 500 * time.Millisecond
 	DefaultTimeout              = 30 * time.Second
 	DefaultAttemptTimeout       = 30 * time.Second
 	DefaultIdempotencyKey       = "idempotency-key"
@@ -265,6 +283,9 @@ func (c *Config) setDefaults() {
 		o.Unmatched = or(o.Unmatched, UnmatchedPassthrough)
 		if o.MaxMessageBytes == 0 {
 			o.MaxMessageBytes = DefaultMaxMessageBytes
+		}
+		if o.DetectTimeout == 0 {
+			o.DetectTimeout = Duration(DefaultDetectTimeout)
 		}
 		o.Limits.setDefaults()
 		for i := range o.Routes {
@@ -314,6 +335,7 @@ func (l *Limits) setDefaults() {
 	orInt(&l.MaxHeaderListBytes, DefaultMaxHeaderListBytes)
 	orInt(&l.MaxDurableCalls, DefaultMaxDurableCalls)
 	orInt(&l.MaxResetsPerSecond, DefaultMaxResetsPerSecond)
+	orInt(&l.MaxOpaqueConns, DefaultMaxOpaqueConns)
 	orDur(&l.PrefaceTimeout, DefaultPrefaceTimeout)
 	orDur(&l.IdleTimeout, DefaultIdleTimeout)
 	orDur(&l.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
@@ -325,7 +347,7 @@ func (l *Limits) validate(bad func(field, format string, a ...any), f string) {
 	for _, c := range []struct {
 		name string
 		v    int
-	}{{"maxConcurrentStreams", l.MaxConcurrentStreams}, {"maxDurableCalls", l.MaxDurableCalls}, {"maxResetsPerSecond", l.MaxResetsPerSecond}} {
+	}{{"maxConcurrentStreams", l.MaxConcurrentStreams}, {"maxDurableCalls", l.MaxDurableCalls}, {"maxResetsPerSecond", l.MaxResetsPerSecond}, {"maxOpaqueConns", l.MaxOpaqueConns}} {
 		if c.v < 1 {
 			bad(f+"."+c.name, "must be at least 1, got %d", c.v)
 		}
@@ -381,8 +403,23 @@ func (c *Config) Validate() error {
 		if o.Descriptors.File != "" && o.Descriptors.Reflection != "" {
 			bad("outbound.descriptors", "set file or reflection, not both")
 		}
-		for svc, addr := range o.Upstreams {
-			checkAddr(bad, "outbound.upstreams."+svc, addr)
+		for key, addr := range o.Upstreams {
+			if strings.Contains(key, ":") {
+				if _, _, err := splitDestination(key); err != nil {
+					bad("outbound.upstreams."+key, "a key with a colon is a destination: %v", err)
+				}
+			}
+			checkAddr(bad, "outbound.upstreams."+key, addr)
+		}
+		// Shorter, and a slow client is taken for a server-first one; longer, and a
+		// server-first protocol waits that long for its greeting.
+		if d := o.DetectTimeout.Std(); d < 10*time.Millisecond || d > 10*time.Second {
+			bad("outbound.detectTimeout", "must be between 10ms and 10s, got %s", d)
+		}
+		for i, d := range o.AllowDestinations {
+			if _, err := parseDestination(d); err != nil {
+				bad(fmt.Sprintf("outbound.allowDestinations[%d]", i), "%v", err)
+			}
 		}
 		for i, r := range o.Routes {
 			f := fmt.Sprintf("outbound.routes[%d]", i)

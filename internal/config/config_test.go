@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +70,8 @@ inbound:
 		{"route.key", r.Key.String(), "metadata:order-id"},
 		{"route.onCallerGone", r.OnCallerGone, "keep"},
 		{"route.timeout", r.Timeout.Std().String(), "30s"},
+		{"outbound.detectTimeout", c.Outbound.DetectTimeout.Std().String(), "500ms"},
+		{"outbound.limits.maxOpaqueConns", strconv.Itoa(c.Outbound.Limits.MaxOpaqueConns), "1024"},
 		{"inbound.listen", c.Inbound.Listen, "0.0.0.0:9080"},
 		{"inbound.register.uri", c.Inbound.Register.URI, "http://10.1.2.3:9080"},
 		{"inbound.services[0].retryableCodes", strings.Join(c.Inbound.Services[0].RetryableCodes, ","), "UNAVAILABLE,RESOURCE_EXHAUSTED,ABORTED,DEADLINE_EXCEEDED"},
@@ -137,6 +140,12 @@ func TestParseInvalid(t *testing.T) {
 		{"admin with path", "outbound: {admin: 'http://r:9070/admin'}", `outbound.admin: "http://r:9070/admin" must have no path`},
 		{"register admin with path", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], register: {admin: 'http://r:9070/x', uri: 'http://p:9080'}}", `inbound.register.admin: "http://r:9070/x" must have no path`},
 		{"register admin with query", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], register: {admin: 'https://r:9070?a=b', uri: 'http://p:9080'}}", "inbound.register.admin: \"https://r:9070?a=b\" must have no query"},
+		{"bad detect timeout", "outbound: {detectTimeout: 20s}", "outbound.detectTimeout: must be between 10ms and 10s, got 20s"},
+		{"negative opaque bound", "outbound: {limits: {maxOpaqueConns: -1}}", "outbound.limits.maxOpaqueConns: must be at least 1"},
+		{"allowed destination without port", "outbound: {allowDestinations: [orders]}", `outbound.allowDestinations[0]: want host:port, [ipv6]:port or a CIDR, got "orders"`},
+		{"allowed destination bad port", "outbound: {allowDestinations: ['orders:http']}", `outbound.allowDestinations[0]: bad port "http"`},
+		{"allowed destination bad glob", "outbound: {allowDestinations: ['orders\\:50051']}", `bad glob "orders\\"`},
+		{"upstream destination bad port", "outbound: {upstreams: {'orders:0': '10.0.0.1:50051'}}", "outbound.upstreams.orders:0: a key with a colon is a destination"},
 		{"bad identity key", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], identityKeys: [abc]}", "publickeyv1_"},
 	}
 	for _, tc := range tests {
@@ -175,5 +184,39 @@ func TestParseSource(t *testing.T) {
 		if (err != nil) != tc.err || got != tc.want {
 			t.Errorf("ParseSource(%q) = %+v, %v; want %+v, error %v", tc.in, got, err, tc.want, tc.err)
 		}
+	}
+}
+
+// TestAllowsDestination: CONNECT targets against allowDestinations entries of each form.
+func TestAllowsDestination(t *testing.T) {
+	o := &Outbound{AllowDestinations: []string{
+		"orders:50051", "*.svc.cluster.local:*", "10.1.0.0/16", "[fd00::/8]:443", "192.168.1.7:80", "[::1]:9000",
+	}}
+	for _, tc := range []struct {
+		host, port string
+		want       bool
+	}{
+		{"orders", "50051", true},
+		{"ORDERS", "50051", true},
+		{"orders", "50052", false},
+		{"orders.default", "50051", false},
+		{"pay.prod.svc.cluster.local", "8080", true},
+		{"svc.cluster.local", "8080", false},
+		{"10.1.200.3", "1", true},
+		{"10.2.0.1", "50051", false},
+		{"fd12::1", "443", true},
+		{"fd12::1", "444", false},
+		{"192.168.1.7", "80", true},
+		{"::ffff:192.168.1.7", "80", true},
+		{"192.168.1.8", "80", false},
+		{"::1", "9000", true},
+		{"localhost", "9000", false},
+	} {
+		if got := o.AllowsDestination(tc.host, tc.port); got != tc.want {
+			t.Errorf("AllowsDestination(%q, %q) = %v, want %v", tc.host, tc.port, got, tc.want)
+		}
+	}
+	if !(&Outbound{}).AllowsDestination("anything", "1") {
+		t.Errorf("AllowsDestination with no allowDestinations = false, want true")
 	}
 }

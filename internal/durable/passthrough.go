@@ -26,7 +26,8 @@ func routeField(i int) []hpack.HeaderField {
 // direct decides each call on the outbound listener from its headers. Durable routes run in
 // Handle; the local server takes the sidecar's own services (own) and anything that is not
 // gRPC (which grpc-go answers as it should); every other call passes through unchanged to its
-// upstream, or is refused.
+// upstream (upstream: where its connection was going, or where the config sends it), or is
+// refused.
 func (h *Handler) direct(own map[string]bool) func(*proxy.Request) proxy.Decision {
 	return func(r *proxy.Request) proxy.Decision {
 		svc, _ := splitMethod(r.Method)
@@ -39,10 +40,7 @@ func (h *Handler) direct(own map[string]bool) func(*proxy.Request) proxy.Decisio
 		if h.cfg.Unmatched == config.UnmatchedReject {
 			return refuse(codes.Unimplemented, "%s matches no route and unmatched calls are rejected (outbound.unmatched: reject)", r.Method)
 		}
-		addr, ok := h.cfg.Upstreams[svc]
-		if !ok {
-			addr = r.Authority
-		}
+		addr := h.upstream(svc, r)
 		if addr == "" || h.isSelf(addr) {
 			return refuse(codes.Unavailable, "no upstream for %s: add outbound.upstreams[%q], or dial the sidecar with grpc.WithAuthority(\"host:port of the service\")", r.Method, svc)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/restate-grpc/restate-grpc/interceptors"
 	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/intercept"
 	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
 	"github.com/restate-grpc/restate-grpc/proxy"
 )
@@ -34,6 +35,10 @@ func NewServer(h *Handler, register func(grpc.ServiceRegistrar), log *slog.Logge
 	local := grpc.NewServer(
 		grpc.ForceServerCodecV2(rawcodec.Codec),
 		grpc.MaxRecvMsgSize(h.cfg.MaxMessageBytes),
+		// Fixed windows turn off grpc-go's BDP estimation, whose PINGs on every burst of a
+		// call only cost wake-ups on a connection that never leaves the process.
+		grpc.InitialWindowSize(1<<20),
+		grpc.InitialConnWindowSize(4<<20),
 		grpc.UnknownServiceHandler(h.Handle),
 		grpc.ChainUnaryInterceptor(recoverU, limitU),
 		grpc.ChainStreamInterceptor(recoverS, limitS, interceptors.ProtoOnly()),
@@ -47,7 +52,8 @@ func NewServer(h *Handler, register func(grpc.ServiceRegistrar), log *slog.Logge
 	}
 	pipe := proxy.NewPipe()
 	return &Server{
-		relay: &proxy.Server{Director: h.direct(own), Local: pipe.Dial, Dial: dialRaw, Limits: relayLimits(h.cfg.Limits), Logger: log},
+		relay: &proxy.Server{Director: h.direct(own), Local: pipe.Dial, Dial: dialRaw, Limits: relayLimits(h.cfg.Limits), Logger: log,
+			Destination: intercept.Destination},
 		local: local,
 		pipe:  pipe,
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
 	"github.com/restate-grpc/restate-grpc/internal/durable"
 	"github.com/restate-grpc/restate-grpc/internal/inbound"
+	"github.com/restate-grpc/restate-grpc/internal/intercept"
 	"github.com/restate-grpc/restate-grpc/internal/invocations"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
@@ -84,35 +86,77 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 			}
 		}
 	}
+	// Every listener is bound before any is served: the outbound one refuses CONNECTs to the
+	// others, so it needs their addresses.
 	var err error
-	if oc := o.Config.Outbound; oc != nil {
+	oc, ic := o.Config.Outbound, o.Config.Inbound
+	if oc != nil {
 		if s.outbound, err = listen(o.Listeners.Outbound, oc.Listen); err != nil {
 			return nil, fmt.Errorf("outbound listener: %w", err)
 		}
-		s.outbound = rawsock.Listener(s.outbound)
-		if err := s.startOutbound(ctx, oc); err != nil {
-			closeAll()
-			return nil, err
-		}
 	}
-	if ic := o.Config.Inbound; ic != nil {
+	if ic != nil {
 		if s.inbound, err = listen(o.Listeners.Inbound, ic.Listen); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("inbound listener: %w", err)
 		}
 		s.inbound = rawsock.Listener(s.inbound)
-		s.startInbound(ctx, ic)
-	} else {
-		s.inboundReady.Store(true)
 	}
 	if o.Health != "" || o.Listeners.Health != nil {
 		if s.health, err = listen(o.Listeners.Health, o.Health); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("health listener: %w", err)
 		}
+	}
+	if oc != nil {
+		var own []net.Addr
+		for _, l := range []net.Listener{s.inbound, s.health} {
+			if l != nil {
+				own = append(own, l.Addr())
+			}
+		}
+		var also []net.Listener
+		if l6 := s.loopback6(o.Listeners.Outbound); l6 != nil {
+			also = append(also, rawsock.Listener(l6))
+		}
+		s.outbound = intercept.New(rawsock.Listener(s.outbound), intercept.Options{
+			Also:          also,
+			DetectTimeout: oc.DetectTimeout.Std(),
+			MaxConns:      oc.Limits.MaxOpaqueConns,
+			Self:          own,
+			Allow:         oc.AllowsDestination,
+			Logger:        s.log,
+		})
+		if err := s.startOutbound(ctx, oc); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
+	if ic != nil {
+		s.startInbound(ctx, ic)
+	} else {
+		s.inboundReady.Store(true)
+	}
+	if s.health != nil {
 		s.serveHTTP(ctx, "health", s.health, s.healthHandler())
 	}
 	return s, nil
+}
+
+// loopback6 binds the IPv6 loopback at the outbound listener's port when that listener is the
+// IPv4 loopback and the sidecar bound it (not given): iptables mode redirects IPv6
+// connections to [::1]. Nil where the host has no IPv6.
+func (s *Sidecar) loopback6(given net.Listener) net.Listener {
+	a, _ := s.outbound.Addr().(*net.TCPAddr)
+	if given != nil || a == nil || !a.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+		return nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("::1", strconv.Itoa(a.Port)))
+	if err != nil {
+		s.log.Debug("outbound listener on IPv4 only: IPv6 connections redirected by iptables will not reach it", "error", err)
+		return nil
+	}
+	return l
 }
 
 // OutboundAddr is the outbound listener's address (nil without outbound).
