@@ -29,6 +29,9 @@ type RestateOptions struct {
 	TracingEndpoint string
 	// Log receives the server's output; default a file in the base dir.
 	Log *os.File
+	// Pod, when set, runs the server inside that pod of a PodNet, bound to the pod's address on
+	// Restate's default ports, instead of on loopback ports of the test's namespace.
+	Pod *Pod
 }
 
 // Restate is a running Restate server.
@@ -39,6 +42,8 @@ type Restate struct {
 
 	bin, dir, conf string
 	logFile        *os.File
+	pod            *Pod
+	http           *http.Client // reaches the server where it listens
 	cmd            *exec.Cmd
 	exited         chan struct{}
 }
@@ -94,25 +99,27 @@ func StartRestate(dir string, o RestateOptions) (*Restate, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports := make([]int, 3)
-	for i := range ports {
-		if ports[i], err = FreePort(); err != nil {
-			return nil, err
+	host, ports := "127.0.0.1", []int{8080, 9070, 5122} // a pod's own namespace has every port free
+	r := &Restate{bin: bin, dir: dir, conf: filepath.Join(dir, "restate.toml"), pod: o.Pod, http: http.DefaultClient}
+	if o.Pod != nil {
+		host, r.http = o.Pod.Addr.String(), o.Pod.HTTPClient()
+	} else {
+		for i := range ports {
+			if ports[i], err = FreePort(); err != nil {
+				return nil, err
+			}
 		}
 	}
-	r := &Restate{
-		Ingress: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		Admin:   fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		bin:     bin, dir: dir, conf: filepath.Join(dir, "restate.toml"),
-	}
+	r.Ingress = fmt.Sprintf("http://%s:%d", host, ports[0])
+	r.Admin = fmt.Sprintf("http://%s:%d", host, ports[1])
 	conf := fmt.Sprintf(`cluster-name = "rgtest"
-bind-address = "127.0.0.1:%[3]d"
-advertised-address = "http://127.0.0.1:%[3]d/"
+bind-address = "%[4]s:%[3]d"
+advertised-address = "http://%[4]s:%[3]d/"
 [admin]
-bind-address = "127.0.0.1:%[2]d"
+bind-address = "%[4]s:%[2]d"
 [ingress]
-bind-address = "127.0.0.1:%[1]d"
-`, ports[0], ports[1], ports[2])
+bind-address = "%[4]s:%[1]d"
+`, ports[0], ports[1], ports[2], host)
 	if o.TracingEndpoint != "" {
 		conf = fmt.Sprintf("tracing-endpoint = %q\n", o.TracingEndpoint) + conf
 	}
@@ -139,9 +146,14 @@ bind-address = "127.0.0.1:%[1]d"
 }
 
 func (r *Restate) start() error {
-	r.cmd = exec.Command(r.bin, "--no-logo", "--base-dir", filepath.Join(r.dir, "data"), "-c", r.conf)
+	args := []string{"--no-logo", "--base-dir", filepath.Join(r.dir, "data"), "-c", r.conf}
+	if r.pod != nil {
+		r.cmd = r.pod.Command(context.Background(), 0, r.bin, args...)
+	} else {
+		r.cmd = exec.Command(r.bin, args...)
+		r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the tests
+	}
 	r.cmd.Stdout, r.cmd.Stderr = r.logFile, r.logFile
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the tests
 	if err := r.cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", r.bin, err)
 	}
@@ -150,7 +162,7 @@ func (r *Restate) start() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, u := range []string{r.Ingress + "/restate/health", r.Admin + "/health"} {
-		if err := waitHTTP(ctx, u, r.exited); err != nil {
+		if err := waitHTTP(ctx, r.http, u, r.exited); err != nil {
 			r.Stop()
 			return fmt.Errorf("restate server (log %s): %w", r.logFile.Name(), err)
 		}
@@ -158,9 +170,9 @@ func (r *Restate) start() error {
 	return nil
 }
 
-func waitHTTP(ctx context.Context, url string, exited <-chan struct{}) error {
+func waitHTTP(ctx context.Context, c *http.Client, url string, exited <-chan struct{}) error {
 	for {
-		resp, err := http.Get(url)
+		resp, err := c.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
