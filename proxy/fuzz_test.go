@@ -128,8 +128,10 @@ func fuzzRelay(f *testing.F) *proxy.Pipe {
 		Dial:  func(ctx context.Context, _ string) (net.Conn, error) { return upstream.Dial(ctx) },
 		// A write stuck past this fails its connection: well within fuzzDeadline.
 		WriteTimeout: time.Second,
-		Limits:       proxy.Limits{PrefaceTimeout: time.Second},
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The harness writes the preface and SETTINGS itself, at once: a stall of the fuzzing
+		// process (coverage, minimization) must not pass for a peer that sends none.
+		Limits: proxy.Limits{PrefaceTimeout: 10 * fuzzDeadline},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	served := make(chan struct{})
 	go func() {

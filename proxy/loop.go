@@ -22,7 +22,7 @@ type dialedConn struct {
 
 // remember enters c, an upstream connection just dialed, in dialed.
 func remember(c net.Conn, err error) (net.Conn, error) {
-	if err != nil || c.LocalAddr() == nil || c.RemoteAddr() == nil {
+	if err != nil || !tcpEnds(c) {
 		return c, err
 	}
 	dc := &dialedConn{Conn: c, ends: [2]string{c.LocalAddr().String(), c.RemoteAddr().String()}}
@@ -46,7 +46,7 @@ func (c *dialedConn) Close() error {
 // connection, its original destination dest) that one's remote end. Both ends count: the
 // kernel may give the same local port to connections to different destinations.
 func isLoop(c net.Conn, dest string) bool {
-	if c.RemoteAddr() == nil || c.LocalAddr() == nil {
+	if !tcpEnds(c) {
 		return false
 	}
 	remote := c.RemoteAddr().String()
@@ -67,4 +67,12 @@ func (l *link) looped() bool {
 		l.from.loop = isLoop(l.down.nc, l.from.dest)
 	}
 	return l.from.loop
+}
+
+// tcpEnds reports whether c's ends are TCP addresses, which tell connections apart; the ends
+// of a socket pair (Pipe) are the same for every one.
+func tcpEnds(c net.Conn) bool {
+	_, local := c.LocalAddr().(*net.TCPAddr)
+	_, remote := c.RemoteAddr().(*net.TCPAddr)
+	return local && remote
 }
