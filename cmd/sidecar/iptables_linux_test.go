@@ -8,13 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/restate-grpc/restate-grpc/internal/testenv"
 )
 
 // TestMain runs the test binary as the sidecar command when asked to, so a test can run the
@@ -34,10 +33,10 @@ func TestIptablesApply(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("TestIptablesApply makes a network namespace and writes iptables rules in it, which needs root: run the tests as root, as CI does")
 	}
-	ip := sbin(t, "ip")
+	ip := testenv.Tool(t, "ip")
 	ns := fmt.Sprintf("rg-ipt-%d-cli", os.Getpid())
-	runTool(t, ip, "netns", "add", ns)
-	t.Cleanup(func() { runTool(t, ip, "netns", "delete", ns) })
+	testenv.RunTool(t, ip, "netns", "add", ns)
+	t.Cleanup(func() { testenv.RunTool(t, ip, "netns", "delete", ns) })
 
 	// No --backend: auto, which picks nft in a new namespace, where neither backend holds rules.
 	flags := []string{"iptables", "-ports", "50051,8080", "-exclude-ports", "5432"}
@@ -48,7 +47,7 @@ func TestIptablesApply(t *testing.T) {
 	want := ruleLines(dry)
 	for range 2 {
 		var out, errOut string
-		inNetns(t, ns, func() error { out, errOut, code = sidecarCLI(t, flags...); return nil })
+		inNS(t, ns, func() error { out, errOut, code = sidecarCLI(t, flags...); return nil })
 		if code != 0 || !strings.Contains(out, "wrote the RESTATE_GRPC_OUTPUT rules (nft backend)") {
 			t.Fatalf("sidecar %s: exit %d, stdout %q, stderr %q; want exit 0 and what it wrote", strings.Join(flags, " "), code, out, errOut)
 		}
@@ -65,7 +64,7 @@ func TestIptablesApply(t *testing.T) {
 		var errb bytes.Buffer
 		cmd.Stderr = &errb
 		var err error
-		inNetns(t, ns, func() error { err = cmd.Run(); return nil })
+		inNS(t, ns, func() error { err = cmd.Run(); return nil })
 		code := -1
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()
@@ -77,7 +76,7 @@ func TestIptablesApply(t *testing.T) {
 
 	for range 2 { // the second finds nothing to remove
 		var out, errOut string
-		inNetns(t, ns, func() error {
+		inNS(t, ns, func() error {
 			out, errOut, code = sidecarCLI(t, "iptables", "--cleanup")
 			return nil
 		})
@@ -107,7 +106,7 @@ func savedRules(t *testing.T, ns string) []string {
 	t.Helper()
 	var lines []string
 	for _, save := range []string{"iptables-nft-save", "ip6tables-nft-save"} {
-		out, err := exec.Command(sbin(t, "ip"), "netns", "exec", ns, sbin(t, save), "-t", "nat").CombinedOutput()
+		out, err := exec.Command(testenv.Tool(t, "ip"), "netns", "exec", ns, testenv.Tool(t, save), "-t", "nat").CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s in %s: %v\n%s", save, ns, err, out)
 		}
@@ -155,48 +154,10 @@ func testBinaryCopy(t *testing.T) string {
 	return exe
 }
 
-// sbin finds a system tool on PATH or in /usr/sbin, where Debian puts them and where a PATH
-// may not look.
-func sbin(t *testing.T, name string) string {
+// inNS runs f in the network namespace ns and fails the test if it fails.
+func inNS(t *testing.T, ns string, f func() error) {
 	t.Helper()
-	for _, p := range []string{name, "/usr/sbin/" + name} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("the test needs %s: run `make tools` (or, on Debian, apt-get install -y iptables iproute2)", name)
-	return ""
-}
-
-func runTool(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// inNetns runs f on a thread moved into the namespace ns, so the processes it starts are
-// there.
-func inNetns(t *testing.T, ns string, f func() error) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		// The thread is never unlocked, so it ends with this goroutine instead of running
-		// other goroutines in the namespace.
-		runtime.LockOSThread()
-		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		done <- f()
-	}()
-	if err := <-done; err != nil {
+	if err := testenv.InNetns(ns, f); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -16,10 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/restate-grpc/restate-grpc/internal/iptables"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
+	"github.com/restate-grpc/restate-grpc/internal/testenv"
 )
 
 // The pod's network in the test: the app's namespace reaches a peer namespace over a veth
@@ -52,7 +50,7 @@ func testCapture(t *testing.T, backend iptables.Backend) {
 	opts := iptables.Options{Backend: backend}
 	apply := func() {
 		t.Helper()
-		inNetns(t, app, func() error {
+		inNS(t, app, func() error {
 			got, err := iptables.Apply(ctx, rules, opts)
 			if err == nil && got != backend {
 				err = fmt.Errorf("Apply used backend %s, want %s", got, backend)
@@ -86,7 +84,7 @@ func testCapture(t *testing.T, backend iptables.Backend) {
 			t.Errorf("%s iptables-save -t nat after a second Apply:\n%s\nwant the same as after the first\n%s", f, strings.Join(got, "\n"), strings.Join(w, "\n"))
 		}
 	}
-	inNetns(t, app, func() error {
+	inNS(t, app, func() error {
 		got, err := iptables.Detect(ctx, []iptables.Family{iptables.IPv4, iptables.IPv6})
 		if err == nil && got != backend {
 			err = fmt.Errorf("Detect() = %s in a namespace with %s rules, want %s", got, backend, backend)
@@ -129,7 +127,7 @@ func testCapture(t *testing.T, backend iptables.Backend) {
 	}
 
 	for range 2 { // removing twice: the second finds nothing and does nothing
-		inNetns(t, app, func() error { _, err := iptables.Remove(ctx, opts); return err })
+		inNS(t, app, func() error { _, err := iptables.Remove(ctx, opts); return err })
 		for _, f := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
 			if got := natRules(t, app, backend, f); len(got) != 0 {
 				t.Errorf("%s iptables-save -t nat after Remove:\n%s\nwant no trace of %s", f, strings.Join(got, "\n"), iptables.Chain)
@@ -145,19 +143,19 @@ func testCapture(t *testing.T, backend iptables.Backend) {
 // pair, and deletes them when the test ends.
 func podNetwork(t *testing.T, name string) (app, peer string) {
 	t.Helper()
-	ip := tool(t, "ip")
+	ip := testenv.Tool(t, "ip")
 	app, peer = name, name+"-peer"
 	for _, ns := range []string{app, peer} {
-		run(t, ip, "netns", "add", ns)
-		t.Cleanup(func() { run(t, ip, "netns", "delete", ns) })
-		run(t, ip, "-n", ns, "link", "set", "lo", "up")
+		testenv.RunTool(t, ip, "netns", "add", ns)
+		t.Cleanup(func() { testenv.RunTool(t, ip, "netns", "delete", ns) })
+		testenv.RunTool(t, ip, "-n", ns, "link", "set", "lo", "up")
 	}
-	run(t, ip, "-n", app, "link", "add", "rgipt0", "type", "veth", "peer", "name", "rgipt1", "netns", peer)
+	testenv.RunTool(t, ip, "-n", app, "link", "add", "rgipt0", "type", "veth", "peer", "name", "rgipt1", "netns", peer)
 	for _, c := range []struct{ ns, dev, a4, a6 string }{{app, "rgipt0", appAddr4, appAddr6}, {peer, "rgipt1", peerAddr4, peerAddr6}} {
-		run(t, ip, "-n", c.ns, "addr", "add", c.a4+"/24", "dev", c.dev)
+		testenv.RunTool(t, ip, "-n", c.ns, "addr", "add", c.a4+"/24", "dev", c.dev)
 		// nodad: the address is usable at once instead of after duplicate address detection.
-		run(t, ip, "-n", c.ns, "addr", "add", c.a6+"/64", "dev", c.dev, "nodad")
-		run(t, ip, "-n", c.ns, "link", "set", c.dev, "up")
+		testenv.RunTool(t, ip, "-n", c.ns, "addr", "add", c.a6+"/64", "dev", c.dev, "nodad")
+		testenv.RunTool(t, ip, "-n", c.ns, "link", "set", c.dev, "up")
 	}
 	return app, peer
 }
@@ -166,7 +164,7 @@ func podNetwork(t *testing.T, name string) (app, peer string) {
 // iptables-save prints them in ns.
 func natRules(t *testing.T, ns string, b iptables.Backend, f iptables.Family) []string {
 	t.Helper()
-	out, err := exec.Command(tool(t, "ip"), "netns", "exec", ns, tool(t, b.Binary(f, "save")), "-t", "nat").CombinedOutput()
+	out, err := exec.Command(testenv.Tool(t, "ip"), "netns", "exec", ns, testenv.Tool(t, b.Binary(f, "save")), "-t", "nat").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s -t nat in %s: %v\n%s", b.Binary(f, "save"), ns, err, out)
 	}
@@ -208,7 +206,7 @@ func listen(t *testing.T, ns, name string, arrivals chan<- arrival, addrs ...str
 	for _, a := range addrs {
 		for _, p := range ports {
 			var l net.Listener
-			inNetns(t, ns, func() (err error) { l, err = net.Listen("tcp", net.JoinHostPort(a, p)); return err })
+			inNS(t, ns, func() (err error) { l, err = net.Listen("tcp", net.JoinHostPort(a, p)); return err })
 			ls = append(ls, l)
 			wg.Go(func() {
 				for {
@@ -236,8 +234,8 @@ func listen(t *testing.T, ns, name string, arrivals chan<- arrival, addrs ...str
 func connect(t *testing.T, ns, addr string, asProxy bool, arrivals <-chan arrival) arrival {
 	t.Helper()
 	token := fmt.Sprintf("%s-%v-%d", addr, asProxy, time.Now().UnixNano())
-	bash := tool(t, "bash")
-	inNetns(t, ns, func() error {
+	bash := testenv.Tool(t, "bash")
+	inNS(t, ns, func() error {
 		if asProxy {
 			ap := netip.MustParseAddrPort(addr)
 			cmd := exec.Command(bash, "-c", fmt.Sprintf("echo %s >/dev/tcp/%s/%d", token, ap.Addr(), ap.Port()))
@@ -267,48 +265,10 @@ func connect(t *testing.T, ns, addr string, asProxy bool, arrivals <-chan arriva
 	}
 }
 
-// tool finds a system tool on PATH or in /usr/sbin, where Debian puts them and where a PATH
-// may not look.
-func tool(t *testing.T, name string) string {
+// inNS runs f in the network namespace ns and fails the test if it fails.
+func inNS(t *testing.T, ns string, f func() error) {
 	t.Helper()
-	for _, p := range []string{name, "/usr/sbin/" + name} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("TestCapture needs %s: run `make tools` (or, on Debian, apt-get install -y iptables iproute2 bash)", name)
-	return ""
-}
-
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// inNetns runs f on a thread moved into the namespace ns, so the sockets f makes, and the
-// processes it starts, are there; sockets stay there whichever thread uses them later.
-func inNetns(t *testing.T, ns string, f func() error) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		// The thread is never unlocked, so it ends with this goroutine instead of running
-		// other goroutines in the namespace.
-		runtime.LockOSThread()
-		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		done <- f()
-	}()
-	if err := <-done; err != nil {
+	if err := testenv.InNetns(ns, f); err != nil {
 		t.Fatal(err)
 	}
 }

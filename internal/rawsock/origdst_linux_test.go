@@ -5,14 +5,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
-	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
+	"github.com/restate-grpc/restate-grpc/internal/testenv"
 )
 
 // In the test's own network namespace, connections to sentPort are redirected to listenPort, as
@@ -40,7 +36,7 @@ func TestOriginalDst(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var l net.Listener
 			var c net.Conn
-			inNetns(t, ns, func() (err error) {
+			inNS(t, ns, func() (err error) {
 				if l, err = net.Listen("tcp", net.JoinHostPort(tc.listen, fmt.Sprint(listenPort))); err != nil {
 					return err
 				}
@@ -82,60 +78,22 @@ func redirectingNetns(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Fatal("TestOriginalDst makes a network namespace with iptables rules, which needs root: run the tests as root, as CI does")
 	}
-	ip := tool(t, "ip")
+	ip := testenv.Tool(t, "ip")
 	ns := fmt.Sprintf("rg-test-%d", os.Getpid())
-	run(t, ip, "netns", "add", ns)
-	t.Cleanup(func() { run(t, ip, "netns", "delete", ns) })
-	run(t, ip, "-n", ns, "link", "set", "lo", "up")
-	for _, iptables := range []string{tool(t, "iptables"), tool(t, "ip6tables")} {
-		run(t, ip, "netns", "exec", ns, iptables, "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
+	testenv.RunTool(t, ip, "netns", "add", ns)
+	t.Cleanup(func() { testenv.RunTool(t, ip, "netns", "delete", ns) })
+	testenv.RunTool(t, ip, "-n", ns, "link", "set", "lo", "up")
+	for _, iptables := range []string{testenv.Tool(t, "iptables"), testenv.Tool(t, "ip6tables")} {
+		testenv.RunTool(t, ip, "netns", "exec", ns, iptables, "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
 			"--dport", fmt.Sprint(sentPort), "-j", "REDIRECT", "--to-ports", fmt.Sprint(listenPort))
 	}
 	return ns
 }
 
-// tool finds a system tool on PATH or in /usr/sbin, where Debian puts them and where a PATH
-// may not look.
-func tool(t *testing.T, name string) string {
+// inNS runs f in the network namespace ns and fails the test if it fails.
+func inNS(t *testing.T, ns string, f func() error) {
 	t.Helper()
-	for _, p := range []string{name, "/usr/sbin/" + name} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("TestOriginalDst needs %s: run `make tools` (or, on Debian, apt-get install -y iptables iproute2)", name)
-	return ""
-}
-
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// inNetns runs f on a thread moved into the namespace ns, so the sockets f makes are there; they
-// stay there whichever thread uses them later.
-func inNetns(t *testing.T, ns string, f func() error) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		// The thread is never unlocked, so it ends with this goroutine instead of running
-		// other goroutines in the namespace.
-		runtime.LockOSThread()
-		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		done <- f()
-	}()
-	if err := <-done; err != nil {
+	if err := testenv.InNetns(ns, f); err != nil {
 		t.Fatal(err)
 	}
 }

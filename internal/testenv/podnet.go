@@ -146,9 +146,13 @@ func Tool(t testing.TB, name string) string {
 	return ""
 }
 
-// do runs f on a thread moved into the pod's namespace, so the sockets f makes are there (they
-// stay there, whichever thread uses them later), then moves the thread back.
-func (p *Pod) do(f func() error) error {
+// do runs f in the pod's namespace (InNetns).
+func (p *Pod) do(f func() error) error { return InNetns(p.NS, f) }
+
+// InNetns runs f on a thread moved into the network namespace ns, so the sockets f makes and
+// the processes it starts are there (sockets stay there, whichever thread uses them later),
+// then moves the thread back.
+func InNetns(ns string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -158,27 +162,35 @@ func (p *Pod) do(f func() error) error {
 			return
 		}
 		defer unix.Close(home)
-		ns, err := unix.Open("/run/netns/"+p.NS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			errc <- err
 			return
 		}
-		defer unix.Close(ns)
-		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", p.NS, err)
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
 			return
 		}
 		ferr := f()
 		// A thread that cannot go back stays locked, so it ends with this goroutine instead
-		// of running other goroutines in the pod.
+		// of running other goroutines in the namespace.
 		if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns back from %s: %w", p.NS, err)
+			errc <- fmt.Errorf("setns back from %s: %w", ns, err)
 			return
 		}
 		runtime.UnlockOSThread()
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// RunTool runs a system tool and fails the test with its output when it fails.
+func RunTool(t testing.TB, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
 }
 
 // DialContext dials addr from inside the pod, as one of its processes would (its iptables
