@@ -579,7 +579,7 @@ func TestAlso(t *testing.T) {
 	v6, err := net.Listen("tcp", "[::1]:0")
 	if err != nil {
 		v4.Close()
-		t.Skipf("no IPv6 loopback here: %v", err)
+		t.Fatalf("no IPv6 loopback, which iptables mode redirects IPv6 to: enable it (sysctl -w net.ipv6.conf.lo.disable_ipv6=0): %v", err)
 	}
 	l := intercept.New(v4, intercept.Options{Also: []net.Listener{v6}})
 	defer l.Close()

@@ -155,7 +155,7 @@ func TestOutboundDestination(t *testing.T) {
 // same port too, where iptables mode redirects IPv6 connections.
 func TestOutboundIPv6(t *testing.T) {
 	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
-		t.Skipf("no IPv6 loopback here: %v", err)
+		t.Fatalf("no IPv6 loopback, which iptables mode redirects IPv6 to: enable it (sysctl -w net.ipv6.conf.lo.disable_ipv6=0): %v", err)
 	} else {
 		l.Close()
 	}
