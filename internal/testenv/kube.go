@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,7 +222,7 @@ func (k *Kube) run(name, bin string, args ...string) error {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the tests
-	if err := cmd.Start(); err != nil {
+	if err := startOnSpawner(cmd); err != nil {
 		log.Close()
 		return fmt.Errorf("starting %s: %w", bin, err)
 	}
@@ -229,6 +230,27 @@ func (k *Kube) run(name, bin string, args ...string) error {
 	go func() { cmd.Wait(); log.Close(); close(p.exited) }()
 	k.procs = append(k.procs, p)
 	return nil
+}
+
+// spawner is a goroutine locked to an OS thread for good, which starts the rig's processes. The
+// kernel sends Pdeathsig when the thread that forked a child ends, not the process; and Go ends
+// a thread when a goroutine returns while locked to it, as InNetns does when it cannot move its
+// thread back. A process forked from such a thread would die in the middle of a test.
+var spawner = sync.OnceValue(func() chan<- func() {
+	c := make(chan func())
+	go func() {
+		runtime.LockOSThread()
+		for f := range c {
+			f()
+		}
+	}()
+	return c
+})
+
+func startOnSpawner(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	spawner() <- func() { errc <- cmd.Start() }
+	return <-errc
 }
 
 // waitReady polls /readyz (which passes once the post-start hooks, RBAC's bootstrap roles
