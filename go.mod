@@ -3,6 +3,7 @@ module github.com/restate-grpc/restate-grpc
 go 1.26.0
 
 require (
+	github.com/evanphx/json-patch/v5 v5.9.11
 	github.com/golang-jwt/jwt/v5 v5.2.3
 	github.com/google/go-cmp v0.7.0
 	github.com/mr-tron/base58 v1.2.0
