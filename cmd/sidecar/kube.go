@@ -71,17 +71,24 @@ func waitCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "wait",
 		Short: "Wait until the sidecar is ready (its /readyz answers 200)",
-		Long: `wait returns once the sidecar's /readyz answers 200, or fails after --timeout. The injector
-runs it as the postStart hook of the sidecar container on clusters without native sidecars,
-so the kubelet starts the app's containers only once the sidecar is ready.`,
+		Long: `wait returns once the sidecar's /readyz answers 200 (with --outbound, /readyz/outbound: the
+outbound listener serves, which the app needs to start), or fails after --timeout. The
+injector runs wait --outbound as the postStart hook of the sidecar container on clusters
+without native sidecars, so the kubelet starts the app's containers only once the sidecar
+takes their calls.`,
 		Args: cobra.NoArgs,
 	}
 	health := healthFlag(cmd)
 	timeout := cmd.Flags().Duration("timeout", 2*time.Minute, "how long to wait")
+	outbound := cmd.Flags().Bool("outbound", false, "wait for the outbound listener only, not for the inbound side's registration")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx, cancel := context.WithTimeout(cmd.Context(), *timeout)
 		defer cancel()
-		if err := waitReady(ctx, "http://"+*health+"/readyz"); err != nil {
+		path := "/readyz"
+		if *outbound {
+			path += "/outbound"
+		}
+		if err := waitReady(ctx, "http://"+*health+path); err != nil {
 			return failed(err)
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), "sidecar ready")

@@ -243,7 +243,7 @@ func (in *Injector) addSidecar(pod *corev1.Pod, p *config.Pod, native bool) {
 		// Without native sidecars, the kubelet starts containers in order and the next one
 		// only once a container's postStart hook has returned: the app waits for the sidecar.
 		sc.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
-			Exec: &corev1.ExecAction{Command: []string{Binary, "wait", "--timeout=2m"}},
+			Exec: &corev1.ExecAction{Command: []string{Binary, "wait", "--outbound", "--timeout=2m"}},
 		}}
 		pod.Spec.Containers = append([]corev1.Container{sc}, pod.Spec.Containers...)
 	}
@@ -291,8 +291,10 @@ func (in *Injector) sidecarContainer(p *config.Pod, inboundPort int) corev1.Cont
 		},
 		Ports:     ports,
 		Resources: in.resources(p),
-		// The startup probe holds the app's containers (native sidecar) for up to 2 minutes.
-		StartupProbe:   probe("/readyz", 1, 120),
+		// The startup probe holds the app's containers (native sidecar) for up to 2 minutes,
+		// until the outbound listener serves: the inbound side may need the app to be up
+		// before it registers, and only that decides readiness.
+		StartupProbe:   probe("/readyz/outbound", 1, 120),
 		ReadinessProbe: probe("/readyz", 5, 3),
 		LivenessProbe:  probe("/healthz", 10, 3),
 		VolumeMounts:   []corev1.VolumeMount{{Name: VolumeName, MountPath: PodinfoDir, ReadOnly: true}},
