@@ -104,7 +104,11 @@ func TestWebhook(t *testing.T) {
 			r.Kind = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
 			return r
 		}(), "", ""},
-		{"an update", func() *admissionv1.AdmissionRequest { r := podRequest(t, "u7", pod); r.Operation = admissionv1.Update; return r }(), "", ""},
+		{"an update", func() *admissionv1.AdmissionRequest {
+			r := podRequest(t, "u7", pod)
+			r.Operation = admissionv1.Update
+			return r
+		}(), "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
