@@ -99,7 +99,7 @@ type ctr struct {
 }
 
 // kubeletTools are the host tools a container's start goes through.
-type kubeletTools struct{ bash, mount, mkdir, setpriv, nsenter string }
+type kubeletTools struct{ bash, mount, umount, pivotRoot, mkdir, ln, env, setpriv, nsenter string }
 
 // RunPod runs pod, a pod as the API server stored it, in the network namespace p, as a
 // kubelet and a container runtime would: its volumes, then its init containers in order
@@ -122,7 +122,8 @@ func RunPod(t testing.TB, ctx context.Context, p *Pod, pod *corev1.Pod, opts Pod
 		t: t, net: p, pod: pod.DeepCopy(), opts: opts, dir: t.TempDir(),
 		vols: map[string]string{}, api: map[string]bool{}, ctrs: map[string]*ctr{},
 		started: make(chan struct{}), done: make(chan struct{}),
-		tools: kubeletTools{bash: Tool(t, "bash"), mount: Tool(t, "mount"), mkdir: Tool(t, "mkdir"),
+		tools: kubeletTools{bash: Tool(t, "bash"), mount: Tool(t, "mount"), umount: Tool(t, "umount"),
+			pivotRoot: Tool(t, "pivot_root"), mkdir: Tool(t, "mkdir"), ln: Tool(t, "ln"), env: Tool(t, "env"),
 			setpriv: Tool(t, "setpriv"), nsenter: Tool(t, "nsenter")},
 	}
 	if r.pod.Spec.NodeName == "" {
@@ -360,6 +361,28 @@ func (r *PodRun) ctr(ctx context.Context, name string) (*ctr, error) {
 	}
 }
 
+// VolumeDir is the host directory of the pod's volume name, as the kubelet's
+// /var/lib/kubelet/pods/<uid>/volumes/...: where a test reads or changes what the pod's
+// containers share.
+func (r *PodRun) VolumeDir(name string) (string, error) {
+	d, ok := r.vols[name]
+	if !ok {
+		return "", fmt.Errorf("pod %s has no volume %s", r.pod.Name, name)
+	}
+	return d, nil
+}
+
+// Pids are the process ids of the pod's containers that were started.
+func (r *PodRun) Pids() []int {
+	var pids []int
+	for _, c := range r.order {
+		if c.running() {
+			pids = append(pids, c.proc.Pid())
+		}
+	}
+	return pids
+}
+
 // Output is what the container named name wrote so far (stdout and stderr, as its log).
 func (r *PodRun) Output(name string) string {
 	c, ok := r.ctrs[name]
@@ -383,7 +406,7 @@ func (r *PodRun) Exec(ctx context.Context, name string, argv ...string) ([]byte,
 // execIn is the command running argv in c: nsenter into the mount, UTS and network namespaces
 // of c's process and its working directory, then setpriv to its credentials.
 func (r *PodRun) execIn(ctx context.Context, c *ctr, argv []string) *exec.Cmd {
-	args := []string{"-t", strconv.Itoa(c.proc.Pid()), "-m", "-u", "-n", "-w", "--", r.tools.setpriv}
+	args := []string{"-t", strconv.Itoa(c.proc.Pid()), "-m", "-u", "-n", "-r", "-w", "--", r.tools.setpriv}
 	args = append(append(append(args, c.setpriv...), "--"), argv...)
 	cmd := exec.CommandContext(ctx, r.tools.nsenter, args...)
 	cmd.Env = c.env
@@ -964,13 +987,16 @@ func boundingSet(caps *corev1.Capabilities, privileged bool) string {
 	return strings.Join(b, ",")
 }
 
-// mountScript is the shell script that makes c's mounts in the mount namespace `ip netns
-// exec` gives it, then execs setpriv with c's credentials and the command line ("$@"). It
-// sets the pod's hostname, binds the image's files (read-only) and c's volume mounts (API
-// data volumes always read-only, as the kubelet mounts them). A mount point missing from the
-// host is made in an overlay over its deepest existing directory, with the overlay's upper
-// layer on a tmpfs of this namespace, so the host's directory is left as it is; that
-// directory may not be /. readOnlyRootFilesystem remounts / and those overlays read-only.
+// mountScript is the bash script that makes c's root in the mount namespace `ip netns exec`
+// gives it, then execs setpriv with c's credentials and environment and the command line
+// ("$@"). It sets the pod's hostname; makes a root of its own, a tmpfs holding the host's
+// top-level entries (directories bound recursively, so /proc, /dev, /sys and the netns's
+// /etc/hosts are there); binds the image's files (read-only) and c's volume mounts (API data
+// volumes always read-only, as the kubelet mounts them) into it; and pivots into it. A mount
+// point missing below a top-level directory is made in an overlay of its deepest existing
+// directory, with the overlay's upper layer on a tmpfs of this namespace: the host's
+// directories are left as they are. readOnlyRootFilesystem remounts the root, the top-level
+// directories of the host's root filesystem and those overlays read-only.
 func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 	type mnt struct {
 		src, dst string
@@ -1022,10 +1048,8 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 			return "", err
 		}
 		steps[i] = step{real: real, dir: fi.IsDir()}
-		if real != existing && !under(real, mounted) && !under(existing, overlays) {
-			if existing == "/" {
-				return "", fmt.Errorf("mount path %s: the emulator makes a missing mount point in an overlay of its deepest existing directory, which may not be /", m.dst)
-			}
+		// A missing top-level entry is made in the root's tmpfs.
+		if real != existing && existing != "/" && !under(real, mounted) && !under(existing, overlays) {
 			if strings.ContainsAny(existing, ",:") {
 				return "", fmt.Errorf("mount path %s: %s cannot be an overlay's lower directory", m.dst, existing)
 			}
@@ -1034,11 +1058,20 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 		}
 		mounted = append(mounted, real)
 	}
+	top, err := os.ReadDir("/")
+	if err != nil {
+		return "", err
+	}
+	var rootDev uint64
+	if fi, err := os.Stat("/"); err == nil {
+		rootDev = fi.Sys().(*syscall.Stat_t).Dev
+	}
 
-	// Then the script. An overlay may cover the pod's directory (one over /tmp, say), so the
-	// sources and the scratch tmpfs are opened before any overlay is mounted, and reached
-	// through their descriptors (/proc/self/fd/N, which mount -c leaves as it is).
+	// Then the script. The sources and the scratch tmpfs are opened before anything is
+	// mounted, and reached through their descriptors (/proc/self/fd/N, which mount -c leaves
+	// as it is): an overlay (over /tmp, say) may cover the pod's directory.
 	q := shellQuote
+	t := r.tools
 	var s strings.Builder
 	s.WriteString("set -e\n")
 	fmt.Fprintf(&s, "printf %%s %s >/proc/sys/kernel/hostname\n", q(r.hostname()))
@@ -1046,49 +1079,83 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 	if err := os.MkdirAll(scratch, 0o700); err != nil {
 		return "", err
 	}
-	fmt.Fprintf(&s, "%s -t tmpfs -o mode=0700 tmpfs %s\n", r.tools.mount, q(scratch))
+	root, upper := scratch+"/root", scratch+"/upper"
+	fmt.Fprintf(&s, "%s -t tmpfs -o mode=0700 tmpfs %s\n", t.mount, q(scratch))
+	fmt.Fprintf(&s, "%s %s %s\n", t.mkdir, q(root), q(upper))
+	fmt.Fprintf(&s, "%s -t tmpfs -o mode=0755 tmpfs %s\n", t.mount, q(root))
+	// The overlays' upper layers are on a tmpfs of their own: overlayfs refuses one on an
+	// unbindable mount.
+	fmt.Fprintf(&s, "%s -t tmpfs -o mode=0700 tmpfs %s\n", t.mount, q(upper))
 	for i := range overlays {
-		fmt.Fprintf(&s, "%s -p %s/%d/upper %[2]s/%[3]d/work\n", r.tools.mkdir, q(scratch), i)
+		fmt.Fprintf(&s, "%s -p %s/%d/upper %[2]s/%[3]d/work\n", t.mkdir, q(upper), i)
 	}
+	// Unbindable, so binding the host's /tmp, where the pod's directory is, leaves it out.
+	fmt.Fprintf(&s, "%s --make-unbindable %s\n", t.mount, q(scratch))
 	const scratchFD, firstFD = 10, 11
-	fmt.Fprintf(&s, "exec %d<%s\n", scratchFD, q(scratch))
+	fmt.Fprintf(&s, "exec %d<%s\n", scratchFD, q(upper))
 	for i, m := range mounts {
 		fmt.Fprintf(&s, "exec %d<%s\n", firstFD+i, q(m.src))
 	}
+	var roTop []string
+	for _, e := range top {
+		src, dst := "/"+e.Name(), q(root+"/"+e.Name())
+		fi, err := os.Lstat(src)
+		if err != nil {
+			return "", err
+		}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(src)
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&s, "%s -s %s %s\n", t.ln, q(target), dst)
+			continue
+		case fi.IsDir():
+			fmt.Fprintf(&s, "%s %s\n", t.mkdir, dst)
+		default:
+			fmt.Fprintf(&s, ": >%s\n", dst)
+		}
+		fmt.Fprintf(&s, "%s --rbind %s %s\n", t.mount, q(src), dst)
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Dev == rootDev {
+			roTop = append(roTop, root+src)
+		}
+	}
 	n := 0
 	for i, st := range steps {
+		real := root + st.real
 		if st.overlay != "" {
 			fmt.Fprintf(&s, "%s -c -t overlay overlay -o lowerdir=%s,upperdir=/proc/self/fd/%d/%d/upper,workdir=/proc/self/fd/%[3]d/%[4]d/work %[2]s\n",
-				r.tools.mount, q(st.overlay), scratchFD, n)
+				t.mount, q(root+st.overlay), scratchFD, n)
 			n++
 		}
 		if st.dir {
-			fmt.Fprintf(&s, "[ -e %[2]s ] || %[1]s -p %[2]s\n", r.tools.mkdir, q(st.real))
+			fmt.Fprintf(&s, "[ -e %[2]s ] || %[1]s -p %[2]s\n", t.mkdir, q(real))
 		} else {
-			fmt.Fprintf(&s, "[ -e %[2]s ] || { %[1]s -p %[3]s; : >%[2]s; }\n", r.tools.mkdir, q(st.real), q(path.Dir(st.real)))
+			fmt.Fprintf(&s, "[ -e %[2]s ] || { %[1]s -p %[3]s; : >%[2]s; }\n", t.mkdir, q(real), q(path.Dir(real)))
 		}
-		fmt.Fprintf(&s, "%s -c --bind /proc/self/fd/%d %s\n", r.tools.mount, firstFD+i, q(st.real))
+		fmt.Fprintf(&s, "%s -c --bind /proc/self/fd/%d %s\n", t.mount, firstFD+i, q(real))
 		if mounts[i].ro {
-			fmt.Fprintf(&s, "%s -c -o remount,bind,ro %s\n", r.tools.mount, q(st.real))
+			fmt.Fprintf(&s, "%s -c -o remount,bind,ro %s\n", t.mount, q(real))
 		}
 		fmt.Fprintf(&s, "exec %d<&-\n", firstFD+i)
 	}
 	fmt.Fprintf(&s, "exec %d<&-\n", scratchFD)
 	if sc := c.spec.SecurityContext; sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
-		for _, d := range append([]string{"/"}, overlays...) {
-			fmt.Fprintf(&s, "%s -c -o remount,bind,ro %s\n", r.tools.mount, q(d))
+		ro := append([]string{root}, roTop...)
+		for _, o := range overlays {
+			ro = append(ro, root+o)
+		}
+		for _, d := range ro {
+			fmt.Fprintf(&s, "%s -c -o remount,bind,ro %s\n", t.mount, q(d))
 		}
 	}
+	// As runc does: the old root, stacked on the new one by pivot_root(".", "."), is detached.
+	fmt.Fprintf(&s, "cd %s\n%s . .\n%s -c -l .\n", q(root), t.pivotRoot, t.umount)
 	fmt.Fprintf(&s, "cd %s\n", q(cmp.Or(c.spec.WorkingDir, img.WorkingDir, "/")))
-	// bash exports variables of its own; the process gets the container's environment only.
-	for _, v := range []string{"OLDPWD", "PWD", "SHLVL", "_"} {
-		if i := slices.IndexFunc(c.env, func(kv string) bool { return strings.HasPrefix(kv, v+"=") }); i >= 0 {
-			fmt.Fprintf(&s, "export %s\n", q(c.env[i]))
-		} else {
-			fmt.Fprintf(&s, "unset %s\n", v)
-		}
-	}
-	fmt.Fprintf(&s, "exec %s %s -- \"$@\"\n", r.tools.setpriv, strings.Join(slicesMap(c.setpriv, q), " "))
+	// env -i: the process gets the container's environment, none of bash's variables.
+	fmt.Fprintf(&s, "exec %s -i -- %s %s %s -- \"$@\"\n", t.env, strings.Join(slicesMap(c.env, q), " "),
+		t.setpriv, strings.Join(slicesMap(c.setpriv, q), " "))
 	return s.String(), nil
 }
 
