@@ -91,9 +91,9 @@ type ctr struct {
 	init    bool // an init container
 	native  bool // an init container with restartPolicy Always: a native sidecar
 	env     []string
-	setpriv []string // setpriv's options giving the container's user, groups and capabilities
-	proc    *Proc
-	up      chan struct{} // closed once proc is set
+	setpriv []string      // setpriv's options giving the container's user, groups and capabilities
+	proc    *Proc         // set under PodRun.mu, once
+	up      chan struct{} // closed once the container runs: its root made, its command exec'd
 	exited  chan struct{} // closed once proc has exited, code set
 	code    int
 }
@@ -167,7 +167,7 @@ func RunPod(t testing.TB, ctx context.Context, p *Pod, pod *corev1.Pod, opts Pod
 		r.kill()
 		<-r.done
 		for _, c := range r.order {
-			if c.running() {
+			if c.proc != nil { // after kill, no container starts: c.proc is set for good
 				<-c.exited
 			}
 		}
@@ -181,7 +181,7 @@ func (r *PodRun) add(c *ctr) {
 	r.order = append(r.order, c)
 }
 
-// running says whether c's process was started.
+// running says whether c runs (or ran).
 func (c *ctr) running() bool {
 	select {
 	case <-c.up:
@@ -249,23 +249,36 @@ func (r *PodRun) startContainer(c *ctr) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWUTS}
 	cmd.WaitDelay = 5 * time.Second
 
+	// The script writes to fd 3 once the container's root is made, just before it execs the
+	// command: the container is then running, and a hook may enter its namespaces.
+	sync, syncW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer sync.Close()
+	cmd.ExtraFiles = []*os.File{syncW}
 	r.mu.Lock()
 	if r.stopping {
 		r.mu.Unlock()
+		syncW.Close()
 		return fmt.Errorf("container %s: the pod is stopping", c.spec.Name)
 	}
 	c.proc, err = start(r.t, c.spec.Name, cmd)
+	r.mu.Unlock()
+	syncW.Close()
 	if err != nil {
-		r.mu.Unlock()
 		return fmt.Errorf("container %s: %w", c.spec.Name, err)
 	}
-	close(c.up)
-	r.mu.Unlock()
 	go func() {
 		<-c.proc.Done()
 		c.code = exitCode(c.proc.Cmd.ProcessState)
 		close(c.exited)
 	}()
+	if n, _ := sync.Read(make([]byte, 1)); n == 0 {
+		<-c.exited
+		return fmt.Errorf("container %s: StartError: making its root failed (exit code %d): %s", c.spec.Name, c.code, strings.TrimSpace(c.proc.Output()))
+	}
+	close(c.up)
 
 	if h := lifecycle(c.spec, func(l *corev1.Lifecycle) *corev1.LifecycleHandler { return l.PostStart }); h != nil {
 		if err := r.handle(r.octx, c, h.Exec, h.HTTPGet, h.TCPSocket, h.Sleep, nil, 0); err != nil {
@@ -480,11 +493,11 @@ func (r *PodRun) terminate(c *ctr, deadline time.Time) {
 // kill stops the start sequence and SIGKILLs every container.
 func (r *PodRun) kill() {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.stopping = true
-	r.mu.Unlock()
 	r.ocancel()
 	for _, c := range r.order {
-		if c.running() {
+		if c.proc != nil {
 			c.proc.Cmd.Process.Signal(syscall.SIGKILL)
 		}
 	}
@@ -1153,6 +1166,7 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 	// As runc does: the old root, stacked on the new one by pivot_root(".", "."), is detached.
 	fmt.Fprintf(&s, "cd %s\n%s . .\n%s -c -l .\n", q(root), t.pivotRoot, t.umount)
 	fmt.Fprintf(&s, "cd %s\n", q(cmp.Or(c.spec.WorkingDir, img.WorkingDir, "/")))
+	s.WriteString("printf x >&3\nexec 3>&-\n")
 	// env -i: the process gets the container's environment, none of bash's variables.
 	fmt.Fprintf(&s, "exec %s -i -- %s %s %s -- \"$@\"\n", t.env, strings.Join(slicesMap(c.env, q), " "),
 		t.setpriv, strings.Join(slicesMap(c.setpriv, q), " "))
