@@ -40,16 +40,16 @@ func InjectorWebhookConfig(t testing.TB) *admissionregistrationv1.MutatingWebhoo
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(root, "manifests/injector/mutatingwebhookconfiguration.yaml"))
+	b, err := os.ReadFile(filepath.Join(root, "manifests/injector/base/mutatingwebhookconfiguration.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
 	if err := yaml.UnmarshalStrict(b, &mwc); err != nil {
-		t.Fatalf("manifests/injector/mutatingwebhookconfiguration.yaml: %v", err)
+		t.Fatalf("manifests/injector/base/mutatingwebhookconfiguration.yaml: %v", err)
 	}
 	if mwc.Kind != "MutatingWebhookConfiguration" || len(mwc.Webhooks) == 0 {
-		t.Fatalf("manifests/injector/mutatingwebhookconfiguration.yaml: got kind %q with %d webhooks, want a MutatingWebhookConfiguration with webhooks", mwc.Kind, len(mwc.Webhooks))
+		t.Fatalf("manifests/injector/base/mutatingwebhookconfiguration.yaml: got kind %q with %d webhooks, want a MutatingWebhookConfiguration with webhooks", mwc.Kind, len(mwc.Webhooks))
 	}
 	return &mwc
 }
