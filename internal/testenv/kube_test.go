@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -53,7 +52,8 @@ func TestKubeConfigMapRoundTrip(t *testing.T) {
 	}
 }
 
-// annotator is a tiny mutating webhook: it adds the annotation seen=true to every pod it is sent,
+// annotator is a tiny mutating webhook, registered with the injector's configuration from the
+// manifests: it adds the annotation seen=true to every pod it is sent,
 // and counts the pods that were not probes.
 type annotator struct{ pods atomic.Int32 }
 
@@ -89,37 +89,14 @@ func TestKubeRegisterWebhook(t *testing.T) {
 	t.Cleanup(srv.Close)
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 
-	fail, none, ifNeeded := admissionregistrationv1.Fail, admissionregistrationv1.SideEffectClassNone, admissionregistrationv1.IfNeededReinvocationPolicy
-	path := "/mutate"
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "testenv-annotator"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name: "annotate.test.restate-grpc.io",
-			// Replaced by Register: what the manifests say.
-			ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{Namespace: "restate-grpc-system", Name: "restate-grpc-injector", Path: &path}},
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-			}},
-			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"testenv-annotator": "on"}},
-			MatchConditions: []admissionregistrationv1.MatchCondition{{
-				Name:       "inject-annotation",
-				Expression: `has(object.metadata.annotations) && 'restate-grpc.io/inject' in object.metadata.annotations && object.metadata.annotations['restate-grpc.io/inject'] == 'true'`,
-			}},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			ReinvocationPolicy:      &ifNeeded,
-			AdmissionReviewVersions: []string{"v1"},
-		}},
-	}
 	const ns = "testenv-annotator"
 	if _, err := k.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{
-		ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"testenv-annotator": "on"}},
+		ObjectMeta: metav1.ObjectMeta{Name: ns},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	k.RegisterWebhook(t, Webhook{
-		Config: mwc, URL: srv.URL + "/mutate", CABundle: ca, Namespace: ns,
+		Config: InjectorWebhookConfig(t), URL: srv.URL + "/mutate", CABundle: ca, Namespace: ns,
 		Seen: func(p *corev1.Pod) bool { return p.Annotations[seenAnnotation] == "true" },
 	})
 

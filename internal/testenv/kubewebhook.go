@@ -3,6 +3,8 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // Webhook is a MutatingWebhookConfiguration to register with a Kube, served by a handler of the
@@ -27,6 +30,28 @@ type Webhook struct {
 	// Seen reports whether a probe pod, as the API server returned it, went through the
 	// webhook. Default: it has the injector's marker annotation restate-grpc.io/status.
 	Seen func(*corev1.Pod) bool
+}
+
+// InjectorWebhookConfig is the injector's MutatingWebhookConfiguration as manifests/injector
+// declares it, decoded strictly (a field the API types lack fails the test).
+func InjectorWebhookConfig(t testing.TB) *admissionregistrationv1.MutatingWebhookConfiguration {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "manifests/injector/base/mutatingwebhookconfiguration.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(b, &mwc); err != nil {
+		t.Fatalf("manifests/injector/base/mutatingwebhookconfiguration.yaml: %v", err)
+	}
+	if mwc.Kind != "MutatingWebhookConfiguration" || len(mwc.Webhooks) == 0 {
+		t.Fatalf("manifests/injector/base/mutatingwebhookconfiguration.yaml: got kind %q with %d webhooks, want a MutatingWebhookConfiguration with webhooks", mwc.Kind, len(mwc.Webhooks))
+	}
+	return &mwc
 }
 
 // ProbeAnnotations are those of the probe pods RegisterWebhook creates: the injector's webhook

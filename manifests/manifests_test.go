@@ -1,0 +1,664 @@
+package manifests_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	serializerjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopSharedKube()
+	os.Exit(code)
+}
+
+// kustomizations are every directory a user applies with kubectl apply -k.
+var kustomizations = []string{"injector", "injector/cert-manager", "restate", "examples"}
+
+// object is one object a kustomization builds.
+type object struct {
+	gvk             schema.GroupVersionKind
+	name, namespace string
+	json            []byte
+	// typed is the object decoded into its k8s.io/api type; for cert-manager's kinds, which are
+	// not in k8s.io/api, it is one of the certManager types below.
+	typed any
+}
+
+func (o object) String() string {
+	return fmt.Sprintf("%s %s/%s", o.gvk.Kind, o.namespace, o.name)
+}
+
+// strict decodes JSON into the k8s.io/api type its apiVersion and kind name, failing on unknown
+// and duplicate fields, as kubectl apply --validate=strict does.
+var strict = serializerjson.NewSerializerWithOptions(serializerjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+	serializerjson.SerializerOptions{Strict: true})
+
+// certManager types hold the fields of cert-manager.io/v1 that the manifests use: without
+// cert-manager's Go module (or its CRDs in the API server) this is the strictest decoding there
+// is, and it catches misspelled fields.
+type certManagerIssuer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		SelfSigned *struct{} `json:"selfSigned,omitempty"`
+	} `json:"spec"`
+}
+
+type certManagerCertificate struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		SecretName string   `json:"secretName"`
+		DNSNames   []string `json:"dnsNames"`
+		IssuerRef  struct {
+			Name  string `json:"name"`
+			Kind  string `json:"kind"`
+			Group string `json:"group"`
+		} `json:"issuerRef"`
+		Duration    string `json:"duration"`
+		RenewBefore string `json:"renewBefore"`
+		PrivateKey  struct {
+			Algorithm      string `json:"algorithm"`
+			Size           int    `json:"size"`
+			RotationPolicy string `json:"rotationPolicy"`
+		} `json:"privateKey"`
+		Usages []string `json:"usages"`
+	} `json:"spec"`
+}
+
+func decode(js []byte, gvk schema.GroupVersionKind) (any, error) {
+	if gvk.Group == "cert-manager.io" {
+		var into any
+		switch gvk.Kind {
+		case "Issuer":
+			into = &certManagerIssuer{}
+		case "Certificate":
+			into = &certManagerCertificate{}
+		default:
+			return nil, fmt.Errorf("no decoding for %s", gvk)
+		}
+		d := json.NewDecoder(bytes.NewReader(js))
+		d.DisallowUnknownFields()
+		return into, d.Decode(into)
+	}
+	obj, _, err := strict.Decode(js, nil, nil)
+	return obj, err
+}
+
+// build runs kustomize on dir and decodes every object strictly.
+func build(t *testing.T, dir string) []object {
+	t.Helper()
+	rm, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	var objs []object
+	for _, r := range rm.Resources() {
+		js, err := r.MarshalJSON()
+		if err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		g := r.GetGvk()
+		o := object{gvk: schema.GroupVersionKind{Group: g.Group, Version: g.Version, Kind: g.Kind}, name: r.GetName(), namespace: r.GetNamespace(), json: js}
+		if o.typed, err = decode(js, o.gvk); err != nil {
+			t.Errorf("%s: %s does not decode strictly: %v", dir, o, err)
+		}
+		objs = append(objs, o)
+	}
+	return objs
+}
+
+// one returns the only object of a kind (and name, if not empty), as its type T.
+func one[T any](t *testing.T, objs []object, kind, name string) T {
+	t.Helper()
+	var found []T
+	for _, o := range objs {
+		if o.gvk.Kind == kind && (name == "" || o.name == name) {
+			v, ok := o.typed.(T)
+			if !ok {
+				t.Fatalf("%s: got %T, want %T", o, o.typed, *new(T))
+			}
+			found = append(found, v)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%s %q: got %d objects, want 1", kind, name, len(found))
+	}
+	return found[0]
+}
+
+func kinds(objs []object) []string {
+	var ks []string
+	for _, o := range objs {
+		ks = append(ks, o.gvk.Kind+"/"+o.name)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func TestKustomizationsBuild(t *testing.T) {
+	for _, tc := range []struct {
+		dir  string
+		want []string
+	}{
+		{"injector", []string{
+			"ClusterRole/restate-grpc-injector", "ClusterRoleBinding/restate-grpc-injector", "ConfigMap/restate-grpc-injector-config-*",
+			"Deployment/restate-grpc-injector", "MutatingWebhookConfiguration/restate-grpc-injector", "Namespace/restate-grpc-system",
+			"PodDisruptionBudget/restate-grpc-injector", "Role/restate-grpc-injector", "RoleBinding/restate-grpc-injector",
+			"Service/restate-grpc-injector", "ServiceAccount/restate-grpc-injector",
+		}},
+		{"injector/cert-manager", []string{
+			"Certificate/restate-grpc-injector", "ClusterRole/restate-grpc-injector", "ClusterRoleBinding/restate-grpc-injector",
+			"ConfigMap/restate-grpc-injector-config-*", "Deployment/restate-grpc-injector", "Issuer/restate-grpc-selfsigned",
+			"MutatingWebhookConfiguration/restate-grpc-injector", "Namespace/restate-grpc-system",
+			"PodDisruptionBudget/restate-grpc-injector", "Service/restate-grpc-injector", "ServiceAccount/restate-grpc-injector",
+		}},
+		{"restate", []string{"Namespace/restate", "Service/restate", "Service/restate-cluster", "StatefulSet/restate"}},
+		{"examples", []string{"Deployment/orders", "Deployment/shop", "Namespace/restate-grpc-examples", "Service/orders"}},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			got := kinds(build(t, tc.dir))
+			// The generated ConfigMap's name ends in a hash of its content.
+			for i, k := range got {
+				if strings.HasPrefix(k, "ConfigMap/restate-grpc-injector-config-") {
+					got[i] = "ConfigMap/restate-grpc-injector-config-*"
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("objects:\n got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStrictDecodingRefusesUnknownFields(t *testing.T) {
+	for _, tc := range []struct {
+		name, json string
+		gvk        schema.GroupVersionKind
+	}{
+		{"core", `{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"},"spec":{"prots":[]}}`, corev1.SchemeGroupVersion.WithKind("Service")},
+		{"apps", `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"x"},"spec":{"replica":2}}`, appsv1.SchemeGroupVersion.WithKind("Deployment")},
+		{"cert-manager", `{"apiVersion":"cert-manager.io/v1","kind":"Certificate","metadata":{"name":"x"},"spec":{"dnsName":["a"]}}`, schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := decode([]byte(tc.json), tc.gvk); err == nil || !strings.Contains(err.Error(), "unknown field") {
+				t.Errorf("decoding a misspelled field: got error %v, want an unknown field error", err)
+			}
+		})
+	}
+}
+
+// TestInjectorWebhookConfiguration checks the webhook against the contract (ISSUE11.md), in both
+// variants: they differ only in who writes the caBundle.
+func TestInjectorWebhookConfiguration(t *testing.T) {
+	for _, dir := range []string{"injector", "injector/cert-manager"} {
+		t.Run(dir, func(t *testing.T) {
+			objs := build(t, dir)
+			mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration", "restate-grpc-injector")
+			svc := one[*corev1.Service](t, objs, "Service", "restate-grpc-injector")
+			if len(mwc.Webhooks) != 1 {
+				t.Fatalf("webhooks: got %d, want 1", len(mwc.Webhooks))
+			}
+			w := mwc.Webhooks[0]
+			ref := w.ClientConfig.Service
+			if ref == nil {
+				t.Fatal("clientConfig.service: got none, want the injector's Service")
+			}
+			var svcPort int32
+			for _, p := range svc.Spec.Ports {
+				if ref.Port != nil && p.Port == *ref.Port {
+					svcPort = p.Port
+				}
+			}
+			for _, c := range []struct {
+				field     string
+				got, want any
+			}{
+				{"name", w.Name, "inject.restate-grpc.io"},
+				{"admissionReviewVersions", w.AdmissionReviewVersions, []string{"v1"}},
+				{"clientConfig.service.name", ref.Name, svc.Name},
+				{"clientConfig.service.namespace", ref.Namespace, svc.Namespace},
+				{"clientConfig.service.namespace", ref.Namespace, "restate-grpc-system"},
+				{"clientConfig.service.path", deref(ref.Path), "/mutate"},
+				{"clientConfig.service.port", deref(ref.Port), int32(443)},
+				{"clientConfig.service.port is a port of the Service", svcPort, int32(443)},
+				{"clientConfig.url", deref(w.ClientConfig.URL), ""},
+				{"rules", w.Rules, []admissionregistrationv1.RuleWithOperations{{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"},
+						Scope: ptr(admissionregistrationv1.NamespacedScope)},
+				}}},
+				{"failurePolicy", deref(w.FailurePolicy), admissionregistrationv1.Fail},
+				{"sideEffects", deref(w.SideEffects), admissionregistrationv1.SideEffectClassNone},
+				{"timeoutSeconds", deref(w.TimeoutSeconds), int32(10)},
+				{"reinvocationPolicy", deref(w.ReinvocationPolicy), admissionregistrationv1.IfNeededReinvocationPolicy},
+				{"namespaceSelector", w.NamespaceSelector, &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", "kube-public", "restate-grpc-system"}},
+					{Key: "restate-grpc.io/inject", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"disabled"}},
+				}}},
+				{"matchConditions", len(w.MatchConditions), 1},
+			} {
+				if !equalJSON(c.got, c.want) {
+					t.Errorf("%s: got %s, want %s", c.field, jsonString(c.got), jsonString(c.want))
+				}
+			}
+			// What the match condition selects is checked against the API server, in
+			// TestInjectorWebhookSelects.
+		})
+	}
+}
+
+// TestInjectorWebhookSelects registers the manifests' webhook with the real API server, in front
+// of a handler that marks the pods it is sent, and creates pods (dry run: admission runs, nothing
+// is stored) in and out of the namespaces and with and without the annotation the contract names.
+func TestInjectorWebhookSelects(t *testing.T) {
+	k := testenv.SharedKube(t)
+	calls := make(chan string, 100)
+	url, ca := serveMarker(t, calls)
+	k.RegisterWebhook(t, testenv.Webhook{
+		Config: testenv.InjectorWebhookConfig(t), URL: url, CABundle: ca,
+		Seen: func(p *corev1.Pod) bool { return p.Annotations[markAnnotation] != "" },
+	})
+	ctx := t.Context()
+	for ns, labels := range map[string]map[string]string{
+		"selects-plain":       nil,
+		"selects-disabled":    {"restate-grpc.io/inject": "disabled"},
+		"selects-enabled":     {"restate-grpc.io/inject": "enabled"},
+		"restate-grpc-system": nil,
+	} {
+		_, err := k.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{})
+		if err != nil && !strings.Contains(err.Error(), "already exists") {
+			t.Fatal(err)
+		}
+	}
+	inject := map[string]string{"restate-grpc.io/inject": "true"}
+	for _, tc := range []struct {
+		name, namespace string
+		annotations     map[string]string
+		want            bool // the webhook was called
+	}{
+		{"annotated", "selects-plain", inject, true},
+		{"annotated-in-labelled-namespace", "selects-enabled", inject, true},
+		{"inject-false", "selects-plain", map[string]string{"restate-grpc.io/inject": "false"}, false},
+		{"inject-capital-true", "selects-plain", map[string]string{"restate-grpc.io/inject": "True"}, false},
+		{"other-annotations", "selects-plain", map[string]string{"example.com/x": "true"}, false},
+		{"no-annotations", "selects-plain", nil, false},
+		{"namespace-disabled", "selects-disabled", inject, false},
+		{"kube-system", "kube-system", inject, false},
+		{"kube-public", "kube-public", inject, false},
+		{"injector-namespace", "restate-grpc-system", inject, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: tc.name, Namespace: tc.namespace, Annotations: tc.annotations},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.invalid/app"}}},
+			}
+			got, err := k.Client.CoreV1().Pods(tc.namespace).Create(t.Context(), pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if called := got.Annotations[markAnnotation] != ""; called != tc.want {
+				t.Errorf("webhook called for pod %s/%s with annotations %v: got %v, want %v", tc.namespace, tc.name, tc.annotations, called, tc.want)
+			}
+		})
+	}
+}
+
+// injectorConfig is the injector's config file as the contract (ISSUE11.md) lists its fields.
+type injectorConfig struct {
+	Image           string                      `json:"image"`
+	ImagePullPolicy corev1.PullPolicy           `json:"imagePullPolicy"`
+	Interception    string                      `json:"interception"`
+	IngressURL      string                      `json:"ingressURL"`
+	AdminURL        string                      `json:"adminURL"`
+	Resources       corev1.ResourceRequirements `json:"resources"`
+	OnInvalid       string                      `json:"onInvalid"`
+	NativeSidecars  string                      `json:"nativeSidecars"`
+}
+
+func TestInjectorDeployment(t *testing.T) {
+	for _, tc := range []struct {
+		dir      string
+		wantArgs []string
+	}{
+		{"injector", []string{"injector", "--config=/etc/restate-grpc/config.yaml", "--listen=:8443", "--self-signed",
+			"--secret-name=restate-grpc-injector-tls", "--webhook-config=restate-grpc-injector", "--service=restate-grpc-injector"}},
+		{"injector/cert-manager", []string{"injector", "--config=/etc/restate-grpc/config.yaml", "--listen=:8443",
+			"--tls-cert-dir=/etc/restate-grpc/tls"}},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			objs := build(t, tc.dir)
+			d := one[*appsv1.Deployment](t, objs, "Deployment", "restate-grpc-injector")
+			pdb := one[*policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", "restate-grpc-injector")
+			svc := one[*corev1.Service](t, objs, "Service", "restate-grpc-injector")
+			cm := one[*corev1.ConfigMap](t, objs, "ConfigMap", "")
+			pod := d.Spec.Template
+			if len(pod.Spec.Containers) != 1 {
+				t.Fatalf("containers: got %d, want 1", len(pod.Spec.Containers))
+			}
+			c := pod.Spec.Containers[0]
+			podLabels := labelsMatch(pod.Labels)
+			var anti string
+			if a := pod.Spec.Affinity; a != nil && a.PodAntiAffinity != nil && len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) > 0 {
+				term := a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm
+				if podLabels(term.LabelSelector) {
+					anti = term.TopologyKey
+				}
+			}
+			var conf injectorConfig
+			if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &conf); err != nil {
+				t.Errorf("config.yaml: %v", err)
+			}
+			for _, ch := range []struct {
+				field     string
+				got, want any
+			}{
+				{"replicas", deref(d.Spec.Replicas), int32(2)},
+				{"selector matches the pod's labels", podLabels(d.Spec.Selector), true},
+				{"pod anti-affinity on the pod's own labels, by topology", anti, "kubernetes.io/hostname"},
+				{"PodDisruptionBudget minAvailable", pdb.Spec.MinAvailable.String(), "1"},
+				{"PodDisruptionBudget selects the pods", podLabels(pdb.Spec.Selector), true},
+				{"Service selects the pods", podLabels(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}), true},
+				{"Service port 443 targets", svc.Spec.Ports[0].TargetPort.String(), "https"},
+				{"container port https", containerPort(c, "https"), int32(8443)},
+				{"command", c.Command, []string{"/usr/local/bin/sidecar"}},
+				{"args", c.Args, tc.wantArgs},
+				{"env POD_NAMESPACE", envFieldRef(c, "POD_NAMESPACE"), "metadata.namespace"},
+				{"readiness probe", probe(c.ReadinessProbe), "HTTPS https /readyz"},
+				{"liveness probe", probe(c.LivenessProbe), "HTTPS https /healthz"},
+				{"serviceAccountName", pod.Spec.ServiceAccountName, "restate-grpc-injector"},
+				{"config volume", configMapVolume(pod.Spec, c, "/etc/restate-grpc"), cm.Name},
+				{"config.yaml's image (what it injects) is the injector's", conf.Image, c.Image},
+				{"image", c.Image, "ghcr.io/restate-grpc/sidecar:v0.1.0"},
+				{"readOnlyRootFilesystem", deref(c.SecurityContext.ReadOnlyRootFilesystem), true},
+				{"allowPrivilegeEscalation", deref(c.SecurityContext.AllowPrivilegeEscalation), false},
+				{"runAsNonRoot", deref(pod.Spec.SecurityContext.RunAsNonRoot), true},
+			} {
+				if !equalJSON(ch.got, ch.want) {
+					t.Errorf("%s: got %s, want %s", ch.field, jsonString(ch.got), jsonString(ch.want))
+				}
+			}
+		})
+	}
+}
+
+// TestInjectorRBAC checks the roles statically, then binds them for real and asks the API server
+// what the injector's ServiceAccount may do (SubjectAccessReview): exactly what the contract
+// lists in the self-signed variant, and with cert-manager (which writes the Secret and the
+// caBundle itself) only reading namespaces.
+func TestInjectorRBAC(t *testing.T) {
+	const sa = "system:serviceaccount:restate-grpc-system:restate-grpc-injector"
+	type access struct {
+		verb, group, resource, namespace, name string
+	}
+	mwc := func(verb, name string) access {
+		return access{verb, "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", name}
+	}
+	secret := func(verb, ns, name string) access { return access{verb, "", "secrets", ns, name} }
+	namespaces := func(verb, name string) access { return access{verb, "", "namespaces", "", name} }
+	denied := []access{
+		mwc("update", "other"), mwc("delete", "restate-grpc-injector"), mwc("list", ""), mwc("create", ""),
+		namespaces("list", ""), namespaces("update", "default"),
+		secret("get", "restate-grpc-system", "other"), secret("list", "restate-grpc-system", ""),
+		secret("delete", "restate-grpc-system", "restate-grpc-injector-tls"),
+		secret("create", "default", ""), secret("get", "default", "restate-grpc-injector-tls"),
+	}
+	selfSignedOnly := []access{
+		mwc("get", "restate-grpc-injector"), mwc("update", "restate-grpc-injector"),
+		secret("get", "restate-grpc-system", "restate-grpc-injector-tls"),
+		secret("update", "restate-grpc-system", "restate-grpc-injector-tls"),
+		secret("create", "restate-grpc-system", ""),
+	}
+	both := []access{namespaces("get", "default"), namespaces("get", "orders")}
+	k := testenv.SharedKube(t)
+	createNamespace(t, k, "restate-grpc-system")
+	for _, tc := range []struct {
+		dir              string
+		allowed, refused []access
+	}{
+		{"injector", slices.Concat(both, selfSignedOnly), denied},
+		{"injector/cert-manager", both, slices.Concat(denied, selfSignedOnly)},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			objs := build(t, tc.dir)
+			d := one[*appsv1.Deployment](t, objs, "Deployment", "restate-grpc-injector")
+			if got, want := "system:serviceaccount:"+d.Namespace+":"+d.Spec.Template.Spec.ServiceAccountName, sa; got != want {
+				t.Errorf("the Deployment's service account: got %s, want %s", got, want)
+			}
+			// Bind for real (the other tests' apply is a dry run), and unbind before the next
+			// variant: applying one over the other would leave the first one's Role behind.
+			var rbac []object
+			for _, o := range objs {
+				if o.gvk.Group == rbacv1.GroupName || o.gvk.Kind == "ServiceAccount" {
+					rbac = append(rbac, o)
+				}
+			}
+			for _, o := range rbac {
+				if err := apply(t, k, o, false); err != nil {
+					t.Fatalf("applying %s: %v", o, err)
+				}
+			}
+			t.Cleanup(func() {
+				for _, o := range rbac {
+					if err := deleteObject(k, o); err != nil {
+						t.Errorf("deleting %s: %v", o, err)
+					}
+				}
+			})
+			for _, c := range []struct {
+				want bool
+				list []access
+			}{{true, tc.allowed}, {false, tc.refused}} {
+				for _, a := range c.list {
+					// The authorizer sees new roles through a watch: wait for it to agree.
+					got, err := waitAccess(k, sa, a.verb, a.group, a.resource, a.namespace, a.name, c.want)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got != c.want {
+						t.Errorf("%s %s %s/%s in namespace %q: got allowed=%v, want %v", a.verb, a.resource, a.group, a.name, a.namespace, got, c.want)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestCertManagerVariant(t *testing.T) {
+	objs := build(t, "injector/cert-manager")
+	mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration", "restate-grpc-injector")
+	cert := one[*certManagerCertificate](t, objs, "Certificate", "")
+	issuer := one[*certManagerIssuer](t, objs, "Issuer", "")
+	svc := one[*corev1.Service](t, objs, "Service", "restate-grpc-injector")
+	d := one[*appsv1.Deployment](t, objs, "Deployment", "restate-grpc-injector")
+	var tlsSecret, tlsMount string
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Secret != nil {
+			tlsSecret = v.Secret.SecretName
+			for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+				if m.Name == v.Name {
+					tlsMount = m.MountPath
+				}
+			}
+		}
+	}
+	for _, c := range []struct {
+		field     string
+		got, want any
+	}{
+		{"webhook's cert-manager.io/inject-ca-from", mwc.Annotations["cert-manager.io/inject-ca-from"], cert.Namespace + "/" + cert.Name},
+		{"Certificate namespace", cert.Namespace, svc.Namespace},
+		// The names the API server dials for a webhook's service reference, and the full one.
+		{"Certificate dnsNames", cert.Spec.DNSNames, []string{
+			svc.Name + "." + svc.Namespace + ".svc", svc.Name + "." + svc.Namespace + ".svc.cluster.local"}},
+		{"Certificate issuer", cert.Spec.IssuerRef.Kind + "/" + cert.Spec.IssuerRef.Name, "Issuer/" + issuer.Name},
+		{"Certificate issuer group", cert.Spec.IssuerRef.Group, "cert-manager.io"},
+		{"Issuer namespace", issuer.Namespace, cert.Namespace},
+		{"Issuer is self-signed", issuer.Spec.SelfSigned != nil, true},
+		{"Certificate usages", cert.Spec.Usages, []string{"server auth", "digital signature"}},
+		{"the Deployment mounts the Certificate's Secret", tlsSecret, cert.Spec.SecretName},
+		{"--tls-cert-dir is the Secret's mount", slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--tls-cert-dir="+tlsMount), true},
+		{"replicas", deref(d.Spec.Replicas), int32(2)},
+	} {
+		if !equalJSON(c.got, c.want) {
+			t.Errorf("%s: got %s, want %s", c.field, jsonString(c.got), jsonString(c.want))
+		}
+	}
+}
+
+func TestRestate(t *testing.T) {
+	objs := build(t, "restate")
+	sts := one[*appsv1.StatefulSet](t, objs, "StatefulSet", "restate")
+	svc := one[*corev1.Service](t, objs, "Service", "restate")
+	headless := one[*corev1.Service](t, objs, "Service", sts.Spec.ServiceName)
+	var conf injectorConfig
+	cm := one[*corev1.ConfigMap](t, build(t, "injector"), "ConfigMap", "")
+	if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &conf); err != nil {
+		t.Fatal(err)
+	}
+	c := sts.Spec.Template.Spec.Containers[0]
+	podLabels := labelsMatch(sts.Spec.Template.Labels)
+	ports := map[string]int32{}
+	for _, p := range svc.Spec.Ports {
+		ports[p.Name] = p.Port
+		if containerPort(c, p.TargetPort.String()) != p.Port {
+			t.Errorf("Service port %s: targets %s, which the container does not expose on %d", p.Name, p.TargetPort.String(), p.Port)
+		}
+	}
+	for _, ch := range []struct {
+		field     string
+		got, want any
+	}{
+		{"image", c.Image, "docker.io/restatedev/restate:1.7.12"},
+		{"replicas", deref(sts.Spec.Replicas), int32(1)},
+		{"headless Service", headless.Spec.ClusterIP, "None"},
+		{"Service ports", ports, map[string]int32{"ingress": 8080, "admin": 9070}},
+		{"Services select the pod", podLabels(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}) &&
+			podLabels(&metav1.LabelSelector{MatchLabels: headless.Spec.Selector}), true},
+		{"data volume", len(sts.Spec.VolumeClaimTemplates), 1},
+		{"injector's ingressURL", conf.IngressURL, fmt.Sprintf("http://%s.%s.svc:%d", svc.Name, svc.Namespace, ports["ingress"])},
+		{"injector's adminURL", conf.AdminURL, fmt.Sprintf("http://%s.%s.svc:%d", svc.Name, svc.Namespace, ports["admin"])},
+	} {
+		if !equalJSON(ch.got, ch.want) {
+			t.Errorf("%s: got %s, want %s", ch.field, jsonString(ch.got), jsonString(ch.want))
+		}
+	}
+}
+
+// TestExamples checks that the demo's apps ask for injection and that their annotations are valid
+// sidecar config: the outbound and inbound annotations are those sections of the config file,
+// ingress-url and admin-url fill in the outbound section's ingress and admin.
+func TestExamples(t *testing.T) {
+	objs := build(t, "examples")
+	orders := one[*corev1.Service](t, objs, "Service", "orders")
+	for _, tc := range []struct {
+		deployment        string
+		outbound, inbound bool
+	}{
+		{"shop", true, false},
+		{"orders", false, true},
+	} {
+		t.Run(tc.deployment, func(t *testing.T) {
+			d := one[*appsv1.Deployment](t, objs, "Deployment", tc.deployment)
+			a := d.Spec.Template.Annotations
+			if got := a["restate-grpc.io/inject"]; got != "true" {
+				t.Errorf("restate-grpc.io/inject: got %q, want \"true\"", got)
+			}
+			c, err := sidecarConfig(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Outbound != nil; got != tc.outbound {
+				t.Errorf("has an outbound section: got %v, want %v", got, tc.outbound)
+			}
+			if got := c.Inbound != nil; got != tc.inbound {
+				t.Errorf("has an inbound section: got %v, want %v", got, tc.inbound)
+			}
+			if c.Inbound != nil && c.Inbound.Register != nil {
+				// Restate calls the sidecar's inbound port (9080) through the orders Service.
+				want := fmt.Sprintf("http://%s.%s.svc:%d", orders.Name, orders.Namespace, servicePort(orders, "restate"))
+				if c.Inbound.Register.URI != want || servicePort(orders, "restate") != 9080 {
+					t.Errorf("inbound.register.uri: got %s, want %s (the orders Service's port to 9080)", c.Inbound.Register.URI, want)
+				}
+			}
+			if selected := labelsMatch(d.Spec.Template.Labels)(&metav1.LabelSelector{MatchLabels: orders.Spec.Selector}); selected != tc.inbound {
+				t.Errorf("the orders Service selects the %s pods: got %v, want %v", tc.deployment, selected, tc.inbound)
+			}
+		})
+	}
+}
+
+// sidecarConfig is the sidecar config a pod's annotations make, validated by the config package.
+func sidecarConfig(a map[string]string) (*config.Config, error) {
+	sections := map[string]any{}
+	for _, s := range []string{"outbound", "inbound"} {
+		v, ok := a["restate-grpc.io/"+s]
+		if !ok {
+			continue
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal([]byte(v), &m); err != nil {
+			return nil, fmt.Errorf("restate-grpc.io/%s: %v", s, err)
+		}
+		sections[s] = m
+	}
+	if out, ok := sections["outbound"].(map[string]any); ok {
+		for key, ann := range map[string]string{"ingress": "ingress-url", "admin": "admin-url"} {
+			if v, ok := a["restate-grpc.io/"+ann]; ok {
+				out[key] = v
+			}
+		}
+	}
+	b, err := yaml.Marshal(sections)
+	if err != nil {
+		return nil, err
+	}
+	return config.Parse(b)
+}
+
+// TestApply applies every object to the real API server: Namespaces for real (the others need
+// them), everything else as a server-side apply with dry run, which runs the API server's own
+// validation (strict field validation, defaulting, admission) without storing anything.
+// cert-manager's Issuer and Certificate are the exception: the API server has no cert-manager
+// CRDs, so it cannot take them; they are checked by decoding, in build and TestCertManagerVariant.
+func TestApply(t *testing.T) {
+	k := testenv.SharedKube(t)
+	for _, dir := range kustomizations {
+		t.Run(dir, func(t *testing.T) {
+			for _, o := range build(t, dir) {
+				if o.gvk.Group == "cert-manager.io" {
+					t.Logf("%s: not applied (no cert-manager CRDs in the test API server), only decoded", o)
+					continue
+				}
+				if o.gvk.Kind == "Namespace" {
+					createNamespace(t, k, o.name)
+					continue
+				}
+				if err := apply(t, k, o, true); err != nil {
+					t.Errorf("server-side apply (dry run) of %s: %v", o, err)
+				}
+			}
+		})
+	}
+}
