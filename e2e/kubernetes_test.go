@@ -489,7 +489,9 @@ func (r *kubeRig) checkExamples(t *testing.T) {
 		t.Fatalf("manifests/examples has Deployments %v, want orders and shop", runs)
 	}
 	// The tour's last step is the passthrough call; by then every durable step has answered.
-	eventually(t, time.Minute, "the shop's tour to end", func() bool { return strings.Contains(shop.Output("shop"), "==> Passthrough") && strings.Contains(shop.Output("shop"), "health SERVING") })
+	eventually(t, time.Minute, "the shop's tour to end", func() bool {
+		return strings.Contains(shop.Output("shop"), "==> Passthrough") && strings.Contains(shop.Output("shop"), "health SERVING")
+	})
 	out := shop.Output("shop")
 	if n := strings.Count(out, "restate-invocation-id=inv_"); n < 3 {
 		t.Errorf("the shop's log shows %d answers with a restate-invocation-id, want the tour's durable calls:\n%s", n, out)
