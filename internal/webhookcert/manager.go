@@ -182,7 +182,13 @@ func (m *Manager) syncSecret(ctx context.Context) (*material, error) {
 	var mat *material
 	// Both a lost update (Conflict) and a lost create (AlreadyExists) mean another replica
 	// wrote first: read again and decide again from what it wrote.
-	lost := func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
+	lost := func(err error) bool {
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			m.log.Debug("another replica wrote the Secret first; deciding again from what it wrote", "error", err)
+			return true
+		}
+		return false
+	}
 	err := retry.OnError(retry.DefaultRetry, lost, func() error {
 		s, err := secrets.Get(ctx, m.cfg.SecretName, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
