@@ -76,6 +76,9 @@ func NewManager(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.Client == nil || cfg.Namespace == "" || cfg.SecretName == "" || cfg.Service == "" || cfg.WebhookConfig == "" {
 		return nil, errors.New("webhookcert: Client, Namespace, SecretName, Service and WebhookConfig are required")
 	}
+	if cfg.CALifetime < 0 || cfg.CertLifetime < 0 || cfg.RefreshInterval < 0 {
+		return nil, errors.New("webhookcert: CALifetime, CertLifetime and RefreshInterval must not be negative")
+	}
 	if cfg.CALifetime == 0 {
 		cfg.CALifetime = DefaultCALifetime
 	}

@@ -168,6 +168,7 @@ func TestManagerBootstrap(t *testing.T) {
 		t.Error("the served certificate verifies for other.svc")
 	}
 
+	mwcVersion := f.webhookConfigVersion()
 	again, err := NewManager(t.Context(), f.config("tls"))
 	if err != nil {
 		t.Fatal(err)
@@ -181,6 +182,65 @@ func TestManagerBootstrap(t *testing.T) {
 	}
 	if s2.ResourceVersion != s.ResourceVersion {
 		t.Errorf("a restarted Manager wrote the Secret (resourceVersion %s, was %s)", s2.ResourceVersion, s.ResourceVersion)
+	}
+	if v := f.webhookConfigVersion(); v != mwcVersion {
+		t.Errorf("a restarted Manager wrote the webhook configuration (resourceVersion %s, was %s)", v, mwcVersion)
+	}
+}
+
+func (f *kubeFixture) webhookConfigVersion() string {
+	f.t.Helper()
+	mwc, err := f.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), f.mwc, metav1.GetOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return mwc.ResourceVersion
+}
+
+// TestManagerReplacesUnusableSecret: a Secret that holds no usable certificates (left from
+// elsewhere, or edited by hand) is replaced in place, and what replaces it is served.
+func TestManagerReplacesUnusableSecret(t *testing.T) {
+	f := newKubeFixture(t, 1)
+	other := issue(t, time.Now(), time.Now(), testHosts)
+	otherData, err := other.secretData()
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(otherData, keyCAKey)
+	tests := []struct {
+		name   string
+		secret *corev1.Secret
+	}{
+		{"empty Opaque", &corev1.Secret{Type: corev1.SecretTypeOpaque}},
+		{"garbage", &corev1.Secret{Type: corev1.SecretTypeTLS, Data: map[string][]byte{keyCert: []byte("x"), keyKey: []byte("y")}}},
+		{"cert-manager's, without the CA key", &corev1.Secret{Type: corev1.SecretTypeTLS, Data: otherData}},
+	}
+	for i, tt := range tests {
+		name := fmt.Sprintf("unusable-%d", i)
+		tt.secret.Name = name
+		if _, err := f.client.CoreV1().Secrets(f.ns).Create(t.Context(), tt.secret, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := NewManager(t.Context(), f.config(name))
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		s, err := f.client.CoreV1().Secrets(f.ns).Get(t.Context(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mat, err := parseMaterial(s.Data)
+		if err != nil {
+			t.Errorf("%s: the Secret after NewManager: %v", tt.name, err)
+			continue
+		}
+		got, err := servedSerial(t, m.GetCertificate, f.bundle(), testSvc+"."+f.ns+".svc")
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		} else if want := mat.leaf.Leaf.SerialNumber; got.Cmp(want) != 0 {
+			t.Errorf("%s: served serial %x, want the Secret's %x", tt.name, got, want)
+		}
 	}
 }
 
