@@ -1,8 +1,12 @@
 package webhookcert
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -28,6 +32,34 @@ func secretFiles(t *testing.T, ca *material) (map[string][]byte, *big.Int) {
 	}
 	delete(data, keyCAKey) // cert-manager's Secret holds no CA key
 	return data, leaf.Leaf.SerialNumber
+}
+
+// selfSignedFiles are the Secret of a cert-manager Certificate from a selfSigned Issuer: the
+// serving certificate signs itself, and ca.crt is that certificate.
+func selfSignedFiles(t *testing.T) (map[string][]byte, *big.Int) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     testHosts,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return map[string][]byte{keyCert: crt, keyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}), keyCA: crt}, tmpl.SerialNumber
 }
 
 // kubeletVolume writes files into dir as the kubelet's atomic writer does a Secret volume: a
@@ -114,6 +146,8 @@ func TestReloaderRotation(t *testing.T) {
 	mixed := map[string][]byte{keyCert: second[keyCert], keyKey: other[keyKey], keyCA: second[keyCA]}
 	wrongCA := map[string][]byte{keyCert: third[keyCert], keyKey: third[keyKey], keyCA: first[keyCA]}
 	noCA := map[string][]byte{keyCert: first[keyCert], keyKey: first[keyKey]}
+	selfSigned, selfSignedSerial := selfSignedFiles(t)
+	roots.AppendCertsFromPEM(selfSigned[keyCA])
 
 	v := &kubeletVolume{t: t, dir: t.TempDir()}
 	v.write(first)
@@ -134,6 +168,7 @@ func TestReloaderRotation(t *testing.T) {
 		{"a certificate not of the mounted CA", wrongCA, secondSerial},
 		{"a new CA with its certificate", third, thirdSerial},
 		{"no ca.crt", noCA, firstSerial},
+		{"cert-manager's selfSigned issuer: the certificate is its own ca.crt", selfSigned, selfSignedSerial},
 	}
 	for _, st := range steps {
 		if st.files != nil {
