@@ -22,6 +22,7 @@ import (
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
@@ -185,6 +186,29 @@ func TestManagerBootstrap(t *testing.T) {
 	}
 	if v := f.webhookConfigVersion(); v != mwcVersion {
 		t.Errorf("a restarted Manager wrote the webhook configuration (resourceVersion %s, was %s)", v, mwcVersion)
+	}
+
+	// Applying the manifest again (server-side, as kubectl apply --server-side does; the
+	// manifest holds no caBundle) leaves the bundle the Manager wrote.
+	manifest := f.webhookConfig(2)
+	manifest.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"}
+	for i := range manifest.Webhooks {
+		u := fmt.Sprintf("https://127.0.0.1:1/w%d", i)
+		manifest.Webhooks[i].ClientConfig.URL = &u
+	}
+	body, err := json.Marshal(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	force := true
+	applied, err := f.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(t.Context(), f.mwc, types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "kubectl", Force: &force})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range applied.Webhooks {
+		if got, want := string(w.ClientConfig.CABundle), string(s.Data[keyCA]); got != want {
+			t.Errorf("after a server-side apply, webhook %s has caBundle\n%s\nwant\n%s", w.Name, got, want)
+		}
 	}
 }
 
