@@ -176,8 +176,9 @@ func newLeaf(ca *x509.Certificate, caKey crypto.Signer, hosts []string, now time
 		return tls.Certificate{}, err
 	}
 	tmpl := &x509.Certificate{
+		// No common name: it is not checked when there are SANs, and svc.ns.svc may be longer
+		// than the 64 characters a common name may have.
 		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: hosts[0]},
 		NotBefore:    now.Add(-skew(lifetime)),
 		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

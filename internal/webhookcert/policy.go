@@ -9,7 +9,7 @@ import (
 // policy decides what the Secret should hold next. It is the Manager's logic without the API
 // server, so that it can be tested on its own.
 type policy struct {
-	hosts        []string // of the serving certificate; the first is its common name
+	hosts        []string // of the serving certificate
 	caLifetime   time.Duration
 	certLifetime time.Duration
 	// settled says whether the API server has had ca in its bundle long enough that a serving

@@ -157,6 +157,15 @@ func TestNewCertificates(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", tt.name, tt.got, tt.want)
 		}
 	}
+	// Names as long as Kubernetes allows (63 characters each of service and namespace) fit.
+	long := strings.Repeat("s", 63) + "." + strings.Repeat("n", 63) + ".svc"
+	longLeaf, err := newLeaf(ca, m.caKey, []string{long}, t0, testCertLife)
+	if err != nil {
+		t.Fatalf("a serving certificate for %s: %v", long, err)
+	}
+	if err := verifyLeaf(longLeaf.Leaf, m.bundle, []string{long}, t0); err != nil {
+		t.Errorf("a serving certificate for %s: %v", long, err)
+	}
 	// A serving certificate never outlives its CA.
 	short, err := newLeaf(ca, m.caKey, testHosts, ca.NotAfter.Add(-time.Hour), testCertLife)
 	if err != nil {
