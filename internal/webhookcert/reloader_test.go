@@ -207,3 +207,45 @@ func TestNewReloaderFails(t *testing.T) {
 		}
 	}
 }
+
+// TestReloaderPlainDirectory: files written in place (no kubelet, e.g. a certificate copied
+// in by hand) are read again too.
+func TestReloaderPlainDirectory(t *testing.T) {
+	ca := issue(t, time.Now(), time.Now(), testHosts)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.ca())
+	dir := t.TempDir()
+	write := func(files map[string][]byte) {
+		t.Helper()
+		for name, b := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	first, firstSerial := secretFiles(t, ca)
+	second, secondSerial := secretFiles(t, ca)
+	write(first)
+	r, err := NewReloader(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.every, r.next = 0, time.Time{}
+	for _, st := range []struct {
+		name  string
+		files map[string][]byte
+		want  *big.Int
+	}{
+		{"as loaded at the start", nil, firstSerial},
+		{"rewritten", second, secondSerial},
+	} {
+		write(st.files)
+		got, err := servedSerial(t, r.GetCertificate, roots, "inj.sys.svc")
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got.Cmp(st.want) != 0 {
+			t.Errorf("%s: served serial %x, want %x", st.name, got, st.want)
+		}
+	}
+}
