@@ -21,9 +21,12 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
 )
@@ -515,4 +518,74 @@ func TestManagerRotation(t *testing.T) {
 func verifyAgainst(c *x509.Certificate, roots *x509.CertPool, name string) error {
 	_, err := c.Verify(x509.VerifyOptions{Roots: roots, DNSName: name, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	return err
+}
+
+// TestManagerRBAC: the Manager needs no more than the injector's RBAC grants (ISSUE11.md):
+// get and update of its webhook configuration and of its Secret, and create of Secrets in its
+// namespace. It runs as a user with exactly that.
+func TestManagerRBAC(t *testing.T) {
+	f := newKubeFixture(t, 1)
+	const user = "webhookcert-test-injector"
+	ctx := t.Context()
+	rbac := f.client.RbacV1()
+	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
+	cr := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: f.ns + "-injector"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
+			ResourceNames: []string{f.mwc}, Verbs: []string{"get", "update"}}},
+	}
+	if _, err := rbac.ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: cr.ObjectMeta, Subjects: subject, RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}}
+	if _, err := rbac.ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		rbac.ClusterRoleBindings().Delete(context.Background(), crb.Name, metav1.DeleteOptions{})
+		rbac.ClusterRoles().Delete(context.Background(), cr.Name, metav1.DeleteOptions{})
+	})
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "injector", Namespace: f.ns},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"tls"}, Verbs: []string{"get", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+		},
+	}
+	if _, err := rbac.Roles(f.ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: role.ObjectMeta, Subjects: subject, RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}}
+	if _, err := rbac.RoleBindings(f.ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rc := rest.CopyConfig(testenv.SharedKube(t).Config)
+	rc.Impersonate = rest.ImpersonationConfig{UserName: user}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Secrets(f.ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("listing Secrets as %s: %v, want Forbidden (the test's RBAC is not in force)", user, err)
+	}
+	cfg := f.config("tls")
+	cfg.Client = client
+	// The role binding may take a moment to apply: the first NewManager that gets through
+	// does all the work (creates the Secret, writes the bundle), the second loads.
+	var m *Manager
+	deadline := time.Now().Add(10 * time.Second)
+	for m == nil {
+		if m, err = NewManager(ctx, cfg); err != nil {
+			if !apierrors.IsForbidden(err) || time.Now().After(deadline) {
+				t.Fatalf("NewManager as %s: %v", user, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if _, err := NewManager(ctx, cfg); err != nil {
+		t.Fatalf("a second NewManager as %s: %v", user, err)
+	}
+	if _, err := servedSerial(t, m.GetCertificate, f.bundle(), testSvc+"."+f.ns+".svc"); err != nil {
+		t.Error(err)
+	}
 }
