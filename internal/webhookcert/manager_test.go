@@ -390,7 +390,9 @@ func webhook(t *testing.T, replicas []*Manager) string {
 			w.Header().Set("Connection", "close")
 			json.NewEncoder(w).Encode(&review)
 		}),
-		ErrorLog: log.New(io.Discard, "", 0), // handshakes of the test's own clients that stop early
+		// The API server's handshakes fail until a replica has written the bundle; a failure
+		// after that fails a pod's create, which the test reports.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	go srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { srv.Close() })
