@@ -591,3 +591,42 @@ func TestManagerRBAC(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestManagerRestoresBundle: a caBundle that something else rewrote (a replace of the
+// configuration without it) is written back at the next refresh.
+func TestManagerRestoresBundle(t *testing.T) {
+	f := newKubeFixture(t, 2)
+	cfg := f.config("tls")
+	cfg.RefreshInterval = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	m, err := NewManager(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done }) // its log goes to t
+	mwcs := f.client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	mwc, err := mwcs.Get(t.Context(), f.mwc, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := string(mwc.Webhooks[0].ClientConfig.CABundle)
+	mwc.Webhooks[1].ClientConfig.CABundle = nil
+	if _, err := mwcs.Update(t.Context(), mwc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mwc, err := mwcs.Get(t.Context(), f.mwc, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(mwc.Webhooks[1].ClientConfig.CABundle); got == want {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("5s after webhook %s's caBundle was emptied it holds %q, want the Secret's ca.crt", mwc.Webhooks[1].Name, got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
