@@ -28,6 +28,8 @@ const (
 
 // Config configures a Manager. Zero durations take their defaults.
 type Config struct {
+	// Client reaches the API server; the Manager gets, creates and updates the Secret and gets
+	// and updates the webhook configuration, nothing else.
 	Client kubernetes.Interface
 	// Namespace is the injector's (and its Secret's and Service's).
 	Namespace string
