@@ -28,6 +28,10 @@
 //     interval, because the API server reads webhook configurations through an informer.
 //     Then the serving certificate moves to it.
 //
+// A caBundle that something else rewrites (a replace of the configuration without it; an
+// apply of a manifest that holds none leaves it) is written back at the next refresh; until
+// then the API server cannot reach the webhook.
+//
 // The injector needs RBAC to get, create and update Secrets in its namespace and to get and
 // update its MutatingWebhookConfiguration. Deleting the Secret makes the replicas create a new
 // CA (certificates signed by the old one stop verifying once the bundle is replaced).
@@ -39,6 +43,12 @@
 // MutatingWebhookConfiguration). The injector mounts the Secret and serves it with a
 // Reloader: GetCertificate serves tls.crt and tls.key of the directory and reads them again
 // when they change (the kubelet replaces a mounted Secret's files at once by swapping its
-// ..data symlink). When ca.crt is there too, a pair must verify against it. A pair that does
-// not load is logged, and the last good one goes on being served.
+// ..data symlink), at most every ReloadRecheck. When ca.crt is there too, a pair must verify
+// against it. A pair that does not load is logged, and the last good one goes on being served.
+//
+// Have the serving Certificate issued by a CA Issuer (whose CA a selfSigned Issuer signs), not
+// by a selfSigned Issuer straight: then a renewed serving certificate keeps ca.crt, and the
+// bundle verifies the old one and the new. A self-signed serving certificate is its own CA:
+// each renewal replaces the bundle at once, while the replicas serve the old certificate until
+// the kubelet has swapped the new files in (a minute or more), and the API server refuses them.
 package webhookcert

@@ -28,6 +28,8 @@ const (
 
 // Config configures a Manager. Zero durations take their defaults.
 type Config struct {
+	// Client reaches the API server; the Manager gets, creates and updates the Secret and gets
+	// and updates the webhook configuration, nothing else.
 	Client kubernetes.Interface
 	// Namespace is the injector's (and its Secret's and Service's).
 	Namespace string
@@ -75,6 +77,9 @@ type Manager struct {
 func NewManager(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.Client == nil || cfg.Namespace == "" || cfg.SecretName == "" || cfg.Service == "" || cfg.WebhookConfig == "" {
 		return nil, errors.New("webhookcert: Client, Namespace, SecretName, Service and WebhookConfig are required")
+	}
+	if cfg.CALifetime < 0 || cfg.CertLifetime < 0 || cfg.RefreshInterval < 0 {
+		return nil, errors.New("webhookcert: CALifetime, CertLifetime and RefreshInterval must not be negative")
 	}
 	if cfg.CALifetime == 0 {
 		cfg.CALifetime = DefaultCALifetime
@@ -182,7 +187,13 @@ func (m *Manager) syncSecret(ctx context.Context) (*material, error) {
 	var mat *material
 	// Both a lost update (Conflict) and a lost create (AlreadyExists) mean another replica
 	// wrote first: read again and decide again from what it wrote.
-	lost := func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
+	lost := func(err error) bool {
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			m.log.Debug("another replica wrote the Secret first; deciding again from what it wrote", "error", err)
+			return true
+		}
+		return false
+	}
 	err := retry.OnError(retry.DefaultRetry, lost, func() error {
 		s, err := secrets.Get(ctx, m.cfg.SecretName, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {

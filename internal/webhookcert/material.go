@@ -22,12 +22,14 @@ import (
 // The Secret's keys: those of a kubernetes.io/tls Secret, ca.crt as cert-manager writes it, and
 // the signing CA's key, so that any replica can renew the serving certificate.
 const (
-	keyCert   = "tls.crt"
-	keyKey    = "tls.key"
-	keyCA     = "ca.crt"
-	keyCAKey  = "ca.key"
-	caSubject = "restate-grpc-injector-ca"
+	keyCert  = "tls.crt"
+	keyKey   = "tls.key"
+	keyCA    = "ca.crt"
+	keyCAKey = "ca.key"
 )
+
+// caSubject names the CAs; each also carries the time it was made.
+const caSubject = "restate-grpc-injector-ca"
 
 // material is what the Secret holds, parsed: the trust bundle (ca.crt: the signing CA first,
 // then retired CAs kept until they expire, because replicas may still serve certificates they
@@ -176,8 +178,9 @@ func newLeaf(ca *x509.Certificate, caKey crypto.Signer, hosts []string, now time
 		return tls.Certificate{}, err
 	}
 	tmpl := &x509.Certificate{
+		// No common name: it is not checked when there are SANs, and svc.ns.svc may be longer
+		// than the 64 characters a common name may have.
 		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: hosts[0]},
 		NotBefore:    now.Add(-skew(lifetime)),
 		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

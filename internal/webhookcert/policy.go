@@ -9,7 +9,7 @@ import (
 // policy decides what the Secret should hold next. It is the Manager's logic without the API
 // server, so that it can be tested on its own.
 type policy struct {
-	hosts        []string // of the serving certificate; the first is its common name
+	hosts        []string // of the serving certificate
 	caLifetime   time.Duration
 	certLifetime time.Duration
 	// settled says whether the API server has had ca in its bundle long enough that a serving
@@ -31,17 +31,8 @@ func (p policy) next(cur *material, now time.Time) (*material, []string, error) 
 		}
 		return &material{bundle: []*x509.Certificate{ca}, caKey: caKey, leaf: leaf}, []string{"created a CA and a serving certificate"}, nil
 	}
-	nm := &material{bundle: []*x509.Certificate{cur.ca()}, caKey: cur.caKey, leaf: cur.leaf}
+	nm := &material{bundle: cur.bundle, caKey: cur.caKey, leaf: cur.leaf}
 	var why []string
-	// A retired CA goes once it has expired: no serving certificate outlives its CA, so none
-	// that a replica may still serve chains to it any more.
-	for _, c := range cur.bundle[1:] {
-		if now.Before(c.NotAfter) {
-			nm.bundle = append(nm.bundle, c)
-		} else {
-			why = append(why, "dropped expired CA "+c.Subject.CommonName)
-		}
-	}
 	if renewDue(cur.ca(), now) {
 		ca, caKey, err := newCA(now, p.caLifetime)
 		if err != nil {
@@ -49,9 +40,20 @@ func (p policy) next(cur *material, now time.Time) (*material, []string, error) 
 		}
 		nm.bundle = append([]*x509.Certificate{ca}, nm.bundle...)
 		nm.caKey = caKey
-		why = append(why, fmt.Sprintf("new CA %s, CA %s expires at %s and stays in the bundle until then",
+		why = append(why, fmt.Sprintf("new CA %s (CA %s expires at %s)",
 			ca.Subject.CommonName, cur.ca().Subject.CommonName, cur.ca().NotAfter.Format(time.RFC3339)))
 	}
+	// A retired CA goes once it has expired: no serving certificate outlives its CA, so none
+	// that a replica may still serve chains to it any more.
+	kept := nm.bundle[:1:1]
+	for _, c := range nm.bundle[1:] {
+		if now.Before(c.NotAfter) {
+			kept = append(kept, c)
+		} else {
+			why = append(why, "dropped expired CA "+c.Subject.CommonName)
+		}
+	}
+	nm.bundle = kept
 	leaf := cur.leaf.Leaf
 	var reissue string
 	switch err := verifyLeaf(leaf, nm.bundle, p.hosts, now); {

@@ -73,6 +73,9 @@ func TestPolicy(t *testing.T) {
 			want{change: true, newLeaf: true, bundle: 2, why: "moves to the new CA"}},
 		{"new CA not settled: serving certificate stays", moved, t0.Add(time.Hour), false, want{bundle: 2}},
 		{"retired CA kept while valid", issue(t, t0, t0, testHosts, retired), t0.Add(time.Hour), true, want{bundle: 2}},
+		{"all expired (the replicas were down): new CA and serving certificate at once, the old CA dropped",
+			issue(t, t0.Add(-100*time.Hour), t0.Add(-20*time.Hour), testHosts), t0, false,
+			want{change: true, newCA: true, newLeaf: true, bundle: 1, why: "dropped expired CA"}},
 		{"expired retired CA dropped", issue(t, t0, t0, testHosts, expired, retired), t0.Add(time.Hour), true,
 			want{change: true, bundle: 2, why: "dropped expired CA"}},
 	}
@@ -153,6 +156,15 @@ func TestNewCertificates(t *testing.T) {
 		if !equal(tt.got, tt.want) {
 			t.Errorf("%s: got %v, want %v", tt.name, tt.got, tt.want)
 		}
+	}
+	// Names as long as Kubernetes allows (63 characters each of service and namespace) fit.
+	long := strings.Repeat("s", 63) + "." + strings.Repeat("n", 63) + ".svc"
+	longLeaf, err := newLeaf(ca, m.caKey, []string{long}, t0, testCertLife)
+	if err != nil {
+		t.Fatalf("a serving certificate for %s: %v", long, err)
+	}
+	if err := verifyLeaf(longLeaf.Leaf, m.bundle, []string{long}, t0); err != nil {
+		t.Errorf("a serving certificate for %s: %v", long, err)
 	}
 	// A serving certificate never outlives its CA.
 	short, err := newLeaf(ca, m.caKey, testHosts, ca.NotAfter.Add(-time.Hour), testCertLife)

@@ -124,13 +124,19 @@ func sameFiles(a, b [3]os.FileInfo) bool {
 	return true
 }
 
-// load reads the pair and, if there is one, the CA it must verify against.
+// load reads the pair and, if there is one, the CA it must verify against. In a Secret
+// volume it reads them from the directory ..data leads to, resolved once, so that a swap
+// between two reads cannot mix the files of two versions.
 func (r *Reloader) load() (*tls.Certificate, error) {
-	certPEM, err := os.ReadFile(filepath.Join(r.dir, keyCert))
+	dir := r.dir
+	if d, err := filepath.EvalSymlinks(filepath.Join(r.dir, "..data")); err == nil {
+		dir = d
+	}
+	certPEM, err := os.ReadFile(filepath.Join(dir, keyCert))
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(r.dir, keyKey))
+	keyPEM, err := os.ReadFile(filepath.Join(dir, keyKey))
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +144,7 @@ func (r *Reloader) load() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s/%s in %s: %w", keyCert, keyKey, r.dir, err)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(r.dir, keyCA))
+	caPEM, err := os.ReadFile(filepath.Join(dir, keyCA))
 	if errors.Is(err, fs.ErrNotExist) {
 		return &cert, nil
 	}

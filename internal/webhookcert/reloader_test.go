@@ -1,8 +1,12 @@
 package webhookcert
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -28,6 +32,34 @@ func secretFiles(t *testing.T, ca *material) (map[string][]byte, *big.Int) {
 	}
 	delete(data, keyCAKey) // cert-manager's Secret holds no CA key
 	return data, leaf.Leaf.SerialNumber
+}
+
+// selfSignedFiles are the Secret of a cert-manager Certificate from a selfSigned Issuer: the
+// serving certificate signs itself, and ca.crt is that certificate.
+func selfSignedFiles(t *testing.T) (map[string][]byte, *big.Int) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     testHosts,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return map[string][]byte{keyCert: crt, keyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}), keyCA: crt}, tmpl.SerialNumber
 }
 
 // kubeletVolume writes files into dir as the kubelet's atomic writer does a Secret volume: a
@@ -114,6 +146,8 @@ func TestReloaderRotation(t *testing.T) {
 	mixed := map[string][]byte{keyCert: second[keyCert], keyKey: other[keyKey], keyCA: second[keyCA]}
 	wrongCA := map[string][]byte{keyCert: third[keyCert], keyKey: third[keyKey], keyCA: first[keyCA]}
 	noCA := map[string][]byte{keyCert: first[keyCert], keyKey: first[keyKey]}
+	selfSigned, selfSignedSerial := selfSignedFiles(t)
+	roots.AppendCertsFromPEM(selfSigned[keyCA])
 
 	v := &kubeletVolume{t: t, dir: t.TempDir()}
 	v.write(first)
@@ -134,6 +168,7 @@ func TestReloaderRotation(t *testing.T) {
 		{"a certificate not of the mounted CA", wrongCA, secondSerial},
 		{"a new CA with its certificate", third, thirdSerial},
 		{"no ca.crt", noCA, firstSerial},
+		{"cert-manager's selfSigned issuer: the certificate is its own ca.crt", selfSigned, selfSignedSerial},
 	}
 	for _, st := range steps {
 		if st.files != nil {
@@ -169,6 +204,48 @@ func TestNewReloaderFails(t *testing.T) {
 		v.write(tt.files)
 		if _, err := NewReloader(v.dir, slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("%s: NewReloader succeeded", tt.name)
+		}
+	}
+}
+
+// TestReloaderPlainDirectory: files written in place (no kubelet, e.g. a certificate copied
+// in by hand) are read again too.
+func TestReloaderPlainDirectory(t *testing.T) {
+	ca := issue(t, time.Now(), time.Now(), testHosts)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.ca())
+	dir := t.TempDir()
+	write := func(files map[string][]byte) {
+		t.Helper()
+		for name, b := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	first, firstSerial := secretFiles(t, ca)
+	second, secondSerial := secretFiles(t, ca)
+	write(first)
+	r, err := NewReloader(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.every, r.next = 0, time.Time{}
+	for _, st := range []struct {
+		name  string
+		files map[string][]byte
+		want  *big.Int
+	}{
+		{"as loaded at the start", nil, firstSerial},
+		{"rewritten", second, secondSerial},
+	} {
+		write(st.files)
+		got, err := servedSerial(t, r.GetCertificate, roots, "inj.sys.svc")
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got.Cmp(st.want) != 0 {
+			t.Errorf("%s: served serial %x, want %x", st.name, got, st.want)
 		}
 	}
 }
