@@ -433,15 +433,41 @@ func TestInjectorRBAC(t *testing.T) {
 	both := []access{namespaces("get", "default"), namespaces("get", "orders")}
 	k := testenv.SharedKube(t)
 	createNamespace(t, k, "restate-grpc-system")
+	readNamespaces := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get"}}
 	for _, tc := range []struct {
-		dir              string
-		allowed, refused []access
+		dir                      string
+		clusterRules, namespaced []rbacv1.PolicyRule // nil: no Role
+		allowed, refused         []access
 	}{
-		{"injector", slices.Concat(both, selfSignedOnly), denied},
-		{"injector/cert-manager", both, slices.Concat(denied, selfSignedOnly)},
+		{"injector",
+			[]rbacv1.PolicyRule{
+				{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{"restate-grpc-injector"}, Verbs: []string{"get", "update"}},
+				readNamespaces,
+			},
+			[]rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"restate-grpc-injector-tls"}, Verbs: []string{"get", "update"}},
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+			},
+			slices.Concat(both, selfSignedOnly), denied},
+		{"injector/cert-manager", []rbacv1.PolicyRule{readNamespaces}, nil, both, slices.Concat(denied, selfSignedOnly)},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			objs := build(t, tc.dir)
+			if got := one[*rbacv1.ClusterRole](t, objs, "ClusterRole", "restate-grpc-injector").Rules; !equalJSON(got, tc.clusterRules) {
+				t.Errorf("ClusterRole rules: got %s, want %s", jsonString(got), jsonString(tc.clusterRules))
+			}
+			var roles []*rbacv1.Role
+			for _, o := range objs {
+				if r, ok := o.typed.(*rbacv1.Role); ok {
+					roles = append(roles, r)
+				}
+			}
+			switch {
+			case tc.namespaced == nil && len(roles) > 0:
+				t.Errorf("Roles: got %d, want none", len(roles))
+			case tc.namespaced != nil && (len(roles) != 1 || !equalJSON(roles[0].Rules, tc.namespaced) || roles[0].Namespace != "restate-grpc-system"):
+				t.Errorf("Roles: got %s, want one in restate-grpc-system with rules %s", jsonString(roles), jsonString(tc.namespaced))
+			}
 			d := one[*appsv1.Deployment](t, objs, "Deployment", "restate-grpc-injector")
 			if got, want := "system:serviceaccount:"+d.Namespace+":"+d.Spec.Template.Spec.ServiceAccountName, sa; got != want {
 				t.Errorf("the Deployment's service account: got %s, want %s", got, want)
