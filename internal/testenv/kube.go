@@ -81,8 +81,8 @@ var shared struct {
 
 // SharedKube is one API server for the whole test binary, started by the first test that asks
 // (a start takes seconds; tests keep apart by namespace and object names). Its processes die with
-// the test binary; StopSharedKube, from TestMain, also removes its directory. A failed start
-// fails every test that asks, with the same error.
+// the test binary; StopSharedKube, from TestMain, also removes its directory (else the next start
+// does). A failed start fails every test that asks, with the same error.
 func SharedKube(t testing.TB) *Kube {
 	t.Helper()
 	shared.Lock()
@@ -126,7 +126,9 @@ func startKube() (*Kube, error) {
 			return nil, fmt.Errorf("%s is missing: run scripts/kube.sh (it builds kube-apiserver %s and links etcd into %s; RESTATE_GRPC_KUBE_ASSETS overrides the directory)", bin, KubeVersion, assets)
 		}
 	}
-	dir, err := os.MkdirTemp("", "restate-grpc-kube-")
+	removeStaleKubeDirs()
+	// The pid in the name lets a later run remove the directory if this binary never gets to.
+	dir, err := os.MkdirTemp("", fmt.Sprintf("restate-grpc-kube-%d-", os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +138,19 @@ func startKube() (*Kube, error) {
 		return nil, err
 	}
 	return k, nil
+}
+
+// removeStaleKubeDirs removes the directories of rigs whose test binary has exited without
+// stopping them (a test package using SharedKube without a TestMain that calls StopSharedKube, or
+// a killed binary): etcd preallocates 64 MB of log in each.
+func removeStaleKubeDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "restate-grpc-kube-*-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.Split(filepath.Base(d), "-")[3])
+		if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 func (k *Kube) start(apiserver, etcd string) error {

@@ -53,8 +53,8 @@ func TestKubeConfigMapRoundTrip(t *testing.T) {
 }
 
 // annotator is a tiny mutating webhook, registered with the injector's configuration from the
-// manifests: it adds the annotation seen=true to every pod it is sent,
-// and counts the pods that were not probes.
+// manifests: it adds the annotation seen=true to every pod it is sent, and counts the pods that
+// were not probes.
 type annotator struct{ pods atomic.Int32 }
 
 const seenAnnotation = "test.restate-grpc.io/seen"
