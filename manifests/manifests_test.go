@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	serializerjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
@@ -274,8 +275,7 @@ func TestInjectorWebhookConfiguration(t *testing.T) {
 // is stored) in and out of the namespaces and with and without the annotation the contract names.
 func TestInjectorWebhookSelects(t *testing.T) {
 	k := testenv.SharedKube(t)
-	calls := make(chan string, 100)
-	url, ca := serveMarker(t, calls)
+	url, ca := serveMarker(t)
 	k.RegisterWebhook(t, testenv.Webhook{
 		Config: testenv.InjectorWebhookConfig(t), URL: url, CABundle: ca,
 		Seen: func(p *corev1.Pod) bool { return p.Annotations[markAnnotation] != "" },
@@ -288,7 +288,7 @@ func TestInjectorWebhookSelects(t *testing.T) {
 		"restate-grpc-system": nil,
 	} {
 		_, err := k.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{})
-		if err != nil && !strings.Contains(err.Error(), "already exists") {
+		if err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
 	}
