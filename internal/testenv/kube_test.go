@@ -111,7 +111,7 @@ func (a *annotator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if pod.Annotations["testenv.restate-grpc.io/probe"] == "" {
+	if pod.Annotations["restate-grpc.test/probe"] == "" {
 		a.pods.Add(1)
 	}
 	// The pod has annotations (the webhook's match condition asks for one); "~1" is "/" in a

@@ -55,9 +55,8 @@ func InjectorWebhookConfig(t testing.TB) *admissionregistrationv1.MutatingWebhoo
 }
 
 // ProbeAnnotations are those of the probe pods RegisterWebhook creates: the injector's webhook
-// selects them, and a test's handler can tell them from the pods it is testing. The probe's own
-// key is outside the restate-grpc.io/ prefix, which the injector validates.
-var ProbeAnnotations = map[string]string{"restate-grpc.io/inject": "true", "testenv.restate-grpc.io/probe": "true"}
+// selects them, and a test's handler can tell them from the pods it is testing.
+var ProbeAnnotations = map[string]string{"restate-grpc.io/inject": "true", "restate-grpc.test/probe": "true"}
 
 // RegisterWebhook creates w's configuration and returns once the API server calls the webhook,
 // which it does some time after the create (it watches webhook configurations): until then
