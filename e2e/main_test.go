@@ -75,6 +75,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	testenv.StopSharedKube()
 	cancel()
 	for _, s := range []*sidecar.Sidecar{env.out, env.strict, env.plain, env.inbound} {
 		s.Wait()

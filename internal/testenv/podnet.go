@@ -37,6 +37,7 @@ type Pod struct {
 	NS   string     // its network namespace (ip netns)
 	Addr netip.Addr // its address, on eth0
 	ip   string     // the ip tool
+	node string     // the node's namespace, where the kubelet's probes come from (RunPod)
 }
 
 // podSubnet is the pod network's range: private, and only inside the rig's namespaces.
@@ -45,9 +46,12 @@ const podSubnet = "10.213.0."
 // NewPodNet makes the namespaces of a pod network with the named pods and removes them, and
 // their /etc/netns directories, when the test ends. Namespaces are named rg-<pid>-<pod> (and
 // rg-<pid>-node), so the rigs living at once in one process need distinct pod names; a
-// namespace of the same name, left by a crashed run, is deleted first.
-func NewPodNet(t testing.TB, pods ...string) *PodNet {
+// namespace of the same name, left by a crashed run, is deleted first. An entry may give more
+// names after the pod's, separated by spaces ("restate restate.restate.svc"): the hosts files
+// resolve them to the pod too, as cluster DNS resolves a Service's names.
+func NewPodNet(t testing.TB, specs ...string) *PodNet {
 	t.Helper()
+	pods := make([]string, len(specs))
 	if os.Geteuid() != 0 {
 		t.Fatal("the pod network is made of network namespaces (ip netns), which needs root: run the tests as root, as CI does")
 	}
@@ -60,14 +64,20 @@ func NewPodNet(t testing.TB, pods ...string) *PodNet {
 	var hosts strings.Builder
 	hosts.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
 	all := []string{n.node}
-	for i, name := range pods {
+	for i, spec := range specs {
+		names := strings.Fields(spec)
+		if len(names) == 0 {
+			t.Fatalf("NewPodNet: pod %d has no name", i)
+		}
+		name := names[0]
 		if _, dup := n.pods[name]; dup || name == "node" {
 			t.Fatalf("NewPodNet: pod name %q twice, or the node namespace's", name)
 		}
-		p := &Pod{Name: name, NS: prefix + name, Addr: netip.MustParseAddr(fmt.Sprintf("%s%d", podSubnet, i+2)), ip: ip}
+		p := &Pod{Name: name, NS: prefix + name, Addr: netip.MustParseAddr(fmt.Sprintf("%s%d", podSubnet, i+2)), ip: ip, node: n.node}
 		n.pods[name] = p
+		pods[i] = name
 		all = append(all, p.NS)
-		fmt.Fprintf(&hosts, "%s\t%s\n", p.Addr, name)
+		fmt.Fprintf(&hosts, "%s\t%s\n", p.Addr, strings.Join(names, " "))
 	}
 	for _, ns := range all {
 		removeNetns(ip, ns) // a crashed run's, which would make `ip netns add` fail
@@ -90,6 +100,9 @@ func NewPodNet(t testing.TB, pods ...string) *PodNet {
 		run("-n", ns, "link", "set", "lo", "up")
 	}
 	run("-n", n.node, "link", "add", "br0", "type", "bridge")
+	// The node has an address on the bridge, as a node has on its pod network, so the
+	// kubelet's probes reach a pod's address from outside the pod.
+	run("-n", n.node, "addr", "add", podSubnet+"1/24", "dev", "br0")
 	run("-n", n.node, "link", "set", "br0", "up")
 	for i, name := range pods {
 		p := n.pods[name]
@@ -240,21 +253,32 @@ func (p *Pod) Command(ctx context.Context, uid int, name string, args ...string)
 type Proc struct {
 	Cmd  *exec.Cmd
 	done chan struct{}
+	out  *lineLog
 }
 
 // Start starts cmd (from Command), its output going to the test log line by line, prefixed
 // with label, and kills it when the test ends.
 func Start(t testing.TB, label string, cmd *exec.Cmd) *Proc {
 	t.Helper()
+	p, err := start(t, label, cmd)
+	if err != nil {
+		t.Fatalf("starting %s: %v", label, err)
+	}
+	return p
+}
+
+// start is Start returning its error, for the goroutines (RunPod's) that may not fail the
+// test themselves.
+func start(t testing.TB, label string, cmd *exec.Cmd) (*Proc, error) {
 	w := &lineLog{t: t, label: label}
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", label, err)
+		return nil, err
 	}
-	p := &Proc{Cmd: cmd, done: make(chan struct{})}
+	p := &Proc{Cmd: cmd, done: make(chan struct{}), out: w}
 	go func() { cmd.Wait(); w.flush(); close(p.done) }()
 	t.Cleanup(p.Kill)
-	return p
+	return p, nil
 }
 
 // Kill ends the process at once (SIGKILL, by its pid) and waits for it and its output.
@@ -266,6 +290,13 @@ func (p *Proc) Kill() {
 // Done is closed once the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }
 
+// Output is all the process wrote so far, stdout and stderr interleaved as written.
+func (p *Proc) Output() string {
+	p.out.mu.Lock()
+	defer p.out.mu.Unlock()
+	return string(p.out.all)
+}
+
 // Pid is the process's id.
 func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
 
@@ -275,12 +306,14 @@ type lineLog struct {
 	label string
 	mu    sync.Mutex
 	buf   []byte
+	all   []byte // everything written, for Output
 }
 
 func (w *lineLog) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.buf = append(w.buf, b...)
+	w.all = append(w.all, b...)
 	for {
 		i := bytes.IndexByte(w.buf, '\n')
 		if i < 0 {
