@@ -35,6 +35,8 @@ const (
 	shopNS     = "shop"
 	offNS      = "legacy"
 	httpsPort  = 8444 // orders' HTTPS server: a non-gRPC exchange on a captured port
+	// examplesNS is manifests/examples' namespace.
+	examplesNS = "restate-grpc-examples"
 )
 
 // Images of the Kubernetes test: what each image of a stored pod runs. The sidecar's is the one
@@ -42,6 +44,7 @@ const (
 const (
 	ordersImage   = "example/orders:test"
 	checkoutImage = "example/checkout:test"
+	examplesImage = "ghcr.io/restate-grpc/examples-orders:v0.1.0" // as manifests/examples tags it
 )
 
 // kubeRig is a real kube-apiserver with the injector running as manifests/injector deploys it
@@ -80,6 +83,7 @@ func TestKubernetes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { r.checkAppPod(t, tc.interception, tc.native) })
 	}
 	orders.Stop()
+	t.Run("examples", r.checkExamples)
 }
 
 func newKubeRig(t *testing.T) *kubeRig {
@@ -88,7 +92,8 @@ func newKubeRig(t *testing.T) *kubeRig {
 	r := &kubeRig{
 		kube: testenv.SharedKube(t),
 		// The names the manifests use resolve to the pods, as cluster DNS resolves Services.
-		net: testenv.NewPodNet(t, "orders orders."+shopNS+".svc", "restate restate.restate.svc", "checkout-proxy-env", "checkout-iptables", "checkout-old"),
+		net: testenv.NewPodNet(t, "orders orders."+shopNS+".svc", "restate restate.restate.svc", "checkout-proxy-env", "checkout-iptables", "checkout-old",
+			"examples-orders orders."+examplesNS+".svc", "examples-shop"),
 		dir: sharedDir(t),
 	}
 	for _, bin := range []string{"sidecar", "testapp"} {
@@ -96,7 +101,7 @@ func newKubeRig(t *testing.T) *kubeRig {
 			t.Fatal(err)
 		}
 	}
-	build := exec.Command("go", "build", "-o", r.dir+"/", "./internal/testservice/client")
+	build := exec.Command("go", "build", "-o", r.dir+"/", "./internal/testservice/client", "./examples/orders/cmd/orders", "./examples/orders/cmd/shop")
 	build.Dir = repoRoot()
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the grpc-go client: %v\n%s", err, out)
@@ -114,6 +119,7 @@ func newKubeRig(t *testing.T) *kubeRig {
 	r.images = map[string]testenv.Image{
 		r.cfg.Image:   {Files: map[string]string{injector.Binary: filepath.Join(r.dir, "sidecar")}},
 		ordersImage:   {Entrypoint: []string{"/app/testapp"}, Files: map[string]string{"/app/testapp": filepath.Join(r.dir, "testapp")}},
+		examplesImage: {Files: map[string]string{"/usr/local/bin/orders": filepath.Join(r.dir, "orders"), "/usr/local/bin/shop": filepath.Join(r.dir, "shop")}},
 		checkoutImage: {Env: []string{"NODE_PATH=" + filepath.Join(repoRoot(), ".tools/node_modules")}, Files: map[string]string{"/app/client": filepath.Join(r.dir, "client")}},
 	}
 	r.serveHTTPS(t)
@@ -430,5 +436,67 @@ func (r *kubeRig) checkAppPod(t *testing.T, interception string, native bool) {
 				}
 			}
 		})
+	}
+}
+
+// checkExamples applies manifests/examples (the demo's orders and shop apps, annotated for
+// injection) to the API server, creates the pod of each Deployment as its ReplicaSet would,
+// runs both as stored, and reads the shop's log as the README's "verify" step does: its calls
+// were answered through Restate (restate-invocation-id) by the orders app behind its sidecar.
+func (r *kubeRig) checkExamples(t *testing.T) {
+	ctx := testCtx(t)
+	var deployments []*appsv1.Deployment
+	for _, m := range testenv.Kustomize(t, filepath.Join(repoRoot(), "manifests/examples")) {
+		var err error
+		switch o := m.Object.(type) {
+		case *corev1.Namespace:
+			_, err = r.kube.Client.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
+		case *corev1.Service:
+			_, err = r.kube.Client.CoreV1().Services(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *appsv1.Deployment:
+			deployments = append(deployments, o)
+			_, err = r.kube.Client.AppsV1().Deployments(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		default:
+			t.Fatalf("manifests/examples has %s, which this test does not apply", m)
+		}
+		if err != nil {
+			t.Fatalf("applying %s: %v", m, err)
+		}
+	}
+	runs := map[string]*testenv.PodRun{}
+	for _, d := range deployments { // orders first, as listed: the shop's route reads its reflection
+		p := &corev1.Pod{ObjectMeta: d.Spec.Template.ObjectMeta, Spec: d.Spec.Template.Spec}
+		p.GenerateName, p.Namespace = d.Name+"-7c9f5-", d.Namespace
+		stored, err := r.create(t, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := stored.Annotations[injector.StatusAnnotation]; s != injector.StatusInjected {
+			t.Fatalf("%s's pod: status %q, want injected", d.Name, s)
+		}
+		run := testenv.RunPod(t, context.Background(), r.net.Pod("examples-"+d.Name), stored, testenv.PodOptions{Images: r.images, ServiceEnv: r.serviceEnv()})
+		defer run.Stop()
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err = run.WaitReady(wctx, injector.SidecarName)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s's sidecar is not ready: %v\n%s", d.Name, err, run.Output(injector.SidecarName))
+		}
+		runs[d.Name] = run
+	}
+	shop := runs["shop"]
+	if shop == nil || runs["orders"] == nil {
+		t.Fatalf("manifests/examples has Deployments %v, want orders and shop", runs)
+	}
+	// The tour's last step is the passthrough call; by then every durable step has answered.
+	eventually(t, time.Minute, "the shop's tour to end", func() bool {
+		return strings.Contains(shop.Output("shop"), "==> Passthrough") && strings.Contains(shop.Output("shop"), "health SERVING")
+	})
+	out := shop.Output("shop")
+	if n := strings.Count(out, "restate-invocation-id=inv_"); n < 3 {
+		t.Errorf("the shop's log shows %d answers with a restate-invocation-id, want the tour's durable calls:\n%s", n, out)
+	}
+	if strings.Contains(out, "shop: ") {
+		t.Errorf("the shop's tour failed:\n%s", out)
 	}
 }
