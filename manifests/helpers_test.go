@@ -170,12 +170,12 @@ func resourceFor(k *testenv.Kube, o object) (dynamic.ResourceInterface, error) {
 		dc.kube, dc.client = k, c
 		dc.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(k.Client.Discovery()))
 	}
-	m, err := dc.mapper.RESTMapping(o.gvk.GroupKind(), o.gvk.Version)
+	m, err := dc.mapper.RESTMapping(o.GVK.GroupKind(), o.GVK.Version)
 	if err != nil {
 		return nil, err
 	}
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
-		return dc.client.Resource(m.Resource).Namespace(o.namespace), nil
+		return dc.client.Resource(m.Resource).Namespace(o.Namespace), nil
 	}
 	return dc.client.Resource(m.Resource), nil
 }
@@ -191,7 +191,7 @@ func apply(t *testing.T, k *testenv.Kube, o object, dryRun bool) error {
 	if dryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
-	_, err = r.Patch(t.Context(), o.name, types.ApplyPatchType, o.json, opts)
+	_, err = r.Patch(t.Context(), o.Name, types.ApplyPatchType, o.JSON, opts)
 	return err
 }
 
@@ -202,7 +202,7 @@ func deleteObject(k *testenv.Kube, o object) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := r.Delete(ctx, o.name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.Delete(ctx, o.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
 	return nil

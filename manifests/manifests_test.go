@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,10 +18,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	serializerjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
-	"k8s.io/client-go/kubernetes/scheme"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
@@ -36,24 +33,13 @@ func TestMain(m *testing.M) {
 // kustomizations are every directory a user applies with kubectl apply -k.
 var kustomizations = []string{"injector", "injector/cert-manager", "restate", "examples"}
 
-// object is one object a kustomization builds.
+// object is one object a kustomization builds, decoded.
 type object struct {
-	gvk             schema.GroupVersionKind
-	name, namespace string
-	json            []byte
-	// typed is the object decoded into its k8s.io/api type; for cert-manager's kinds, which are
-	// not in k8s.io/api, it is one of the certManager types below.
+	testenv.Manifest
+	// typed is Manifest.Object (the k8s.io/api type), or for cert-manager's kinds, which are not
+	// in k8s.io/api, one of the certManager types below.
 	typed any
 }
-
-func (o object) String() string {
-	return fmt.Sprintf("%s %s/%s", o.gvk.Kind, o.namespace, o.name)
-}
-
-// strict decodes JSON into the k8s.io/api type its apiVersion and kind name, failing on unknown
-// and duplicate fields, as kubectl apply --validate=strict does.
-var strict = serializerjson.NewSerializerWithOptions(serializerjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
-	serializerjson.SerializerOptions{Strict: true})
 
 // certManager types hold the fields of cert-manager.io/v1 that the manifests use: without
 // cert-manager's Go module (or its CRDs in the API server) this is the strictest decoding there
@@ -88,42 +74,36 @@ type certManagerCertificate struct {
 	} `json:"spec"`
 }
 
-func decode(js []byte, gvk schema.GroupVersionKind) (any, error) {
-	if gvk.Group == "cert-manager.io" {
-		var into any
-		switch gvk.Kind {
-		case "Issuer":
-			into = &certManagerIssuer{}
-		case "Certificate":
-			into = &certManagerCertificate{}
-		default:
-			return nil, fmt.Errorf("no decoding for %s", gvk)
-		}
-		d := json.NewDecoder(bytes.NewReader(js))
-		d.DisallowUnknownFields()
-		return into, d.Decode(into)
+// decodeCertManager decodes cert-manager's kinds strictly into the types above.
+func decodeCertManager(js []byte, gvk schema.GroupVersionKind) (any, error) {
+	var into any
+	switch {
+	case gvk.Group != "cert-manager.io":
+		return nil, fmt.Errorf("%s is neither in k8s.io/api nor cert-manager's", gvk)
+	case gvk.Kind == "Issuer":
+		into = &certManagerIssuer{}
+	case gvk.Kind == "Certificate":
+		into = &certManagerCertificate{}
+	default:
+		return nil, fmt.Errorf("no decoding for %s", gvk)
 	}
-	obj, _, err := strict.Decode(js, nil, nil)
-	return obj, err
+	d := json.NewDecoder(bytes.NewReader(js))
+	d.DisallowUnknownFields()
+	return into, d.Decode(into)
 }
 
-// build runs kustomize on dir and decodes every object strictly.
-func build(t *testing.T, dir string) []object {
+// build runs kustomize on dir (testenv.Kustomize decodes the k8s.io/api kinds strictly) and
+// decodes cert-manager's kinds strictly too.
+func build(t testing.TB, dir string) []object {
 	t.Helper()
-	rm, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
-	}
 	var objs []object
-	for _, r := range rm.Resources() {
-		js, err := r.MarshalJSON()
-		if err != nil {
-			t.Fatalf("%s: %v", dir, err)
-		}
-		g := r.GetGvk()
-		o := object{gvk: schema.GroupVersionKind{Group: g.Group, Version: g.Version, Kind: g.Kind}, name: r.GetName(), namespace: r.GetNamespace(), json: js}
-		if o.typed, err = decode(js, o.gvk); err != nil {
-			t.Errorf("%s: %s does not decode strictly: %v", dir, o, err)
+	for _, m := range testenv.Kustomize(t, dir) {
+		o := object{Manifest: m, typed: m.Object}
+		if m.Object == nil {
+			var err error
+			if o.typed, err = decodeCertManager(m.JSON, m.GVK); err != nil {
+				t.Errorf("%s: %s does not decode strictly: %v", dir, o, err)
+			}
 		}
 		objs = append(objs, o)
 	}
@@ -135,7 +115,7 @@ func one[T any](t *testing.T, objs []object, kind, name string) T {
 	t.Helper()
 	var found []T
 	for _, o := range objs {
-		if o.gvk.Kind == kind && (name == "" || o.name == name) {
+		if o.GVK.Kind == kind && (name == "" || o.Name == name) {
 			v, ok := o.typed.(T)
 			if !ok {
 				t.Fatalf("%s: got %T, want %T", o, o.typed, *new(T))
@@ -152,7 +132,7 @@ func one[T any](t *testing.T, objs []object, kind, name string) T {
 func kinds(objs []object) []string {
 	var ks []string
 	for _, o := range objs {
-		ks = append(ks, o.gvk.Kind+"/"+o.name)
+		ks = append(ks, o.GVK.Kind+"/"+o.Name)
 	}
 	slices.Sort(ks)
 	return ks
@@ -193,18 +173,36 @@ func TestKustomizationsBuild(t *testing.T) {
 	}
 }
 
-func TestStrictDecodingRefusesUnknownFields(t *testing.T) {
+// errorRecorder is a testing.TB whose Errorf records instead of failing, to see what build
+// reports.
+type errorRecorder struct {
+	testing.TB
+	errs []string
+}
+
+func (r *errorRecorder) Errorf(format string, a ...any) { r.errs = append(r.errs, fmt.Sprintf(format, a...)) }
+
+// TestBuildRefusesUnknownFields builds kustomizations with a misspelled field: build must say so,
+// for the k8s.io/api kinds and cert-manager's alike.
+func TestBuildRefusesUnknownFields(t *testing.T) {
 	for _, tc := range []struct {
-		name, json string
-		gvk        schema.GroupVersionKind
+		name, yaml, field string
 	}{
-		{"core", `{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"},"spec":{"prots":[]}}`, corev1.SchemeGroupVersion.WithKind("Service")},
-		{"apps", `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"x"},"spec":{"replica":2}}`, appsv1.SchemeGroupVersion.WithKind("Deployment")},
-		{"cert-manager", `{"apiVersion":"cert-manager.io/v1","kind":"Certificate","metadata":{"name":"x"},"spec":{"dnsName":["a"]}}`, schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}},
+		{"core", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {prots: []}\n", "spec.prots"},
+		{"apps", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replica: 2}\n", "spec.replica"},
+		{"cert-manager", "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: x}\nspec: {dnsName: [a]}\n", "dnsName"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := decode([]byte(tc.json), tc.gvk); err == nil || !strings.Contains(err.Error(), "unknown field") {
-				t.Errorf("decoding a misspelled field: got error %v, want an unknown field error", err)
+			dir := t.TempDir()
+			for name, content := range map[string]string{"kustomization.yaml": "resources: [object.yaml]\n", "object.yaml": tc.yaml} {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := &errorRecorder{TB: t}
+			build(r, dir)
+			if len(r.errs) != 1 || !strings.Contains(r.errs[0], "unknown field") || !strings.Contains(r.errs[0], tc.field) {
+				t.Errorf("building an object with the misspelled field %s: got errors %q, want one naming it an unknown field", tc.field, r.errs)
 			}
 		})
 	}
@@ -476,7 +474,7 @@ func TestInjectorRBAC(t *testing.T) {
 			// variant: applying one over the other would leave the first one's Role behind.
 			var rbac []object
 			for _, o := range objs {
-				if o.gvk.Group == rbacv1.GroupName || o.gvk.Kind == "ServiceAccount" {
+				if o.GVK.Group == rbacv1.GroupName || o.GVK.Kind == "ServiceAccount" {
 					rbac = append(rbac, o)
 				}
 			}
@@ -673,12 +671,12 @@ func TestApply(t *testing.T) {
 	for _, dir := range kustomizations {
 		t.Run(dir, func(t *testing.T) {
 			for _, o := range build(t, dir) {
-				if o.gvk.Group == "cert-manager.io" {
+				if o.GVK.Group == "cert-manager.io" {
 					t.Logf("%s: not applied (no cert-manager CRDs in the test API server), only decoded", o)
 					continue
 				}
-				if o.gvk.Kind == "Namespace" {
-					createNamespace(t, k, o.name)
+				if o.GVK.Kind == "Namespace" {
+					createNamespace(t, k, o.Name)
 					continue
 				}
 				if err := apply(t, k, o, true); err != nil {
