@@ -180,7 +180,9 @@ type errorRecorder struct {
 	errs []string
 }
 
-func (r *errorRecorder) Errorf(format string, a ...any) { r.errs = append(r.errs, fmt.Sprintf(format, a...)) }
+func (r *errorRecorder) Errorf(format string, a ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, a...))
+}
 
 // TestBuildRefusesUnknownFields builds kustomizations with a misspelled field: build must say so,
 // for the k8s.io/api kinds and cert-manager's alike.
