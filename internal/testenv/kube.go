@@ -188,8 +188,8 @@ func (k *Kube) start(apiserver, etcd string) error {
 		"--bind-address=127.0.0.1",
 		"--secure-port="+strconv.Itoa(ports[2]),
 		"--advertise-address="+kubeAdvertiseAddress,
-		// Without it the API server keeps rewriting the kubernetes Service's endpoints to its
-		// advertised address, and waits for that address to be reachable.
+		// Publish no endpoints for the kubernetes Service: the advertised address serves nothing,
+		// and tests reach the API server on its loopback port.
 		"--endpoint-reconciler-type=none",
 		"--tls-cert-file="+filepath.Join(k.Dir, "apiserver.crt"),
 		"--tls-private-key-file="+filepath.Join(k.Dir, "apiserver.key"),
@@ -199,6 +199,8 @@ func (k *Kube) start(apiserver, etcd string) error {
 		"--service-account-key-file="+filepath.Join(k.Dir, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(k.Dir, "sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24",
+		// As clusters set up by kubeadm and kind do, so that a pod is refused here only for
+		// what a real cluster would refuse.
 		"--allow-privileged=true",
 		// No controller manager creates the default ServiceAccount of a namespace, and this
 		// plugin refuses pods until it exists.
