@@ -49,6 +49,9 @@ type certManagerIssuer struct {
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              struct {
 		SelfSigned *struct{} `json:"selfSigned,omitempty"`
+		CA         *struct {
+			SecretName string `json:"secretName"`
+		} `json:"ca,omitempty"`
 	} `json:"spec"`
 }
 
@@ -56,6 +59,8 @@ type certManagerCertificate struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              struct {
+		IsCA       bool     `json:"isCA"`
+		CommonName string   `json:"commonName"`
 		SecretName string   `json:"secretName"`
 		DNSNames   []string `json:"dnsNames"`
 		IssuerRef  struct {
@@ -150,8 +155,9 @@ func TestKustomizationsBuild(t *testing.T) {
 			"Service/restate-grpc-injector", "ServiceAccount/restate-grpc-injector",
 		}},
 		{"injector/cert-manager", []string{
-			"Certificate/restate-grpc-injector", "ClusterRole/restate-grpc-injector", "ClusterRoleBinding/restate-grpc-injector",
-			"ConfigMap/restate-grpc-injector-config-*", "Deployment/restate-grpc-injector", "Issuer/restate-grpc-selfsigned",
+			"Certificate/restate-grpc-injector", "Certificate/restate-grpc-injector-ca", "ClusterRole/restate-grpc-injector",
+			"ClusterRoleBinding/restate-grpc-injector", "ConfigMap/restate-grpc-injector-config-*", "Deployment/restate-grpc-injector",
+			"Issuer/restate-grpc-injector-ca", "Issuer/restate-grpc-selfsigned",
 			"MutatingWebhookConfiguration/restate-grpc-injector", "Namespace/restate-grpc-system",
 			"PodDisruptionBudget/restate-grpc-injector", "Service/restate-grpc-injector", "ServiceAccount/restate-grpc-injector",
 		}},
@@ -511,13 +517,34 @@ func TestInjectorRBAC(t *testing.T) {
 	}
 }
 
+// TestCertManagerVariant follows the chain from the webhook configuration's annotation to the
+// Secret the Deployment serves: the serving Certificate for the Service's names, signed by a CA
+// Issuer whose CA a selfSigned Issuer signed (so a renewed serving certificate keeps the bundle).
 func TestCertManagerVariant(t *testing.T) {
 	objs := build(t, "injector/cert-manager")
 	mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration", "restate-grpc-injector")
-	cert := one[*certManagerCertificate](t, objs, "Certificate", "")
-	issuer := one[*certManagerIssuer](t, objs, "Issuer", "")
 	svc := one[*corev1.Service](t, objs, "Service", "restate-grpc-injector")
 	d := one[*appsv1.Deployment](t, objs, "Deployment", "restate-grpc-injector")
+	from := mwc.Annotations["cert-manager.io/inject-ca-from"]
+	ns, name, _ := strings.Cut(from, "/")
+	if ns != svc.Namespace {
+		t.Fatalf("cert-manager.io/inject-ca-from: got %q, want a Certificate in %s", from, svc.Namespace)
+	}
+	cert := one[*certManagerCertificate](t, objs, "Certificate", name)
+	caIssuer := one[*certManagerIssuer](t, objs, "Issuer", cert.Spec.IssuerRef.Name)
+	if caIssuer.Spec.CA == nil {
+		t.Fatalf("the serving Certificate's Issuer %s: got %s, want a CA Issuer", caIssuer.Name, jsonString(caIssuer.Spec))
+	}
+	var caCert *certManagerCertificate
+	for _, o := range objs {
+		if c, ok := o.typed.(*certManagerCertificate); ok && c.Spec.SecretName == caIssuer.Spec.CA.SecretName {
+			caCert = c
+		}
+	}
+	if caCert == nil {
+		t.Fatalf("no Certificate writes the CA Issuer's Secret %s", caIssuer.Spec.CA.SecretName)
+	}
+	root := one[*certManagerIssuer](t, objs, "Issuer", caCert.Spec.IssuerRef.Name)
 	var tlsSecret, tlsMount string
 	for _, v := range d.Spec.Template.Spec.Volumes {
 		if v.Secret != nil {
@@ -533,17 +560,17 @@ func TestCertManagerVariant(t *testing.T) {
 		field     string
 		got, want any
 	}{
-		{"webhook's cert-manager.io/inject-ca-from", mwc.Annotations["cert-manager.io/inject-ca-from"], cert.Namespace + "/" + cert.Name},
-		{"Certificate namespace", cert.Namespace, svc.Namespace},
 		// The names the API server dials for a webhook's service reference, and the full one.
-		{"Certificate dnsNames", cert.Spec.DNSNames, []string{
+		{"serving Certificate dnsNames", cert.Spec.DNSNames, []string{
 			svc.Name + "." + svc.Namespace + ".svc", svc.Name + "." + svc.Namespace + ".svc.cluster.local"}},
-		{"Certificate issuer", cert.Spec.IssuerRef.Kind + "/" + cert.Spec.IssuerRef.Name, "Issuer/" + issuer.Name},
-		{"Certificate issuer group", cert.Spec.IssuerRef.Group, "cert-manager.io"},
-		{"Issuer namespace", issuer.Namespace, cert.Namespace},
-		{"Issuer is self-signed", issuer.Spec.SelfSigned != nil, true},
-		{"Certificate usages", cert.Spec.Usages, []string{"server auth", "digital signature"}},
-		{"the Deployment mounts the Certificate's Secret", tlsSecret, cert.Spec.SecretName},
+		{"serving Certificate isCA", cert.Spec.IsCA, false},
+		{"serving Certificate usages", cert.Spec.Usages, []string{"server auth", "digital signature"}},
+		{"serving Certificate issuer", cert.Spec.IssuerRef, map[string]string{"name": caIssuer.Name, "kind": "Issuer", "group": "cert-manager.io"}},
+		{"CA Certificate isCA", caCert.Spec.IsCA, true},
+		{"CA Certificate issuer", caCert.Spec.IssuerRef, map[string]string{"name": root.Name, "kind": "Issuer", "group": "cert-manager.io"}},
+		{"the CA's Issuer is self-signed", root.Spec.SelfSigned != nil, true},
+		{"namespaces", []string{caIssuer.Namespace, caCert.Namespace, root.Namespace}, []string{svc.Namespace, svc.Namespace, svc.Namespace}},
+		{"the Deployment mounts the serving Certificate's Secret", tlsSecret, cert.Spec.SecretName},
 		{"--tls-cert-dir is the Secret's mount", slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--tls-cert-dir="+tlsMount), true},
 		{"replicas", deref(d.Spec.Replicas), int32(2)},
 	} {
