@@ -96,16 +96,7 @@ func newKubeRig(t *testing.T) *kubeRig {
 			"examples-orders orders."+examplesNS+".svc", "examples-shop"),
 		dir: sharedDir(t),
 	}
-	for _, bin := range []string{"sidecar", "testapp"} {
-		if err := os.Link(filepath.Join(env.bin, bin), filepath.Join(r.dir, bin)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	build := exec.Command("go", "build", "-o", r.dir+"/", "./internal/testservice/client", "./examples/orders/cmd/orders", "./examples/orders/cmd/shop")
-	build.Dir = repoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the grpc-go client: %v\n%s", err, out)
-	}
+	podBinaries(t, r.dir, []string{"sidecar", "testapp"}, "./internal/testservice/client", "./examples/orders/cmd/orders", "./examples/orders/cmd/shop")
 	var err error
 	if r.restate, err = testenv.StartRestate(r.dir, testenv.RestateOptions{Pod: r.net.Pod("restate")}); err != nil {
 		t.Fatal(err)

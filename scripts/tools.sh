@@ -27,13 +27,6 @@ if [ "$(uname -s)" = Linux ] && ! (PATH=$PATH:/usr/sbin && need iptables && need
   fi
 fi
 
-# The Kubernetes tests run a real kube-apiserver on a real etcd (internal/testenv/kube.go, see
-# DEVELOPERS.md): kube.sh installs etcd-server with apt-get and builds the API server once into a
-# cache outside the clone, where the tests look for both.
-if [ "$(uname -s)" = Linux ]; then
-  bash scripts/kube.sh || exit 1
-fi
-
 # The interception tests run unmodified gRPC clients in Python (Debian's python3-grpcio, gRPC
 # C-core, imported by Debian's own /usr/bin/python3) and Node (@grpc/grpc-js, into .tools).
 if [ "$(uname -s)" = Linux ] && ! /usr/bin/python3 -c 'import grpc' 2>/dev/null; then

@@ -172,3 +172,27 @@ func TestInjectDecisions(t *testing.T) {
 		})
 	}
 }
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct{ in, wantErr string }{
+		{"", ""},
+		{"imagePullPolicy: Always\nnoProxy: [.internal.example.com, 10.0.0.0/8]", ""},
+		{"imag: x", `invalid injector config: error unmarshaling JSON: while decoding JSON: json: unknown field "imag"`},
+		{"interception: sidecar", `interception: "sidecar" is not one of explicit, proxy-env, iptables`},
+		{"ingressURL: restate:8080", `ingressURL: want an http(s) URL such as http://restate:8080, got "restate:8080"`},
+		{"imagePullPolicy: Sometimes", `imagePullPolicy: "Sometimes" is not one of Always, IfNotPresent, Never`},
+		{"onInvalid: warn", `onInvalid: "warn" is not one of reject, skip`},
+		{"noProxy: ['a, b']", `noProxy: "a, b": want one host, domain (.example.com) or IP per entry`},
+	}
+	for _, tt := range tests {
+		c, err := ParseConfig([]byte(tt.in))
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("ParseConfig(%q): %v", tt.in, err)
+		case tt.wantErr == "" && (c.Image != DefaultImage || c.OnInvalid != OnInvalidReject || c.Resources.Requests == nil):
+			t.Errorf("ParseConfig(%q): got %+v, want the defaults filled in", tt.in, c)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("ParseConfig(%q): got error %v, want one holding %q", tt.in, err, tt.wantErr)
+		}
+	}
+}

@@ -209,3 +209,34 @@ func TestNativeSidecars(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigNative: nativeSidecars auto asks the API server's version; true and false do not.
+func TestConfigNative(t *testing.T) {
+	old := func() (*version.Info, error) { return &version.Info{Major: "1", Minor: "28"}, nil }
+	down := func() (*version.Info, error) { return nil, errors.New("connection refused") }
+	tests := []struct {
+		setting string
+		version func() (*version.Info, error)
+		want    bool
+		wantErr bool
+	}{
+		{"auto", old, false, false},
+		{"auto", func() (*version.Info, error) { return &version.Info{Major: "1", Minor: "37"}, nil }, true, false},
+		{"auto", down, false, true},
+		{"true", down, true, false},
+		{"false", down, false, false},
+	}
+	for _, tt := range tests {
+		cfg, err := ParseConfig([]byte("nativeSidecars: " + tt.setting))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := cfg.Native(tt.version)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("nativeSidecars %s: got %v, %v; want %v, error %v", tt.setting, got, err, tt.want, tt.wantErr)
+		}
+	}
+	if _, err := ParseConfig([]byte("nativeSidecars: maybe")); err == nil || !strings.Contains(err.Error(), `nativeSidecars: "maybe" is not one of auto, true, false`) {
+		t.Errorf("nativeSidecars maybe: got %v, want an error naming the field", err)
+	}
+}
