@@ -18,9 +18,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/yaml"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/injector"
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
 )
 
@@ -331,18 +331,6 @@ func TestInjectorWebhookSelects(t *testing.T) {
 	}
 }
 
-// injectorConfig is the injector's config file as the contract (ISSUE11.md) lists its fields.
-type injectorConfig struct {
-	Image           string                      `json:"image"`
-	ImagePullPolicy corev1.PullPolicy           `json:"imagePullPolicy"`
-	Interception    string                      `json:"interception"`
-	IngressURL      string                      `json:"ingressURL"`
-	AdminURL        string                      `json:"adminURL"`
-	Resources       corev1.ResourceRequirements `json:"resources"`
-	OnInvalid       string                      `json:"onInvalid"`
-	NativeSidecars  string                      `json:"nativeSidecars"`
-}
-
 func TestInjectorDeployment(t *testing.T) {
 	for _, tc := range []struct {
 		dir      string
@@ -372,9 +360,9 @@ func TestInjectorDeployment(t *testing.T) {
 					anti = term.TopologyKey
 				}
 			}
-			var conf injectorConfig
-			if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &conf); err != nil {
-				t.Errorf("config.yaml: %v", err)
+			conf, err := injector.ParseConfig([]byte(cm.Data["config.yaml"]))
+			if err != nil {
+				t.Fatalf("config.yaml: %v", err)
 			}
 			for _, ch := range []struct {
 				field     string
@@ -585,10 +573,10 @@ func TestRestate(t *testing.T) {
 	sts := one[*appsv1.StatefulSet](t, objs, "StatefulSet", "restate")
 	svc := one[*corev1.Service](t, objs, "Service", "restate")
 	headless := one[*corev1.Service](t, objs, "Service", sts.Spec.ServiceName)
-	var conf injectorConfig
 	cm := one[*corev1.ConfigMap](t, build(t, "injector"), "ConfigMap", "")
-	if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &conf); err != nil {
-		t.Fatal(err)
+	conf, err := injector.ParseConfig([]byte(cm.Data["config.yaml"]))
+	if err != nil {
+		t.Fatalf("the injector's config.yaml: %v", err)
 	}
 	c := sts.Spec.Template.Spec.Containers[0]
 	podLabels := labelsMatch(sts.Spec.Template.Labels)
@@ -619,12 +607,13 @@ func TestRestate(t *testing.T) {
 	}
 }
 
-// TestExamples checks that the demo's apps ask for injection and that their annotations are valid
-// sidecar config: the outbound and inbound annotations are those sections of the config file,
-// ingress-url and admin-url fill in the outbound section's ingress and admin.
+// TestExamples checks that the demo's apps ask for injection and that their annotations make a
+// valid sidecar config, read as the sidecar reads them (config.ParseAnnotations).
 func TestExamples(t *testing.T) {
 	objs := build(t, "examples")
 	orders := one[*corev1.Service](t, objs, "Service", "orders")
+	// What the sidecar's environment gives its config ($(POD_IP) in the default register URI).
+	env := config.Env{Getenv: func(name string) string { return map[string]string{"POD_IP": "10.1.0.7"}[name] }}
 	for _, tc := range []struct {
 		deployment        string
 		outbound, inbound bool
@@ -634,25 +623,25 @@ func TestExamples(t *testing.T) {
 	} {
 		t.Run(tc.deployment, func(t *testing.T) {
 			d := one[*appsv1.Deployment](t, objs, "Deployment", tc.deployment)
-			a := d.Spec.Template.Annotations
-			if got := a["restate-grpc.io/inject"]; got != "true" {
-				t.Errorf("restate-grpc.io/inject: got %q, want \"true\"", got)
-			}
-			c, err := sidecarConfig(a)
+			p, err := config.ParseAnnotations(d.Spec.Template.Annotations, env)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("the pod's annotations: %v", err)
 			}
+			if !p.Inject {
+				t.Errorf("restate-grpc.io/inject: got false, want true")
+			}
+			c := p.Config
 			if got := c.Outbound != nil; got != tc.outbound {
 				t.Errorf("has an outbound section: got %v, want %v", got, tc.outbound)
 			}
 			if got := c.Inbound != nil; got != tc.inbound {
 				t.Errorf("has an inbound section: got %v, want %v", got, tc.inbound)
 			}
-			if c.Inbound != nil && c.Inbound.Register != nil {
+			if in := c.Inbound; in != nil {
 				// Restate calls the sidecar's inbound port (9080) through the orders Service.
 				want := fmt.Sprintf("http://%s.%s.svc:%d", orders.Name, orders.Namespace, servicePort(orders, "restate"))
-				if c.Inbound.Register.URI != want || servicePort(orders, "restate") != 9080 {
-					t.Errorf("inbound.register.uri: got %s, want %s (the orders Service's port to 9080)", c.Inbound.Register.URI, want)
+				if in.Register == nil || in.Register.URI != want || servicePort(orders, "restate") != 9080 {
+					t.Errorf("inbound.register: got %s, want uri %s (the orders Service's port to 9080)", jsonString(in.Register), want)
 				}
 			}
 			if selected := labelsMatch(d.Spec.Template.Labels)(&metav1.LabelSelector{MatchLabels: orders.Spec.Selector}); selected != tc.inbound {
@@ -660,34 +649,6 @@ func TestExamples(t *testing.T) {
 			}
 		})
 	}
-}
-
-// sidecarConfig is the sidecar config a pod's annotations make, validated by the config package.
-func sidecarConfig(a map[string]string) (*config.Config, error) {
-	sections := map[string]any{}
-	for _, s := range []string{"outbound", "inbound"} {
-		v, ok := a["restate-grpc.io/"+s]
-		if !ok {
-			continue
-		}
-		var m map[string]any
-		if err := yaml.Unmarshal([]byte(v), &m); err != nil {
-			return nil, fmt.Errorf("restate-grpc.io/%s: %v", s, err)
-		}
-		sections[s] = m
-	}
-	if out, ok := sections["outbound"].(map[string]any); ok {
-		for key, ann := range map[string]string{"ingress": "ingress-url", "admin": "admin-url"} {
-			if v, ok := a["restate-grpc.io/"+ann]; ok {
-				out[key] = v
-			}
-		}
-	}
-	b, err := yaml.Marshal(sections)
-	if err != nil {
-		return nil, err
-	}
-	return config.Parse(b)
 }
 
 // TestApply applies every object to the real API server: Namespaces for real (the others need
