@@ -120,18 +120,14 @@ func configMapVolume(spec corev1.PodSpec, c corev1.Container, path string) strin
 
 const markAnnotation = "test.restate-grpc.io/marked"
 
-// serveMarker serves a mutating webhook that marks every pod it is sent with markAnnotation and
-// reports the pod's name on calls; it returns the webhook's URL and the CA (PEM) that signed it.
-func serveMarker(t *testing.T, calls chan<- string) (url string, ca []byte) {
+// serveMarker serves a mutating webhook that marks every pod it is sent with markAnnotation; it
+// returns the webhook's URL and the CA (PEM) that signed it.
+func serveMarker(t *testing.T) (url string, ca []byte) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var review admissionv1.AdmissionReview
 		if err := json.NewDecoder(r.Body).Decode(&review); err != nil || review.Request == nil {
 			http.Error(w, "want an AdmissionReview", http.StatusBadRequest)
 			return
-		}
-		select {
-		case calls <- review.Request.Name:
-		default:
 		}
 		// The match condition admits only annotated pods, so the annotations map exists;
 		// "~1" is "/" in a JSON pointer.
@@ -174,12 +170,12 @@ func resourceFor(k *testenv.Kube, o object) (dynamic.ResourceInterface, error) {
 		dc.kube, dc.client = k, c
 		dc.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(k.Client.Discovery()))
 	}
-	m, err := dc.mapper.RESTMapping(o.gvk.GroupKind(), o.gvk.Version)
+	m, err := dc.mapper.RESTMapping(o.GVK.GroupKind(), o.GVK.Version)
 	if err != nil {
 		return nil, err
 	}
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
-		return dc.client.Resource(m.Resource).Namespace(o.namespace), nil
+		return dc.client.Resource(m.Resource).Namespace(o.Namespace), nil
 	}
 	return dc.client.Resource(m.Resource), nil
 }
@@ -195,7 +191,7 @@ func apply(t *testing.T, k *testenv.Kube, o object, dryRun bool) error {
 	if dryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
-	_, err = r.Patch(t.Context(), o.name, types.ApplyPatchType, o.json, opts)
+	_, err = r.Patch(t.Context(), o.Name, types.ApplyPatchType, o.JSON, opts)
 	return err
 }
 
@@ -206,7 +202,7 @@ func deleteObject(k *testenv.Kube, o object) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := r.Delete(ctx, o.name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.Delete(ctx, o.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,15 +15,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	serializerjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
-	"k8s.io/client-go/kubernetes/scheme"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
-	"sigs.k8s.io/yaml"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/injector"
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
 )
 
@@ -35,24 +33,13 @@ func TestMain(m *testing.M) {
 // kustomizations are every directory a user applies with kubectl apply -k.
 var kustomizations = []string{"injector", "injector/cert-manager", "restate", "examples"}
 
-// object is one object a kustomization builds.
+// object is one object a kustomization builds, decoded.
 type object struct {
-	gvk             schema.GroupVersionKind
-	name, namespace string
-	json            []byte
-	// typed is the object decoded into its k8s.io/api type; for cert-manager's kinds, which are
-	// not in k8s.io/api, it is one of the certManager types below.
+	testenv.Manifest
+	// typed is Manifest.Object (the k8s.io/api type), or for cert-manager's kinds, which are not
+	// in k8s.io/api, one of the certManager types below.
 	typed any
 }
-
-func (o object) String() string {
-	return fmt.Sprintf("%s %s/%s", o.gvk.Kind, o.namespace, o.name)
-}
-
-// strict decodes JSON into the k8s.io/api type its apiVersion and kind name, failing on unknown
-// and duplicate fields, as kubectl apply --validate=strict does.
-var strict = serializerjson.NewSerializerWithOptions(serializerjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
-	serializerjson.SerializerOptions{Strict: true})
 
 // certManager types hold the fields of cert-manager.io/v1 that the manifests use: without
 // cert-manager's Go module (or its CRDs in the API server) this is the strictest decoding there
@@ -62,6 +49,9 @@ type certManagerIssuer struct {
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              struct {
 		SelfSigned *struct{} `json:"selfSigned,omitempty"`
+		CA         *struct {
+			SecretName string `json:"secretName"`
+		} `json:"ca,omitempty"`
 	} `json:"spec"`
 }
 
@@ -69,6 +59,8 @@ type certManagerCertificate struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              struct {
+		IsCA       bool     `json:"isCA"`
+		CommonName string   `json:"commonName"`
 		SecretName string   `json:"secretName"`
 		DNSNames   []string `json:"dnsNames"`
 		IssuerRef  struct {
@@ -87,42 +79,36 @@ type certManagerCertificate struct {
 	} `json:"spec"`
 }
 
-func decode(js []byte, gvk schema.GroupVersionKind) (any, error) {
-	if gvk.Group == "cert-manager.io" {
-		var into any
-		switch gvk.Kind {
-		case "Issuer":
-			into = &certManagerIssuer{}
-		case "Certificate":
-			into = &certManagerCertificate{}
-		default:
-			return nil, fmt.Errorf("no decoding for %s", gvk)
-		}
-		d := json.NewDecoder(bytes.NewReader(js))
-		d.DisallowUnknownFields()
-		return into, d.Decode(into)
+// decodeCertManager decodes cert-manager's kinds strictly into the types above.
+func decodeCertManager(js []byte, gvk schema.GroupVersionKind) (any, error) {
+	var into any
+	switch {
+	case gvk.Group != "cert-manager.io":
+		return nil, fmt.Errorf("%s is neither in k8s.io/api nor cert-manager's", gvk)
+	case gvk.Kind == "Issuer":
+		into = &certManagerIssuer{}
+	case gvk.Kind == "Certificate":
+		into = &certManagerCertificate{}
+	default:
+		return nil, fmt.Errorf("no decoding for %s", gvk)
 	}
-	obj, _, err := strict.Decode(js, nil, nil)
-	return obj, err
+	d := json.NewDecoder(bytes.NewReader(js))
+	d.DisallowUnknownFields()
+	return into, d.Decode(into)
 }
 
-// build runs kustomize on dir and decodes every object strictly.
-func build(t *testing.T, dir string) []object {
+// build runs kustomize on dir (testenv.Kustomize decodes the k8s.io/api kinds strictly) and
+// decodes cert-manager's kinds strictly too.
+func build(t testing.TB, dir string) []object {
 	t.Helper()
-	rm, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
-	}
 	var objs []object
-	for _, r := range rm.Resources() {
-		js, err := r.MarshalJSON()
-		if err != nil {
-			t.Fatalf("%s: %v", dir, err)
-		}
-		g := r.GetGvk()
-		o := object{gvk: schema.GroupVersionKind{Group: g.Group, Version: g.Version, Kind: g.Kind}, name: r.GetName(), namespace: r.GetNamespace(), json: js}
-		if o.typed, err = decode(js, o.gvk); err != nil {
-			t.Errorf("%s: %s does not decode strictly: %v", dir, o, err)
+	for _, m := range testenv.Kustomize(t, dir) {
+		o := object{Manifest: m, typed: m.Object}
+		if m.Object == nil {
+			var err error
+			if o.typed, err = decodeCertManager(m.JSON, m.GVK); err != nil {
+				t.Errorf("%s: %s does not decode strictly: %v", dir, o, err)
+			}
 		}
 		objs = append(objs, o)
 	}
@@ -134,7 +120,7 @@ func one[T any](t *testing.T, objs []object, kind, name string) T {
 	t.Helper()
 	var found []T
 	for _, o := range objs {
-		if o.gvk.Kind == kind && (name == "" || o.name == name) {
+		if o.GVK.Kind == kind && (name == "" || o.Name == name) {
 			v, ok := o.typed.(T)
 			if !ok {
 				t.Fatalf("%s: got %T, want %T", o, o.typed, *new(T))
@@ -151,7 +137,7 @@ func one[T any](t *testing.T, objs []object, kind, name string) T {
 func kinds(objs []object) []string {
 	var ks []string
 	for _, o := range objs {
-		ks = append(ks, o.gvk.Kind+"/"+o.name)
+		ks = append(ks, o.GVK.Kind+"/"+o.Name)
 	}
 	slices.Sort(ks)
 	return ks
@@ -169,8 +155,9 @@ func TestKustomizationsBuild(t *testing.T) {
 			"Service/restate-grpc-injector", "ServiceAccount/restate-grpc-injector",
 		}},
 		{"injector/cert-manager", []string{
-			"Certificate/restate-grpc-injector", "ClusterRole/restate-grpc-injector", "ClusterRoleBinding/restate-grpc-injector",
-			"ConfigMap/restate-grpc-injector-config-*", "Deployment/restate-grpc-injector", "Issuer/restate-grpc-selfsigned",
+			"Certificate/restate-grpc-injector", "Certificate/restate-grpc-injector-ca", "ClusterRole/restate-grpc-injector",
+			"ClusterRoleBinding/restate-grpc-injector", "ConfigMap/restate-grpc-injector-config-*", "Deployment/restate-grpc-injector",
+			"Issuer/restate-grpc-injector-ca", "Issuer/restate-grpc-selfsigned",
 			"MutatingWebhookConfiguration/restate-grpc-injector", "Namespace/restate-grpc-system",
 			"PodDisruptionBudget/restate-grpc-injector", "Service/restate-grpc-injector", "ServiceAccount/restate-grpc-injector",
 		}},
@@ -192,18 +179,38 @@ func TestKustomizationsBuild(t *testing.T) {
 	}
 }
 
-func TestStrictDecodingRefusesUnknownFields(t *testing.T) {
+// errorRecorder is a testing.TB whose Errorf records instead of failing, to see what build
+// reports.
+type errorRecorder struct {
+	testing.TB
+	errs []string
+}
+
+func (r *errorRecorder) Errorf(format string, a ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, a...))
+}
+
+// TestBuildRefusesUnknownFields builds kustomizations with a misspelled field: build must say so,
+// for the k8s.io/api kinds and cert-manager's alike.
+func TestBuildRefusesUnknownFields(t *testing.T) {
 	for _, tc := range []struct {
-		name, json string
-		gvk        schema.GroupVersionKind
+		name, yaml, field string
 	}{
-		{"core", `{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"},"spec":{"prots":[]}}`, corev1.SchemeGroupVersion.WithKind("Service")},
-		{"apps", `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"x"},"spec":{"replica":2}}`, appsv1.SchemeGroupVersion.WithKind("Deployment")},
-		{"cert-manager", `{"apiVersion":"cert-manager.io/v1","kind":"Certificate","metadata":{"name":"x"},"spec":{"dnsName":["a"]}}`, schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}},
+		{"core", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {prots: []}\n", "spec.prots"},
+		{"apps", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replica: 2}\n", "spec.replica"},
+		{"cert-manager", "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: x}\nspec: {dnsName: [a]}\n", "dnsName"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := decode([]byte(tc.json), tc.gvk); err == nil || !strings.Contains(err.Error(), "unknown field") {
-				t.Errorf("decoding a misspelled field: got error %v, want an unknown field error", err)
+			dir := t.TempDir()
+			for name, content := range map[string]string{"kustomization.yaml": "resources: [object.yaml]\n", "object.yaml": tc.yaml} {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := &errorRecorder{TB: t}
+			build(r, dir)
+			if len(r.errs) != 1 || !strings.Contains(r.errs[0], "unknown field") || !strings.Contains(r.errs[0], tc.field) {
+				t.Errorf("building an object with the misspelled field %s: got errors %q, want one naming it an unknown field", tc.field, r.errs)
 			}
 		})
 	}
@@ -274,8 +281,7 @@ func TestInjectorWebhookConfiguration(t *testing.T) {
 // is stored) in and out of the namespaces and with and without the annotation the contract names.
 func TestInjectorWebhookSelects(t *testing.T) {
 	k := testenv.SharedKube(t)
-	calls := make(chan string, 100)
-	url, ca := serveMarker(t, calls)
+	url, ca := serveMarker(t)
 	k.RegisterWebhook(t, testenv.Webhook{
 		Config: testenv.InjectorWebhookConfig(t), URL: url, CABundle: ca,
 		Seen: func(p *corev1.Pod) bool { return p.Annotations[markAnnotation] != "" },
@@ -288,7 +294,7 @@ func TestInjectorWebhookSelects(t *testing.T) {
 		"restate-grpc-system": nil,
 	} {
 		_, err := k.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{})
-		if err != nil && !strings.Contains(err.Error(), "already exists") {
+		if err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
 	}
@@ -325,18 +331,6 @@ func TestInjectorWebhookSelects(t *testing.T) {
 	}
 }
 
-// injectorConfig is the injector's config file as the contract (ISSUE11.md) lists its fields.
-type injectorConfig struct {
-	Image           string                      `json:"image"`
-	ImagePullPolicy corev1.PullPolicy           `json:"imagePullPolicy"`
-	Interception    string                      `json:"interception"`
-	IngressURL      string                      `json:"ingressURL"`
-	AdminURL        string                      `json:"adminURL"`
-	Resources       corev1.ResourceRequirements `json:"resources"`
-	OnInvalid       string                      `json:"onInvalid"`
-	NativeSidecars  string                      `json:"nativeSidecars"`
-}
-
 func TestInjectorDeployment(t *testing.T) {
 	for _, tc := range []struct {
 		dir      string
@@ -366,9 +360,9 @@ func TestInjectorDeployment(t *testing.T) {
 					anti = term.TopologyKey
 				}
 			}
-			var conf injectorConfig
-			if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &conf); err != nil {
-				t.Errorf("config.yaml: %v", err)
+			conf, err := injector.ParseConfig([]byte(cm.Data["config.yaml"]))
+			if err != nil {
+				t.Fatalf("config.yaml: %v", err)
 			}
 			for _, ch := range []struct {
 				field     string
@@ -433,15 +427,41 @@ func TestInjectorRBAC(t *testing.T) {
 	both := []access{namespaces("get", "default"), namespaces("get", "orders")}
 	k := testenv.SharedKube(t)
 	createNamespace(t, k, "restate-grpc-system")
+	readNamespaces := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get"}}
 	for _, tc := range []struct {
-		dir              string
-		allowed, refused []access
+		dir                      string
+		clusterRules, namespaced []rbacv1.PolicyRule // nil: no Role
+		allowed, refused         []access
 	}{
-		{"injector", slices.Concat(both, selfSignedOnly), denied},
-		{"injector/cert-manager", both, slices.Concat(denied, selfSignedOnly)},
+		{"injector",
+			[]rbacv1.PolicyRule{
+				{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{"restate-grpc-injector"}, Verbs: []string{"get", "update"}},
+				readNamespaces,
+			},
+			[]rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"restate-grpc-injector-tls"}, Verbs: []string{"get", "update"}},
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+			},
+			slices.Concat(both, selfSignedOnly), denied},
+		{"injector/cert-manager", []rbacv1.PolicyRule{readNamespaces}, nil, both, slices.Concat(denied, selfSignedOnly)},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			objs := build(t, tc.dir)
+			if got := one[*rbacv1.ClusterRole](t, objs, "ClusterRole", "restate-grpc-injector").Rules; !equalJSON(got, tc.clusterRules) {
+				t.Errorf("ClusterRole rules: got %s, want %s", jsonString(got), jsonString(tc.clusterRules))
+			}
+			var roles []*rbacv1.Role
+			for _, o := range objs {
+				if r, ok := o.typed.(*rbacv1.Role); ok {
+					roles = append(roles, r)
+				}
+			}
+			switch {
+			case tc.namespaced == nil && len(roles) > 0:
+				t.Errorf("Roles: got %d, want none", len(roles))
+			case tc.namespaced != nil && (len(roles) != 1 || !equalJSON(roles[0].Rules, tc.namespaced) || roles[0].Namespace != "restate-grpc-system"):
+				t.Errorf("Roles: got %s, want one in restate-grpc-system with rules %s", jsonString(roles), jsonString(tc.namespaced))
+			}
 			d := one[*appsv1.Deployment](t, objs, "Deployment", "restate-grpc-injector")
 			if got, want := "system:serviceaccount:"+d.Namespace+":"+d.Spec.Template.Spec.ServiceAccountName, sa; got != want {
 				t.Errorf("the Deployment's service account: got %s, want %s", got, want)
@@ -450,7 +470,7 @@ func TestInjectorRBAC(t *testing.T) {
 			// variant: applying one over the other would leave the first one's Role behind.
 			var rbac []object
 			for _, o := range objs {
-				if o.gvk.Group == rbacv1.GroupName || o.gvk.Kind == "ServiceAccount" {
+				if o.GVK.Group == rbacv1.GroupName || o.GVK.Kind == "ServiceAccount" {
 					rbac = append(rbac, o)
 				}
 			}
@@ -485,13 +505,34 @@ func TestInjectorRBAC(t *testing.T) {
 	}
 }
 
+// TestCertManagerVariant follows the chain from the webhook configuration's annotation to the
+// Secret the Deployment serves: the serving Certificate for the Service's names, signed by a CA
+// Issuer whose CA a selfSigned Issuer signed (so a renewed serving certificate keeps the bundle).
 func TestCertManagerVariant(t *testing.T) {
 	objs := build(t, "injector/cert-manager")
 	mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration", "restate-grpc-injector")
-	cert := one[*certManagerCertificate](t, objs, "Certificate", "")
-	issuer := one[*certManagerIssuer](t, objs, "Issuer", "")
 	svc := one[*corev1.Service](t, objs, "Service", "restate-grpc-injector")
 	d := one[*appsv1.Deployment](t, objs, "Deployment", "restate-grpc-injector")
+	from := mwc.Annotations["cert-manager.io/inject-ca-from"]
+	ns, name, _ := strings.Cut(from, "/")
+	if ns != svc.Namespace {
+		t.Fatalf("cert-manager.io/inject-ca-from: got %q, want a Certificate in %s", from, svc.Namespace)
+	}
+	cert := one[*certManagerCertificate](t, objs, "Certificate", name)
+	caIssuer := one[*certManagerIssuer](t, objs, "Issuer", cert.Spec.IssuerRef.Name)
+	if caIssuer.Spec.CA == nil {
+		t.Fatalf("the serving Certificate's Issuer %s: got %s, want a CA Issuer", caIssuer.Name, jsonString(caIssuer.Spec))
+	}
+	var caCert *certManagerCertificate
+	for _, o := range objs {
+		if c, ok := o.typed.(*certManagerCertificate); ok && c.Spec.SecretName == caIssuer.Spec.CA.SecretName {
+			caCert = c
+		}
+	}
+	if caCert == nil {
+		t.Fatalf("no Certificate writes the CA Issuer's Secret %s", caIssuer.Spec.CA.SecretName)
+	}
+	root := one[*certManagerIssuer](t, objs, "Issuer", caCert.Spec.IssuerRef.Name)
 	var tlsSecret, tlsMount string
 	for _, v := range d.Spec.Template.Spec.Volumes {
 		if v.Secret != nil {
@@ -507,17 +548,17 @@ func TestCertManagerVariant(t *testing.T) {
 		field     string
 		got, want any
 	}{
-		{"webhook's cert-manager.io/inject-ca-from", mwc.Annotations["cert-manager.io/inject-ca-from"], cert.Namespace + "/" + cert.Name},
-		{"Certificate namespace", cert.Namespace, svc.Namespace},
 		// The names the API server dials for a webhook's service reference, and the full one.
-		{"Certificate dnsNames", cert.Spec.DNSNames, []string{
+		{"serving Certificate dnsNames", cert.Spec.DNSNames, []string{
 			svc.Name + "." + svc.Namespace + ".svc", svc.Name + "." + svc.Namespace + ".svc.cluster.local"}},
-		{"Certificate issuer", cert.Spec.IssuerRef.Kind + "/" + cert.Spec.IssuerRef.Name, "Issuer/" + issuer.Name},
-		{"Certificate issuer group", cert.Spec.IssuerRef.Group, "cert-manager.io"},
-		{"Issuer namespace", issuer.Namespace, cert.Namespace},
-		{"Issuer is self-signed", issuer.Spec.SelfSigned != nil, true},
-		{"Certificate usages", cert.Spec.Usages, []string{"server auth", "digital signature"}},
-		{"the Deployment mounts the Certificate's Secret", tlsSecret, cert.Spec.SecretName},
+		{"serving Certificate isCA", cert.Spec.IsCA, false},
+		{"serving Certificate usages", cert.Spec.Usages, []string{"server auth", "digital signature"}},
+		{"serving Certificate issuer", cert.Spec.IssuerRef, map[string]string{"name": caIssuer.Name, "kind": "Issuer", "group": "cert-manager.io"}},
+		{"CA Certificate isCA", caCert.Spec.IsCA, true},
+		{"CA Certificate issuer", caCert.Spec.IssuerRef, map[string]string{"name": root.Name, "kind": "Issuer", "group": "cert-manager.io"}},
+		{"the CA's Issuer is self-signed", root.Spec.SelfSigned != nil, true},
+		{"namespaces", []string{caIssuer.Namespace, caCert.Namespace, root.Namespace}, []string{svc.Namespace, svc.Namespace, svc.Namespace}},
+		{"the Deployment mounts the serving Certificate's Secret", tlsSecret, cert.Spec.SecretName},
 		{"--tls-cert-dir is the Secret's mount", slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--tls-cert-dir="+tlsMount), true},
 		{"replicas", deref(d.Spec.Replicas), int32(2)},
 	} {
@@ -532,10 +573,10 @@ func TestRestate(t *testing.T) {
 	sts := one[*appsv1.StatefulSet](t, objs, "StatefulSet", "restate")
 	svc := one[*corev1.Service](t, objs, "Service", "restate")
 	headless := one[*corev1.Service](t, objs, "Service", sts.Spec.ServiceName)
-	var conf injectorConfig
 	cm := one[*corev1.ConfigMap](t, build(t, "injector"), "ConfigMap", "")
-	if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &conf); err != nil {
-		t.Fatal(err)
+	conf, err := injector.ParseConfig([]byte(cm.Data["config.yaml"]))
+	if err != nil {
+		t.Fatalf("the injector's config.yaml: %v", err)
 	}
 	c := sts.Spec.Template.Spec.Containers[0]
 	podLabels := labelsMatch(sts.Spec.Template.Labels)
@@ -566,12 +607,13 @@ func TestRestate(t *testing.T) {
 	}
 }
 
-// TestExamples checks that the demo's apps ask for injection and that their annotations are valid
-// sidecar config: the outbound and inbound annotations are those sections of the config file,
-// ingress-url and admin-url fill in the outbound section's ingress and admin.
+// TestExamples checks that the demo's apps ask for injection and that their annotations make a
+// valid sidecar config, read as the sidecar reads them (config.ParseAnnotations).
 func TestExamples(t *testing.T) {
 	objs := build(t, "examples")
 	orders := one[*corev1.Service](t, objs, "Service", "orders")
+	// What the sidecar's environment gives its config ($(POD_IP) in the default register URI).
+	env := config.Env{Getenv: func(name string) string { return map[string]string{"POD_IP": "10.1.0.7"}[name] }}
 	for _, tc := range []struct {
 		deployment        string
 		outbound, inbound bool
@@ -581,25 +623,25 @@ func TestExamples(t *testing.T) {
 	} {
 		t.Run(tc.deployment, func(t *testing.T) {
 			d := one[*appsv1.Deployment](t, objs, "Deployment", tc.deployment)
-			a := d.Spec.Template.Annotations
-			if got := a["restate-grpc.io/inject"]; got != "true" {
-				t.Errorf("restate-grpc.io/inject: got %q, want \"true\"", got)
-			}
-			c, err := sidecarConfig(a)
+			p, err := config.ParseAnnotations(d.Spec.Template.Annotations, env)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("the pod's annotations: %v", err)
 			}
+			if !p.Inject {
+				t.Errorf("restate-grpc.io/inject: got false, want true")
+			}
+			c := p.Config
 			if got := c.Outbound != nil; got != tc.outbound {
 				t.Errorf("has an outbound section: got %v, want %v", got, tc.outbound)
 			}
 			if got := c.Inbound != nil; got != tc.inbound {
 				t.Errorf("has an inbound section: got %v, want %v", got, tc.inbound)
 			}
-			if c.Inbound != nil && c.Inbound.Register != nil {
+			if in := c.Inbound; in != nil {
 				// Restate calls the sidecar's inbound port (9080) through the orders Service.
 				want := fmt.Sprintf("http://%s.%s.svc:%d", orders.Name, orders.Namespace, servicePort(orders, "restate"))
-				if c.Inbound.Register.URI != want || servicePort(orders, "restate") != 9080 {
-					t.Errorf("inbound.register.uri: got %s, want %s (the orders Service's port to 9080)", c.Inbound.Register.URI, want)
+				if in.Register == nil || in.Register.URI != want || servicePort(orders, "restate") != 9080 {
+					t.Errorf("inbound.register: got %s, want uri %s (the orders Service's port to 9080)", jsonString(in.Register), want)
 				}
 			}
 			if selected := labelsMatch(d.Spec.Template.Labels)(&metav1.LabelSelector{MatchLabels: orders.Spec.Selector}); selected != tc.inbound {
@@ -607,34 +649,6 @@ func TestExamples(t *testing.T) {
 			}
 		})
 	}
-}
-
-// sidecarConfig is the sidecar config a pod's annotations make, validated by the config package.
-func sidecarConfig(a map[string]string) (*config.Config, error) {
-	sections := map[string]any{}
-	for _, s := range []string{"outbound", "inbound"} {
-		v, ok := a["restate-grpc.io/"+s]
-		if !ok {
-			continue
-		}
-		var m map[string]any
-		if err := yaml.Unmarshal([]byte(v), &m); err != nil {
-			return nil, fmt.Errorf("restate-grpc.io/%s: %v", s, err)
-		}
-		sections[s] = m
-	}
-	if out, ok := sections["outbound"].(map[string]any); ok {
-		for key, ann := range map[string]string{"ingress": "ingress-url", "admin": "admin-url"} {
-			if v, ok := a["restate-grpc.io/"+ann]; ok {
-				out[key] = v
-			}
-		}
-	}
-	b, err := yaml.Marshal(sections)
-	if err != nil {
-		return nil, err
-	}
-	return config.Parse(b)
 }
 
 // TestApply applies every object to the real API server: Namespaces for real (the others need
@@ -647,12 +661,12 @@ func TestApply(t *testing.T) {
 	for _, dir := range kustomizations {
 		t.Run(dir, func(t *testing.T) {
 			for _, o := range build(t, dir) {
-				if o.gvk.Group == "cert-manager.io" {
+				if o.GVK.Group == "cert-manager.io" {
 					t.Logf("%s: not applied (no cert-manager CRDs in the test API server), only decoded", o)
 					continue
 				}
-				if o.gvk.Kind == "Namespace" {
-					createNamespace(t, k, o.name)
+				if o.GVK.Kind == "Namespace" {
+					createNamespace(t, k, o.Name)
 					continue
 				}
 				if err := apply(t, k, o, true); err != nil {

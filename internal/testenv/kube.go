@@ -81,8 +81,8 @@ var shared struct {
 
 // SharedKube is one API server for the whole test binary, started by the first test that asks
 // (a start takes seconds; tests keep apart by namespace and object names). Its processes die with
-// the test binary; StopSharedKube, from TestMain, also removes its directory. A failed start
-// fails every test that asks, with the same error.
+// the test binary; StopSharedKube, from TestMain, also removes its directory (else the next start
+// does). A failed start fails every test that asks, with the same error.
 func SharedKube(t testing.TB) *Kube {
 	t.Helper()
 	shared.Lock()
@@ -126,7 +126,9 @@ func startKube() (*Kube, error) {
 			return nil, fmt.Errorf("%s is missing: run scripts/kube.sh (it builds kube-apiserver %s and links etcd into %s; RESTATE_GRPC_KUBE_ASSETS overrides the directory)", bin, KubeVersion, assets)
 		}
 	}
-	dir, err := os.MkdirTemp("", "restate-grpc-kube-")
+	removeStaleKubeDirs()
+	// The pid in the name lets a later run remove the directory if this binary never gets to.
+	dir, err := os.MkdirTemp("", fmt.Sprintf("restate-grpc-kube-%d-", os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +138,19 @@ func startKube() (*Kube, error) {
 		return nil, err
 	}
 	return k, nil
+}
+
+// removeStaleKubeDirs removes the directories of rigs whose test binary has exited without
+// stopping them (a test package using SharedKube without a TestMain that calls StopSharedKube, or
+// a killed binary): etcd preallocates 64 MB of log in each.
+func removeStaleKubeDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "restate-grpc-kube-*-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.Split(filepath.Base(d), "-")[3])
+		if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 func (k *Kube) start(apiserver, etcd string) error {
@@ -173,8 +188,8 @@ func (k *Kube) start(apiserver, etcd string) error {
 		"--bind-address=127.0.0.1",
 		"--secure-port="+strconv.Itoa(ports[2]),
 		"--advertise-address="+kubeAdvertiseAddress,
-		// Without it the API server keeps rewriting the kubernetes Service's endpoints to its
-		// advertised address, and waits for that address to be reachable.
+		// Publish no endpoints for the kubernetes Service: the advertised address serves nothing,
+		// and tests reach the API server on its loopback port.
 		"--endpoint-reconciler-type=none",
 		"--tls-cert-file="+filepath.Join(k.Dir, "apiserver.crt"),
 		"--tls-private-key-file="+filepath.Join(k.Dir, "apiserver.key"),
@@ -184,6 +199,8 @@ func (k *Kube) start(apiserver, etcd string) error {
 		"--service-account-key-file="+filepath.Join(k.Dir, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(k.Dir, "sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24",
+		// As clusters set up by kubeadm and kind do, so that a pod is refused here only for
+		// what a real cluster would refuse.
 		"--allow-privileged=true",
 		// No controller manager creates the default ServiceAccount of a namespace, and this
 		// plugin refuses pods until it exists.

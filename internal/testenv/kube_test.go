@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -24,6 +26,45 @@ func TestKubeVersion(t *testing.T) {
 	k := SharedKube(t)
 	if got := k.Version.GitVersion; got != KubeVersion {
 		t.Errorf("server version: got %s, want %s", got, KubeVersion)
+	}
+}
+
+func TestKubeMissingBinaryFails(t *testing.T) {
+	t.Setenv("RESTATE_GRPC_KUBE_ASSETS", t.TempDir())
+	if _, err := startKube(); err == nil || !strings.Contains(err.Error(), "run scripts/kube.sh") {
+		t.Errorf("starting without binaries: got error %v, want one saying \"run scripts/kube.sh\"", err)
+	}
+}
+
+// TestStartKubeStopsItsOwn starts an API server of a subtest's own next to the shared one: the
+// subtest's cleanup ends its processes and removes its directory, and the shared one still serves.
+func TestStartKubeStopsItsOwn(t *testing.T) {
+	shared := SharedKube(t)
+	var pids []int
+	var dir string
+	t.Run("own", func(t *testing.T) {
+		k := StartKube(t)
+		for _, p := range k.procs {
+			pids = append(pids, p.cmd.Process.Pid)
+		}
+		dir = k.Dir
+		if _, err := k.Client.CoreV1().Namespaces().Get(t.Context(), "default", metav1.GetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if len(pids) != 2 {
+		t.Fatalf("processes started: got %d, want 2 (etcd, kube-apiserver)", len(pids))
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+			t.Errorf("process %d after cleanup: got %v, want ESRCH (gone)", pid, err)
+		}
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("directory %s after cleanup: got %v, want it removed", dir, err)
+	}
+	if _, err := shared.Client.CoreV1().Namespaces().Get(t.Context(), "default", metav1.GetOptions{}); err != nil {
+		t.Errorf("the shared API server after the other one stopped: %v", err)
 	}
 }
 
@@ -53,8 +94,8 @@ func TestKubeConfigMapRoundTrip(t *testing.T) {
 }
 
 // annotator is a tiny mutating webhook, registered with the injector's configuration from the
-// manifests: it adds the annotation seen=true to every pod it is sent,
-// and counts the pods that were not probes.
+// manifests: it adds the annotation seen=true to every pod it is sent, and counts the pods that
+// were not probes.
 type annotator struct{ pods atomic.Int32 }
 
 const seenAnnotation = "test.restate-grpc.io/seen"
