@@ -31,7 +31,6 @@ const (
 	Binary       = "/usr/local/bin/sidecar"
 	PodinfoDir   = "/var/run/restate-grpc/podinfo"
 	HealthPort   = 15021
-	OutboundPort = 15001
 	// ProxyUID is the sidecar's uid, whose connections the iptables rules never capture.
 	ProxyUID = 1337
 )
@@ -217,10 +216,19 @@ func appContainers(pod *corev1.Pod) []*corev1.Container {
 }
 
 func (in *Injector) addSidecar(pod *corev1.Pod, p *config.Pod, native bool) {
-	inboundPort := 0
+	// The rules and the proxy variables send the app's calls to the port the sidecar listens
+	// on, and leave its inbound port alone; both addresses were validated.
+	port := func(addr string) int {
+		_, p, _ := net.SplitHostPort(addr)
+		n, _ := strconv.Atoi(p)
+		return n
+	}
+	var inboundPort, outboundPort int
 	if inb := p.Config.Inbound; inb != nil {
-		_, port, _ := net.SplitHostPort(inb.Listen) // validated
-		inboundPort, _ = strconv.Atoi(port)
+		inboundPort = port(inb.Listen)
+	}
+	if o := p.Config.Outbound; o != nil {
+		outboundPort = port(o.Listen)
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
 		Name: VolumeName,
@@ -231,7 +239,7 @@ func (in *Injector) addSidecar(pod *corev1.Pod, p *config.Pod, native bool) {
 	sc := in.sidecarContainer(p, inboundPort)
 	var front []corev1.Container
 	if p.Interception == config.InterceptIPTables {
-		front = append(front, in.initContainer(p, inboundPort))
+		front = append(front, in.initContainer(p, inboundPort, outboundPort))
 	}
 	// The app's own init containers come after the sidecar, which must already serve what the
 	// rules redirect to them.
@@ -255,7 +263,7 @@ func (in *Injector) addSidecar(pod *corev1.Pod, p *config.Pod, native bool) {
 			if !native && slices.ContainsFunc(pod.Spec.InitContainers, func(ic corev1.Container) bool { return ic.Name == c.Name }) {
 				continue // runs before a plain sidecar container starts: it must call out directly
 			}
-			in.setProxyEnv(c)
+			in.setProxyEnv(c, outboundPort)
 		}
 	}
 }
@@ -310,7 +318,7 @@ func (in *Injector) sidecarContainer(p *config.Pod, inboundPort int) corev1.Cont
 	}
 }
 
-func (in *Injector) initContainer(p *config.Pod, inboundPort int) corev1.Container {
+func (in *Injector) initContainer(p *config.Pod, inboundPort, outboundPort int) corev1.Container {
 	args := []string{"iptables"}
 	if len(p.OutboundPorts) > 0 {
 		ports := make([]string, len(p.OutboundPorts))
@@ -321,7 +329,7 @@ func (in *Injector) initContainer(p *config.Pod, inboundPort int) corev1.Contain
 	}
 	args = append(args,
 		"--proxy-uid="+strconv.Itoa(ProxyUID),
-		"--to-port="+strconv.Itoa(OutboundPort),
+		"--to-port="+strconv.Itoa(outboundPort),
 		"--inbound-port="+strconv.Itoa(inboundPort),
 		"--health-port="+strconv.Itoa(HealthPort))
 	root := int64(0)
@@ -362,7 +370,7 @@ var proxyVars = []string{"grpc_proxy", "https_proxy", "no_proxy", "no_grpc_proxy
 // variables (Go reads HTTPS_PROXY before https_proxy, so the upper-case ones go too) and keeps
 // its exemptions, with the sidecar's added: the pod itself, loopback and the API server,
 // which the app must keep reaching directly.
-func (in *Injector) setProxyEnv(c *corev1.Container) {
+func (in *Injector) setProxyEnv(c *corev1.Container, outboundPort int) {
 	noProxy := []string{"localhost", "127.0.0.1", "::1", "$(" + envPodIP + ")",
 		"$(KUBERNETES_SERVICE_HOST)", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
 	noProxy = append(noProxy, in.cfg.NoProxy...)
@@ -387,7 +395,7 @@ func (in *Injector) setProxyEnv(c *corev1.Container) {
 		}
 	}
 	exempt := strings.Join(kept, ",")
-	proxy := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(OutboundPort))
+	proxy := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(outboundPort))
 	c.Env = append(c.Env, fieldEnv(envPodIP, "status.podIP"))
 	for _, name := range proxyVars {
 		v := proxy

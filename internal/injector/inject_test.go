@@ -51,6 +51,7 @@ func TestGolden(t *testing.T) {
 		{in: "inbound.yaml", native: true},
 		{in: "existing-containers.yaml", native: true},
 		{in: "resources.yaml", native: true},
+		{in: "listen-port.yaml", native: true},
 		{in: "host-network.yaml", native: true},
 		{in: "bad-annotations.yaml", native: true},
 		{in: "bad-route.yaml", native: true},
