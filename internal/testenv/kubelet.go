@@ -244,9 +244,11 @@ func (r *PodRun) startContainer(c *ctr) error {
 	args := append([]string{"netns", "exec", r.net.NS, r.tools.bash, "-c", script, "bash"}, argv...)
 	cmd := exec.Command(r.net.ip, args...)
 	cmd.Env = c.env
-	// Its own UTS namespace, for the pod's hostname; ip, bash and setpriv exec the command, so
-	// the process is the container's command itself, and dies with the test process.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWUTS}
+	// Its own UTS namespace, for the pod's hostname, and PID namespace, as a container has:
+	// the command is its process 1 (which ignores the signals it has no handler for, SIGTERM
+	// too), and what it starts dies with it. ip, bash, env and setpriv exec the command, so the
+	// process is the container's command itself, and it dies with the test process.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWUTS | syscall.CLONE_NEWPID}
 	cmd.WaitDelay = 5 * time.Second
 
 	// The script writes to fd 3 once the container's root is made, just before it execs the
@@ -416,10 +418,10 @@ func (r *PodRun) Exec(ctx context.Context, name string, argv ...string) ([]byte,
 	return r.execIn(ctx, c, argv).CombinedOutput()
 }
 
-// execIn is the command running argv in c: nsenter into the mount, UTS and network namespaces
+// execIn is the command running argv in c: nsenter into the mount, UTS, network and PID namespaces
 // of c's process and its working directory, then setpriv to its credentials.
 func (r *PodRun) execIn(ctx context.Context, c *ctr, argv []string) *exec.Cmd {
-	args := []string{"-t", strconv.Itoa(c.proc.Pid()), "-m", "-u", "-n", "-r", "-w", "--", r.tools.setpriv}
+	args := []string{"-t", strconv.Itoa(c.proc.Pid()), "-m", "-u", "-n", "-p", "-r", "-w", "--", r.tools.setpriv}
 	args = append(append(append(args, c.setpriv...), "--"), argv...)
 	cmd := exec.CommandContext(ctx, r.tools.nsenter, args...)
 	cmd.Env = c.env

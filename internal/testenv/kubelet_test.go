@@ -447,6 +447,7 @@ func TestKubeletPostStart(t *testing.T) {
 		Command: []string{"sh", "-c", "while [ ! -e /shared/ready ]; do sleep 0.05; done; echo held >/shared/hook"}}}}
 	sidecar.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-e", "/shared/ready"}}}}
 	pod := shared(newPod("poststart", nil, sidecar, shC("app", `cat /shared/hook; test -e /shared/ready && echo after-ready`)))
+	pod.Spec.TerminationGracePeriodSeconds = new(int64(1))
 	r, _ := runPod(t, pod, testenv.PodOptions{})
 	if err := r.WaitReady(kubeletCtx(t), "sidecar"); err != nil {
 		t.Fatal(err)
@@ -455,7 +456,9 @@ func TestKubeletPostStart(t *testing.T) {
 		t.Errorf("app saw %q, want the hook's file and the sidecar ready", got)
 	}
 	r.Stop()
-	exited(t, r, "sidecar", 143) // sleep dies of the SIGTERM
+	// sleep is the container's process 1, which ignores SIGTERM: it is killed at the end of
+	// the grace period.
+	exited(t, r, "sidecar", 137)
 }
 
 // TestKubeletSecurity checks the users, groups, capabilities and no_new_privs a container
