@@ -157,7 +157,9 @@ func RunPod(t testing.TB, ctx context.Context, p *Pod, pod *corev1.Pod, opts Pod
 		r.err = r.start()
 		close(r.started)
 		if r.err != nil {
-			t.Logf("pod %s failed: %v", r.pod.Name, r.err)
+			if r.octx.Err() == nil { // not stopped while starting
+				t.Logf("pod %s failed: %v", r.pod.Name, r.err)
+			}
 			r.Stop()
 		}
 	}()

@@ -606,3 +606,75 @@ func hostState(t *testing.T) map[string][]string {
 	}
 	return st
 }
+
+// TestKubeletVolumes checks configMap, secret and projected volumes (keys, items, modes,
+// read-only), subPath, and that an emptyDir is shared between containers.
+func TestKubeletVolumes(t *testing.T) {
+	mode := func(m int32) *int32 { return &m }
+	c := shC("c", `cd /vol; for f in cm/a cm/b items/renamed secret/token proj/ns proj/cm-a proj/token sub/file; do
+		printf '%s %s %s\n' $f $(stat -L -c %a $f) "$(cat $f)"; done
+		if (: >/vol/cm/new) 2>/dev/null; then echo cm writable; else echo cm read-only; fi
+		ls /vol/items | tr '\n' ' '; echo`)
+	mounts := map[string]string{"cm": "/vol/cm", "items": "/vol/items", "secret": "/vol/secret", "proj": "/vol/proj"}
+	pod := newPod("vols", nil, c)
+	pod.Spec.Volumes = []corev1.Volume{
+		{Name: "cm", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "conf"}}}},
+		{Name: "items", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "conf"},
+			Items: []corev1.KeyToPath{{Key: "a", Path: "renamed", Mode: mode(0o600)}}}}},
+		{Name: "secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds", DefaultMode: mode(0o400)}}},
+		{Name: "proj", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "ns", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}}},
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "conf"}, Items: []corev1.KeyToPath{{Key: "a", Path: "cm-a"}}}},
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}},
+		}}}},
+		{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	for name, path := range mounts {
+		pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: name, MountPath: path})
+	}
+	pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: "data", MountPath: "/vol/sub", SubPath: "in/here"})
+	pod.Spec.InitContainers = []corev1.Container{shC("writer", "mkdir -p /data/in/here; echo from-init >/data/in/here/file")}
+	pod.Spec.InitContainers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+	r, _ := runPod(t, pod, testenv.PodOptions{
+		ConfigMaps:          map[string]map[string]string{"conf": {"a": "alpha", "b": "beta"}},
+		Secrets:             map[string]map[string][]byte{"creds": {"token": []byte("s3cret")}},
+		ServiceAccountToken: "sa-token",
+	})
+	want := `cm/a 644 alpha
+cm/b 644 beta
+items/renamed 600 alpha
+secret/token 400 s3cret
+proj/ns 644 shop
+proj/cm-a 644 alpha
+proj/token 644 sa-token
+sub/file 644 from-init
+cm read-only
+renamed 
+`
+	if got := exited(t, r, "c", 0); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestKubeletNetwork checks a container's network: its hostname is the pod's, it resolves
+// the pod network's names through the namespace's hosts file, and it serves on the pod's
+// address, which another pod reaches.
+func TestKubeletNetwork(t *testing.T) {
+	n := testenv.NewPodNet(t, "web", "client")
+	web := n.Pod("web")
+	pod := newPod("web-7d9f", nil, shC("c", `cat /proc/sys/kernel/hostname; getent hosts client web | tr -s ' ' ' '; exec python3 -m http.server 8080 --bind 0.0.0.0`))
+	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}
+	r := testenv.RunPod(t, kubeletCtx(t), web, pod, testenv.PodOptions{Images: debian})
+	if err := r.WaitReady(kubeletCtx(t), "c"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := n.Pod("client").HTTPClient().Get("http://" + web.Addr.String() + ":8080/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := fmt.Sprintf("web-7d9f\n%s client\n%s web\n", n.Pod("client").Addr, web.Addr)
+	if got := r.Output("c"); !strings.HasPrefix(got, want) {
+		t.Errorf("output\n%s\nwant it to begin with\n%s", got, want)
+	}
+}
