@@ -1228,15 +1228,15 @@ func (r *PodRun) volume(v corev1.Volume) error {
 	case v.EmptyDir != nil:
 		return nil
 	case v.DownwardAPI != nil:
-		err = r.downwardFiles(files, v.DownwardAPI.Items, fileMode(v.DownwardAPI.DefaultMode, nil))
+		err = r.downwardFiles(files, v.DownwardAPI.Items, fileMode(v.DownwardAPI.DefaultMode, 0o644))
 	case v.ConfigMap != nil:
 		cm := v.ConfigMap
-		err = keyFiles(files, "configmap", cm.Name, r.opts.ConfigMaps, cm.Items, optional(cm.Optional), fileMode(cm.DefaultMode, nil))
+		err = keyFiles(files, "configmap", cm.Name, r.opts.ConfigMaps, cm.Items, optional(cm.Optional), fileMode(cm.DefaultMode, 0o644))
 	case v.Secret != nil:
 		sv := v.Secret
-		err = keyFiles(files, "secret", sv.SecretName, r.opts.Secrets, sv.Items, optional(sv.Optional), fileMode(sv.DefaultMode, nil))
+		err = keyFiles(files, "secret", sv.SecretName, r.opts.Secrets, sv.Items, optional(sv.Optional), fileMode(sv.DefaultMode, 0o644))
 	case v.Projected != nil:
-		mode := fileMode(v.Projected.DefaultMode, nil)
+		mode := fileMode(v.Projected.DefaultMode, 0o644)
 		for _, src := range v.Projected.Sources {
 			switch {
 			case src.DownwardAPI != nil:
@@ -1269,12 +1269,12 @@ func (r *PodRun) volume(v corev1.Volume) error {
 	return writeAtomic(dir, files)
 }
 
-// fileMode is an item's mode, or the volume's default mode, or 0644.
-func fileMode(def, item *int32) os.FileMode {
-	if m := cmp.Or(item, def); m != nil {
+// fileMode is m, a mode of the spec's, or def when it is unset.
+func fileMode(m *int32, def os.FileMode) os.FileMode {
+	if m != nil {
 		return os.FileMode(*m)
 	}
-	return 0o644
+	return def
 }
 
 // downwardFiles adds a downward-API source's files.
@@ -1291,12 +1291,10 @@ func (r *PodRun) downwardFiles(files map[string]file, items []corev1.DownwardAPI
 		if err != nil {
 			return fmt.Errorf("%s: %w", it.Path, err)
 		}
-		files[it.Path] = file{[]byte(val), fileMode(nil, cmp.Or(it.Mode, ptr(int32(mode))))}
+		files[it.Path] = file{[]byte(val), fileMode(it.Mode, mode)}
 	}
 	return nil
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // keyFiles adds a configMap's or secret's files: every key, or the items.
 func keyFiles[V string | []byte](files map[string]file, kind, name string, objects map[string]map[string]V,
@@ -1322,7 +1320,7 @@ func keyFiles[V string | []byte](files map[string]file, kind, name string, objec
 			}
 			return fmt.Errorf("%s %q has no key %q", kind, name, it.Key)
 		}
-		files[it.Path] = file{[]byte(v), fileMode(nil, cmp.Or(it.Mode, ptr(int32(mode))))}
+		files[it.Path] = file{[]byte(v), fileMode(it.Mode, mode)}
 	}
 	return nil
 }

@@ -565,8 +565,9 @@ func TestKubeletLeavesNothing(t *testing.T) {
 		if err := r.WaitStarted(kubeletCtx(t)); err != nil {
 			t.Fatal(err)
 		}
+		// Processes exec'd into the containers must go with them too.
 		for _, name := range []string{"sidecar", "app"} {
-			out, err := r.Exec(kubeletCtx(t), name, "sh", "-c", "echo $PPID")
+			out, err := r.Exec(kubeletCtx(t), name, "sh", "-c", "sleep 6061 >/dev/null 2>&1 & echo started")
 			if err != nil {
 				t.Fatalf("exec in %s: %v: %s", name, err, out)
 			}
@@ -577,6 +578,12 @@ func TestKubeletLeavesNothing(t *testing.T) {
 	for _, pid := range pids {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
 			t.Errorf("process %d outlived its pod", pid)
+		}
+	}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if cmdline, _ := os.ReadFile("/proc/" + p.Name() + "/cmdline"); string(cmdline) == "sleep\x006061\x00" {
+			t.Errorf("process %s, exec'd into a container, outlived its pod", p.Name())
 		}
 	}
 	if after := hostState(t); !cmp.Equal(before, after) {
