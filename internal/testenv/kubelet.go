@@ -44,7 +44,7 @@ type Image struct {
 // services' variables, the objects its volumes and variables read, and its node.
 type PodOptions struct {
 	Images     map[string]Image             // by the containers' image field; a missing image fails the pod, as a failed pull does
-	ServiceEnv map[string]string            // the service links (KUBERNETES_SERVICE_HOST, ...)
+	ServiceEnv map[string]string            // the service links (KUBERNETES_SERVICE_HOST, ...); with enableServiceLinks false, only the KUBERNETES_ ones
 	ConfigMaps map[string]map[string]string // the pod's namespace's, by name
 	Secrets    map[string]map[string][]byte // likewise
 	// ServiceAccountToken is the token a projected serviceAccountToken source writes (the
@@ -711,7 +711,18 @@ func (r *PodRun) env(c *corev1.Container) (map[string]string, error) {
 			tmp[from.Prefix+k] = v
 		}
 	}
-	mapping := MappingFor(tmp, r.opts.ServiceEnv)
+	svc := r.opts.ServiceEnv
+	if l := r.pod.Spec.EnableServiceLinks; l != nil && !*l {
+		// Without service links the kubelet still gives the API server's service.
+		svc = maps.Collect(func(yield func(string, string) bool) {
+			for k, v := range r.opts.ServiceEnv {
+				if strings.HasPrefix(k, "KUBERNETES_") && !yield(k, v) {
+					return
+				}
+			}
+		})
+	}
+	mapping := MappingFor(tmp, svc)
 	for _, e := range c.Env {
 		val := e.Value
 		if val != "" {
@@ -752,10 +763,8 @@ func (r *PodRun) env(c *corev1.Container) (map[string]string, error) {
 		}
 		tmp[e.Name] = val
 	}
-	env := maps.Clone(r.opts.ServiceEnv)
-	if env == nil {
-		env = map[string]string{}
-	}
+	env := map[string]string{}
+	maps.Copy(env, svc)
 	maps.Copy(env, tmp)
 	return env, nil
 }

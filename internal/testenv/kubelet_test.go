@@ -685,3 +685,95 @@ func TestKubeletNetwork(t *testing.T) {
 		t.Errorf("output\n%s\nwant it to begin with\n%s", got, want)
 	}
 }
+
+// fakeSidecar stands for the sidecar binary in TestKubeletInjectedPod: `iptables` installs a
+// redirect as the init container would, `run` prints its annotations file and serves
+// /readyz and /healthz on its --health address until SIGTERM.
+const fakeSidecar = `#!/bin/sh
+set -e
+case "$1" in
+iptables)
+	echo "iptables $*"
+	exec iptables -t nat -A OUTPUT -p tcp --dport 50051 -m owner ! --uid-owner 1337 -j REDIRECT --to-ports 15001 ;;
+run)
+	for a; do case $a in --health=*) health=${a#--health=};; --annotations=*) ann=${a#--annotations=};; esac; done
+	cat "$ann"; echo
+	exec /usr/bin/python3 -c '
+import http.server, signal, sys
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+host, port = sys.argv[1].rsplit(":", 1)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path in ("/readyz", "/healthz") else 404)
+        self.end_headers()
+print("serving on", sys.argv[1], flush=True)
+http.server.HTTPServer((host, int(port)), H).serve_forever()
+' "$health" ;;
+esac
+exit 64
+`
+
+// TestKubeletInjectedPod runs a pod shaped as ISSUE11.md says the injector writes it in
+// iptables mode: the init container installs the redirect as root with NET_ADMIN and NET_RAW
+// only, the native sidecar runs as 1337 with a read-only root and no capabilities, reads the
+// annotations file and serves its health on the pod's address, and the app starts once the
+// startup probe on /readyz passed.
+func TestKubeletInjectedPod(t *testing.T) {
+	bin := t.TempDir() + "/sidecar"
+	if err := os.WriteFile(bin, []byte(fakeSidecar), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	i64 := func(n int64) *int64 { return &n }
+	yes, no := true, false
+	always := corev1.ContainerRestartPolicyAlways
+	health := &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 30, ProbeHandler: corev1.ProbeHandler{
+		HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(15021)}}}
+	field := func(p string) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: p}}
+	}
+	const image = "ghcr.io/restate-grpc/sidecar:v0.1.0"
+	pod := newPod("orders-5c9d8", []corev1.Container{{
+		Name: "restate-grpc-init", Image: image, Command: []string{"/usr/local/bin/sidecar"},
+		Args: []string{"iptables", "--ports=50051", "--proxy-uid=1337", "--to-port=15001", "--inbound-port=9080", "--health-port=15021"},
+		SecurityContext: &corev1.SecurityContext{RunAsUser: i64(0), RunAsNonRoot: &no, Capabilities: &corev1.Capabilities{
+			Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}, Drop: []corev1.Capability{"ALL"}}},
+	}, {
+		Name: "restate-grpc", Image: image, RestartPolicy: &always, Command: []string{"/usr/local/bin/sidecar"},
+		Args: []string{"run", "--annotations=/var/run/restate-grpc/podinfo/annotations", "--health=$(POD_IP):15021"},
+		Env: []corev1.EnvVar{{Name: "POD_IP", ValueFrom: field("status.podIP")}, {Name: "POD_NAME", ValueFrom: field("metadata.name")},
+			{Name: "POD_NAMESPACE", ValueFrom: field("metadata.namespace")}},
+		Ports:        []corev1.ContainerPort{{Name: "restate-grpc-hc", ContainerPort: 15021}},
+		StartupProbe: health, ReadinessProbe: health,
+		VolumeMounts: []corev1.VolumeMount{{Name: "restate-grpc-podinfo", MountPath: "/var/run/restate-grpc/podinfo", ReadOnly: true}},
+		SecurityContext: &corev1.SecurityContext{RunAsUser: i64(1337), RunAsGroup: i64(1337), RunAsNonRoot: &yes, ReadOnlyRootFilesystem: &yes,
+			AllowPrivilegeEscalation: &no, Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+	}}, shC("app", `echo app-started; trap 'exit 0' TERM; while :; do sleep 0.05; done`))
+	pod.Annotations = map[string]string{"restate-grpc.io/inject": "true", "restate-grpc.io/status": "injected",
+		"restate-grpc.io/outbound-ports": "50051"}
+	pod.Spec.Volumes = []corev1.Volume{{Name: "restate-grpc-podinfo", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+		Items: []corev1.DownwardAPIVolumeFile{{Path: "annotations", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations"}}}}}}}
+	r, p := runPod(t, pod, testenv.PodOptions{Images: map[string]testenv.Image{
+		"debian": {},
+		image:    {Files: map[string]string{"/usr/local/bin/sidecar": bin}},
+	}})
+	if err := r.WaitStarted(kubeletCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	exited(t, r, "restate-grpc-init", 0)
+	rules, err := exec.Command("ip", "netns", "exec", p.NS, "iptables", "-t", "nat", "-S", "OUTPUT").CombinedOutput()
+	if err != nil || !strings.Contains(string(rules), "--uid-owner 1337 -j REDIRECT --to-ports 15001") {
+		t.Errorf("the pod's nat OUTPUT chain: %v\n%s", err, rules)
+	}
+	want := `restate-grpc.io/inject="true"` + "\n" + `restate-grpc.io/outbound-ports="50051"` + "\n" + `restate-grpc.io/status="injected"` + "\n" +
+		"serving on " + p.Addr.String() + ":15021\n"
+	if got := r.Output("restate-grpc"); !strings.HasPrefix(got, want) {
+		t.Errorf("the sidecar's output\n%s\nwant it to begin with\n%s", got, want)
+	}
+	if got := r.Output("app"); got != "app-started\n" {
+		t.Errorf("the app's output %q", got)
+	}
+	r.Stop()
+	for _, c := range []string{"app", "restate-grpc"} {
+		exited(t, r, c, 0)
+	}
+}
