@@ -1,6 +1,8 @@
 // Package testenv starts the real parts the tests run against: a Restate server (the pinned npm
 // build, installed by scripts/tools.sh) on free loopback ports with a fresh base dir, and the
-// helpers to reach it; and a pod network of real network namespaces (PodNet), with processes
-// run inside its pods as a given uid. It never mocks Restate; when a part is missing it fails
-// and says how to install it.
+// helpers to reach it; a pod network of real network namespaces (PodNet), with processes run
+// inside its pods as a given uid; and a kubelet emulator (RunPod) that runs a pod, as the API
+// server stored it, in one of those namespaces: its containers' commands as processes with the
+// volumes, environment, users, capabilities, hooks and probes its spec gives them. It never
+// mocks Restate; when a part is missing it fails and says how to install it.
 package testenv
