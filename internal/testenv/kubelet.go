@@ -106,9 +106,12 @@ type kubeletTools struct{ bash, mount, umount, pivotRoot, mkdir, ln, env, setpri
 // (each plain one run to success, each native sidecar started and its startup probe passed),
 // then its containers in order (each one's postStart hook returned before the next starts),
 // each with the environment, command, user, capabilities and mounts its spec gives it.
-// Each container is a process in p's namespace with a private mount namespace, where its
-// volumes are mounted at their paths; nothing is added to the host's filesystem but the
-// pod's directory, which goes with the test. RunPod returns at once; the test's end kills
+// Each container is a process in p's network namespace, with UTS and PID namespaces of its
+// own and a mount namespace where its root is made of the host's with its image's files
+// and its volumes mounted at their paths; nothing is added to the host's filesystem but the
+// pod's directory, which goes with the test. Probes and hooks run as the kubelet runs them:
+// exec in the container, httpGet and tcpSocket from the node's namespace to the pod's
+// address. RunPod returns at once; the test's end kills
 // what still runs, as does ctx's. Containers are not restarted: an exit is reported, a failed
 // init container, startup probe or postStart hook fails the pod (the kubelet would retry
 // them, backing off, under restartPolicy Always or OnFailure), and liveness probes are not
@@ -245,7 +248,9 @@ func (r *PodRun) startContainer(c *ctr) error {
 	}
 	args := append([]string{"netns", "exec", r.net.NS, r.tools.bash, "-c", script, "bash"}, argv...)
 	cmd := exec.Command(r.net.ip, args...)
-	cmd.Env = c.env
+	// The script's own tools get an environment of the emulator's (the container's, BASH_ENV
+	// say, is not theirs); it gives the command the container's with env -i.
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	// Its own UTS namespace, for the pod's hostname, and PID namespace, as a container has:
 	// the command is its process 1 (which ignores the signals it has no handler for, SIGTERM
 	// too), and what it starts dies with it. ip, bash, env and setpriv exec the command, so the
@@ -255,21 +260,21 @@ func (r *PodRun) startContainer(c *ctr) error {
 
 	// The script writes to fd 3 once the container's root is made, just before it execs the
 	// command: the container is then running, and a hook may enter its namespaces.
-	sync, syncW, err := os.Pipe()
+	ready, readyW, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	defer sync.Close()
-	cmd.ExtraFiles = []*os.File{syncW}
+	defer ready.Close()
+	cmd.ExtraFiles = []*os.File{readyW}
 	r.mu.Lock()
 	if r.stopping {
 		r.mu.Unlock()
-		syncW.Close()
+		readyW.Close()
 		return fmt.Errorf("container %s: the pod is stopping", c.spec.Name)
 	}
 	c.proc, err = start(r.t, c.spec.Name, cmd)
 	r.mu.Unlock()
-	syncW.Close()
+	readyW.Close()
 	if err != nil {
 		return fmt.Errorf("container %s: %w", c.spec.Name, err)
 	}
@@ -278,7 +283,7 @@ func (r *PodRun) startContainer(c *ctr) error {
 		c.code = exitCode(c.proc.Cmd.ProcessState)
 		close(c.exited)
 	}()
-	if n, _ := sync.Read(make([]byte, 1)); n == 0 {
+	if n, _ := ready.Read(make([]byte, 1)); n == 0 {
 		<-c.exited
 		return fmt.Errorf("container %s: StartError: making its root failed (exit code %d): %s", c.spec.Name, c.code, strings.TrimSpace(c.proc.Output()))
 	}
@@ -659,12 +664,12 @@ func commandLine(c *corev1.Container, img Image, env map[string]string) []string
 }
 
 // defaultPath is the PATH a container gets when its image sets none, as Docker's.
-const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // processEnv is a container process's environment, as the runtime builds it: HOSTNAME, the
 // image's variables, then the kubelet's (which win), sorted for a stable order.
 func processEnv(hostname string, image []string, kubelet map[string]string) []string {
-	m := map[string]string{"PATH": strings.TrimPrefix(defaultPath, "PATH="), "HOSTNAME": hostname}
+	m := map[string]string{"PATH": defaultPath, "HOSTNAME": hostname}
 	for _, kv := range image {
 		k, v, _ := strings.Cut(kv, "=")
 		m[k] = v
