@@ -30,8 +30,8 @@ import (
 )
 
 // Image is what the kubelet emulator knows of a container image. The emulator has no images:
-// a container's root is the host's, with the image's Files bound over it, read-only (so a
-// container cannot write into the host's copy).
+// a container's root is the host's under a writable layer of its own, with the image's Files
+// bound over it read-only (so a container cannot write into the host's copy).
 type Image struct {
 	Entrypoint []string          // ENTRYPOINT
 	Cmd        []string          // CMD
@@ -122,13 +122,25 @@ func RunPod(t testing.TB, ctx context.Context, p *Pod, pod *corev1.Pod, opts Pod
 		t.Fatal("RunPod mounts volumes in mount namespaces and changes users, which needs root: run the tests as root, as CI does")
 	}
 	r := &PodRun{
-		t: t, net: p, pod: pod.DeepCopy(), opts: opts, dir: t.TempDir(),
+		t: t, net: p, pod: pod.DeepCopy(), opts: opts,
 		vols: map[string]string{}, api: map[string]bool{}, ctrs: map[string]*ctr{},
 		started: make(chan struct{}), done: make(chan struct{}),
 		tools: kubeletTools{bash: Tool(t, "bash"), mount: Tool(t, "mount"), umount: Tool(t, "umount"),
 			pivotRoot: Tool(t, "pivot_root"), mkdir: Tool(t, "mkdir"), ln: Tool(t, "ln"), env: Tool(t, "env"),
 			setpriv: Tool(t, "setpriv"), nsenter: Tool(t, "nsenter")},
 	}
+	// Not t.TempDir: its name comes from the test's, whose commas and colons an overlay's
+	// options cannot hold. Removed after the pod's cleanup (registered later, run earlier).
+	dir, err := os.MkdirTemp("", "restate-grpc-pod-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("removing the pod's directory: %v", err)
+		}
+	})
+	r.dir = dir
 	if r.pod.Spec.NodeName == "" {
 		r.pod.Spec.NodeName = cmp.Or(opts.NodeName, "node")
 	}
@@ -1018,22 +1030,34 @@ func boundingSet(caps *corev1.Capabilities, privileged bool) string {
 	return strings.Join(b, ",")
 }
 
+// kernelDirs are the top-level directories a container's root binds from the host as they
+// are, submounts and all, as a runtime mounts its own; any other directory is an overlay.
+var kernelDirs = []string{"/dev", "/proc", "/sys"}
+
 // mountScript is the bash script that makes c's root in the mount namespace `ip netns exec`
 // gives it, then execs setpriv with c's credentials and environment and the command line
 // ("$@"). It sets the pod's hostname; makes a root of its own, a tmpfs holding the host's
-// top-level entries (directories bound recursively, so /proc, /dev, /sys and the netns's
-// /etc/hosts are there); binds the image's files (read-only) and c's volume mounts (API data
-// volumes always read-only, as the kubelet mounts them) into it; and pivots into it. A mount
-// point missing below a top-level directory is made in an overlay of its deepest existing
-// directory, with the overlay's upper layer on a tmpfs of this namespace: the host's
-// directories are left as they are. readOnlyRootFilesystem remounts the root, the top-level
-// directories of the host's root filesystem and those overlays read-only.
+// top-level entries, each directory an overlay with its upper layer on a tmpfs (the
+// container's writable layer: what it writes stays out of the host's filesystem) but the
+// kernelDirs, bound; binds the files `ip netns exec` bound over /etc (the netns's hosts
+// file), the image's files (read-only) and c's volume mounts (API data volumes always
+// read-only, as the kubelet mounts them) into it, making missing mount points in the
+// overlays; and pivots into it. readOnlyRootFilesystem remounts the root and its overlays
+// read-only.
 func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 	type mnt struct {
 		src, dst string
 		ro       bool
 	}
 	var mounts []mnt
+	netnsEtc := filepath.Join("/etc/netns", r.net.NS)
+	etc, err := os.ReadDir(netnsEtc)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range etc {
+		mounts = append(mounts, mnt{filepath.Join(netnsEtc, e.Name()), "/etc/" + e.Name(), false})
+	}
 	for _, dst := range slices.Sorted(maps.Keys(img.Files)) {
 		mounts = append(mounts, mnt{img.Files[dst], dst, true})
 	}
@@ -1054,53 +1078,11 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 		}
 		mounts = append(mounts, mnt{src, vm.MountPath, vm.ReadOnly || r.api[vm.Name]})
 	}
-
-	// First the plan: where each mount goes, and the overlays its missing mount point needs.
-	var overlays, mounted []string // real paths
-	under := func(p string, dirs []string) bool {
-		return slices.ContainsFunc(dirs, func(d string) bool { return p == d || strings.HasPrefix(p, strings.TrimSuffix(d, "/")+"/") })
-	}
-	type step struct {
-		overlay string // an overlay to mount first, when not ""
-		real    string // the mount point, its symbolic links resolved
-		dir     bool
-	}
-	steps := make([]step, len(mounts))
-	for i, m := range mounts {
-		if !path.IsAbs(m.dst) {
-			return "", fmt.Errorf("mount path %q is not absolute", m.dst)
-		}
-		fi, err := os.Stat(m.src)
-		if err != nil {
-			return "", err
-		}
-		real, existing, err := realPath(path.Clean(m.dst))
-		if err != nil {
-			return "", err
-		}
-		steps[i] = step{real: real, dir: fi.IsDir()}
-		// A missing top-level entry is made in the root's tmpfs.
-		if real != existing && existing != "/" && !under(real, mounted) && !under(existing, overlays) {
-			if strings.ContainsAny(existing, ",:") {
-				return "", fmt.Errorf("mount path %s: %s cannot be an overlay's lower directory", m.dst, existing)
-			}
-			steps[i].overlay = existing
-			overlays = append(overlays, existing)
-		}
-		mounted = append(mounted, real)
-	}
 	top, err := os.ReadDir("/")
 	if err != nil {
 		return "", err
 	}
-	var rootDev uint64
-	if fi, err := os.Stat("/"); err == nil {
-		rootDev = fi.Sys().(*syscall.Stat_t).Dev
-	}
 
-	// Then the script. The sources and the scratch tmpfs are opened before anything is
-	// mounted, and reached through their descriptors (/proc/self/fd/N, which mount -c leaves
-	// as it is): an overlay (over /tmp, say) may cover the pod's directory.
 	q := shellQuote
 	t := r.tools
 	var s strings.Builder
@@ -1114,22 +1096,11 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 	fmt.Fprintf(&s, "%s -t tmpfs -o mode=0700 tmpfs %s\n", t.mount, q(scratch))
 	fmt.Fprintf(&s, "%s %s %s\n", t.mkdir, q(root), q(upper))
 	fmt.Fprintf(&s, "%s -t tmpfs -o mode=0755 tmpfs %s\n", t.mount, q(root))
-	// The overlays' upper layers are on a tmpfs of their own: overlayfs refuses one on an
-	// unbindable mount.
 	fmt.Fprintf(&s, "%s -t tmpfs -o mode=0700 tmpfs %s\n", t.mount, q(upper))
-	for i := range overlays {
-		fmt.Fprintf(&s, "%s -p %s/%d/upper %[2]s/%[3]d/work\n", t.mkdir, q(upper), i)
-	}
-	// Unbindable, so binding the host's /tmp, where the pod's directory is, leaves it out.
-	fmt.Fprintf(&s, "%s --make-unbindable %s\n", t.mount, q(scratch))
-	const scratchFD, firstFD = 10, 11
-	fmt.Fprintf(&s, "exec %d<%s\n", scratchFD, q(upper))
-	for i, m := range mounts {
-		fmt.Fprintf(&s, "exec %d<%s\n", firstFD+i, q(m.src))
-	}
-	var roTop []string
+	var overlays []string
 	for _, e := range top {
-		src, dst := "/"+e.Name(), q(root+"/"+e.Name())
+		src := "/" + e.Name()
+		dst := q(root + src)
 		fi, err := os.Lstat(src)
 		if err != nil {
 			return "", err
@@ -1141,48 +1112,54 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 				return "", err
 			}
 			fmt.Fprintf(&s, "%s -s %s %s\n", t.ln, q(target), dst)
-			continue
+		case slices.Contains(kernelDirs, src):
+			fmt.Fprintf(&s, "%s %s\n%s --rbind %s %[2]s\n", t.mkdir, dst, t.mount, q(src))
 		case fi.IsDir():
-			fmt.Fprintf(&s, "%s %s\n", t.mkdir, dst)
-		default:
-			fmt.Fprintf(&s, ": >%s\n", dst)
-		}
-		fmt.Fprintf(&s, "%s --rbind %s %s\n", t.mount, q(src), dst)
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Dev == rootDev {
-			roTop = append(roTop, root+src)
+			if strings.ContainsAny(src, ",:") {
+				return "", fmt.Errorf("the host's %s cannot be an overlay's lower directory", src)
+			}
+			o := fmt.Sprintf("%s/%d", upper, len(overlays))
+			fmt.Fprintf(&s, "%s -p %s %s/upper %[3]s/work\n", t.mkdir, dst, q(o))
+			fmt.Fprintf(&s, "%s -t overlay overlay -o %s %s\n", t.mount,
+				q(fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%[2]s/work", src, o)), dst)
+			overlays = append(overlays, root+src)
+		default: // a file: the container may read it, not change the host's
+			fmt.Fprintf(&s, ": >%[1]s\n%[2]s --bind -o ro %[3]s %[1]s\n", dst, t.mount, q(src))
 		}
 	}
-	n := 0
-	for i, st := range steps {
-		real := root + st.real
-		if st.overlay != "" {
-			fmt.Fprintf(&s, "%s -c -t overlay overlay -o lowerdir=%s,upperdir=/proc/self/fd/%d/%d/upper,workdir=/proc/self/fd/%[3]d/%[4]d/work %[2]s\n",
-				t.mount, q(root+st.overlay), scratchFD, n)
-			n++
+	for _, m := range mounts {
+		if !path.IsAbs(m.dst) {
+			return "", fmt.Errorf("mount path %q is not absolute", m.dst)
 		}
-		if st.dir {
-			fmt.Fprintf(&s, "[ -e %[2]s ] || %[1]s -p %[2]s\n", t.mkdir, q(real))
+		fi, err := os.Stat(m.src)
+		if err != nil {
+			return "", err
+		}
+		real, err := realPath(path.Clean(m.dst))
+		if err != nil {
+			return "", err
+		}
+		dst := q(root + real)
+		if _, err := os.Stat(real); err != nil && slices.ContainsFunc(kernelDirs, func(d string) bool { return strings.HasPrefix(real, d+"/") }) {
+			return "", fmt.Errorf("mount path %s: a missing mount point in the host's %s would be made on the host", m.dst, path.Dir(real))
+		}
+		if fi.IsDir() {
+			fmt.Fprintf(&s, "[ -e %[2]s ] || %[1]s -p %[2]s\n", t.mkdir, dst)
 		} else {
-			fmt.Fprintf(&s, "[ -e %[2]s ] || { %[1]s -p %[3]s; : >%[2]s; }\n", t.mkdir, q(real), q(path.Dir(real)))
+			fmt.Fprintf(&s, "[ -e %[2]s ] || { %[1]s -p %[3]s; : >%[2]s; }\n", t.mkdir, dst, q(path.Dir(root+real)))
 		}
-		fmt.Fprintf(&s, "%s -c --bind /proc/self/fd/%d %s\n", t.mount, firstFD+i, q(real))
-		if mounts[i].ro {
-			fmt.Fprintf(&s, "%s -c -o remount,bind,ro %s\n", t.mount, q(real))
+		fmt.Fprintf(&s, "%s --bind %s %s\n", t.mount, q(m.src), dst)
+		if m.ro {
+			fmt.Fprintf(&s, "%s -o remount,bind,ro %s\n", t.mount, dst)
 		}
-		fmt.Fprintf(&s, "exec %d<&-\n", firstFD+i)
 	}
-	fmt.Fprintf(&s, "exec %d<&-\n", scratchFD)
 	if sc := c.spec.SecurityContext; sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
-		ro := append([]string{root}, roTop...)
-		for _, o := range overlays {
-			ro = append(ro, root+o)
-		}
-		for _, d := range ro {
-			fmt.Fprintf(&s, "%s -c -o remount,bind,ro %s\n", t.mount, q(d))
+		for _, d := range append([]string{root}, overlays...) {
+			fmt.Fprintf(&s, "%s -o remount,bind,ro %s\n", t.mount, q(d))
 		}
 	}
 	// As runc does: the old root, stacked on the new one by pivot_root(".", "."), is detached.
-	fmt.Fprintf(&s, "cd %s\n%s . .\n%s -c -l .\n", q(root), t.pivotRoot, t.umount)
+	fmt.Fprintf(&s, "cd %s\n%s . .\n%s -l .\n", q(root), t.pivotRoot, t.umount)
 	fmt.Fprintf(&s, "cd %s\n", q(cmp.Or(c.spec.WorkingDir, img.WorkingDir, "/")))
 	s.WriteString("printf x >&3\nexec 3>&-\n")
 	// env -i: the process gets the container's environment, none of bash's variables.
@@ -1199,17 +1176,17 @@ func slicesMap(s []string, f func(string) string) []string {
 	return out
 }
 
-// realPath resolves the symbolic links of p's deepest existing ancestor (or p itself),
-// returning p with it resolved, and that ancestor resolved.
-func realPath(p string) (real, existing string, err error) {
+// realPath resolves the symbolic links of p's deepest existing ancestor (or p itself), as
+// the container's root, made of the host's, would resolve them.
+func realPath(p string) (string, error) {
 	rest := ""
 	for a := p; ; a = path.Dir(a) {
 		if _, err := os.Stat(a); err == nil {
 			e, err := filepath.EvalSymlinks(a)
 			if err != nil {
-				return "", "", err
+				return "", err
 			}
-			return path.Join(e, rest), e, nil
+			return path.Join(e, rest), nil
 		}
 		rest = path.Join(path.Base(a), rest)
 	}

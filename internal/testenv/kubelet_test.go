@@ -549,20 +549,25 @@ func TestKubeletReadOnlyRoot(t *testing.T) {
 }
 
 // TestKubeletLeavesNothing checks that a pod's run leaves nothing behind: no process, no
-// mount point on the host, no network namespace, no /etc/netns directory.
+// mount point on the host, no network namespace, no /etc/netns directory, none of the
+// files its containers wrote to their roots.
 func TestKubeletLeavesNothing(t *testing.T) {
 	before := hostState(t)
+	leaks := []string{"/rgk-leak", "/etc/rgk-leak", "/tmp/rgk-leak", "/var/run/rgk-leak", "/usr/rgk-leak"}
 	var pids []int
 	t.Run("pod", func(t *testing.T) {
 		always := corev1.ContainerRestartPolicyAlways
 		sc := shC("sidecar", "exec sleep 60")
 		sc.RestartPolicy = &always
-		pod := shared(newPod("leaves", []corev1.Container{sc}, shC("app", "exec sleep 60")))
+		// What a container writes to its root is its own, as in its image's writable layer.
+		app := shC("app", "touch "+strings.Join(leaks, " ")+"; exec sleep 60")
+		app.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-e", leaks[len(leaks)-1]}}}}
+		pod := shared(newPod("leaves", []corev1.Container{sc}, app))
 		pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts,
 			corev1.VolumeMount{Name: "shared", MountPath: "/var/run/restate-grpc/podinfo"},
 			corev1.VolumeMount{Name: "shared", MountPath: "/opt/rgk/app"})
 		r, _ := runPod(t, pod, testenv.PodOptions{})
-		if err := r.WaitStarted(kubeletCtx(t)); err != nil {
+		if err := r.WaitReady(kubeletCtx(t), "app"); err != nil {
 			t.Fatal(err)
 		}
 		// Processes exec'd into the containers must go with them too.
@@ -584,6 +589,11 @@ func TestKubeletLeavesNothing(t *testing.T) {
 	for _, p := range procs {
 		if cmdline, _ := os.ReadFile("/proc/" + p.Name() + "/cmdline"); string(cmdline) == "sleep\x006061\x00" {
 			t.Errorf("process %s, exec'd into a container, outlived its pod", p.Name())
+		}
+	}
+	for _, f := range leaks {
+		if _, err := os.Lstat(f); !os.IsNotExist(err) {
+			t.Errorf("the container's %s is on the host (%v)", f, err)
 		}
 	}
 	if after := hostState(t); !cmp.Equal(before, after) {
