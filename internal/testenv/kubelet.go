@@ -121,6 +121,9 @@ func RunPod(t testing.TB, ctx context.Context, p *Pod, pod *corev1.Pod, opts Pod
 	if os.Geteuid() != 0 {
 		t.Fatal("RunPod mounts volumes in mount namespaces and changes users, which needs root: run the tests as root, as CI does")
 	}
+	if pod.Spec.HostNetwork || pod.Spec.HostPID || pod.Spec.HostIPC {
+		t.Fatalf("pod %s shares the node's namespaces (hostNetwork, hostPID or hostIPC), which the emulator does not", pod.Name)
+	}
 	r := &PodRun{
 		t: t, net: p, pod: pod.DeepCopy(), opts: opts,
 		vols: map[string]string{}, api: map[string]bool{}, ctrs: map[string]*ctr{},
