@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -80,81 +79,66 @@ func exited(t *testing.T, r *testenv.PodRun, name string, want int) string {
 }
 
 // TestKubeletDownwardAPI checks the downward-API volume's files byte for byte against what
-// the kubelet writes (key="value" lines sorted by key, Go-quoted values, no final newline),
-// in the kubelet's layout, mounted read-only where the pod says, and that nothing of it
+// the kubelet writes (key="value" lines sorted by key, values quoted as Go quotes them, no
+// newline after the last), in the kubelet's layout (files linked through ..data to a
+// timestamped directory), mounted read-only where the pod says, and that nothing of it
 // reaches the host's /run.
 func TestKubeletDownwardAPI(t *testing.T) {
-	pod := newPod("downward", nil, shC("app", `
-		cd /var/run/restate-grpc/podinfo
-		for f in annotations labels name namespace uid; do printf '%s:' $f; od -An -c $f | tr -s ' \n' '  '; echo; done
-		readlink annotations ..data | tr '\n' ' '; echo
-		stat -c '%a' ..data/annotations
-		if (echo x >annotations) 2>/dev/null; then echo writable; else echo read-only; fi
-		test -d /run/restate-grpc && echo in-run`))
-	pod.Annotations = map[string]string{
-		"restate-grpc.io/inject": "true",
-		"quote":                  `say "hi" \ back`,
-		"multi":                  "line one\nline two\ttab",
-		"unicode":                "ünïcødé ☃ \u00a0\u200b",
-		"empty":                  "",
-	}
-	pod.Labels = map[string]string{"app": "shop", "tier": "web"}
-	items := []corev1.DownwardAPIVolumeFile{}
-	for f, path := range map[string]string{"annotations": "metadata.annotations", "labels": "metadata.labels",
-		"name": "metadata.name", "namespace": "metadata.namespace", "uid": "metadata.uid"} {
-		items = append(items, corev1.DownwardAPIVolumeFile{Path: f, FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}})
-	}
-	pod.Spec.Volumes = []corev1.Volume{{Name: "podinfo", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: items}}}}
-	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "podinfo", MountPath: "/var/run/restate-grpc/podinfo", ReadOnly: true}}
-	r, _ := runPod(t, pod, testenv.PodOptions{})
-	out := exited(t, r, "app", 0)
+	for _, tc := range []struct {
+		name        string
+		annotations map[string]string
+		want        string
+	}{
+		{"none", nil, ""},
+		{"sorted", map[string]string{"restate-grpc.io/inject": "true", "a": "1", "restate-grpc.io/interception": "iptables"},
+			`a="1"` + "\n" + `restate-grpc.io/inject="true"` + "\n" + `restate-grpc.io/interception="iptables"`},
+		{"quotes and backslashes", map[string]string{"q": `say "hi" \ back`}, `q="say \"hi\" \\ back"`},
+		{"newlines and tabs", map[string]string{"multi": "line one\nline two\ttab\r"}, `multi="line one\nline two\ttab\r"`},
+		{"unicode", map[string]string{"u": "ünïcødé ☃ 日本", "invisible": "\u00a0\u200b\x7f"},
+			`invisible="\u00a0\u200b\x7f"` + "\n" + `u="ünïcødé ☃ 日本"`},
+		{"empty value", map[string]string{"empty": ""}, `empty=""`},
+		{"json", map[string]string{"restate-grpc.io/routes": `[{"service":"orders.v1.Orders","key":"metadata:x-key"}]`},
+			`restate-grpc.io/routes="[{\"service\":\"orders.v1.Orders\",\"key\":\"metadata:x-key\"}]"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := shared(newPod("downward", nil, shC("app", `
+				cd /var/run/restate-grpc/podinfo
+				cp annotations labels name namespace uid /shared/
+				readlink annotations ..data | tr '\n' ' '; echo
+				stat -c '%a' ..data/annotations
+				if (echo x >annotations) 2>/dev/null; then echo writable; else echo read-only; fi`)))
+			pod.Annotations = tc.annotations
+			pod.Labels = map[string]string{"app": "shop", "tier": "web"}
+			var items []corev1.DownwardAPIVolumeFile
+			for _, f := range []string{"annotations", "labels", "name", "namespace", "uid"} {
+				items = append(items, corev1.DownwardAPIVolumeFile{Path: f, FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata." + f}})
+			}
+			pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "podinfo", VolumeSource: corev1.VolumeSource{
+				DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: items}}})
+			pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts,
+				corev1.VolumeMount{Name: "podinfo", MountPath: "/var/run/restate-grpc/podinfo", ReadOnly: true})
+			r, _ := runPod(t, pod, testenv.PodOptions{})
+			out := exited(t, r, "app", 0)
 
-	want := map[string]string{
-		"annotations": `empty=""` + "\n" +
-			`multi="line one\nline two\ttab"` + "\n" +
-			`quote="say \"hi\" \\ back"` + "\n" +
-			`restate-grpc.io/inject="true"` + "\n" +
-			`unicode="ünïcødé ☃ \u00a0\u200b"`,
-		"labels":    "app=\"shop\"\ntier=\"web\"",
-		"name":      "downward",
-		"namespace": "shop",
-		"uid":       "0c4f3a1e-5d6b-4e8f-9a7b-2c1d0e9f8a7b",
+			if got := testenv.FormatMap(tc.annotations); got != tc.want {
+				t.Errorf("FormatMap = %q, want %q", got, tc.want)
+			}
+			dir := volumeDir(t, r)
+			for f, want := range map[string]string{"annotations": tc.want, "labels": "app=\"shop\"\ntier=\"web\"",
+				"name": "downward", "namespace": "shop", "uid": "0c4f3a1e-5d6b-4e8f-9a7b-2c1d0e9f8a7b"} {
+				if got, err := os.ReadFile(dir + "/" + f); err != nil || string(got) != want {
+					t.Errorf("%s holds %q (%v), want %q", f, got, err, want)
+				}
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 3 || !strings.HasPrefix(lines[0], "..data/annotations ..20") || lines[1] != "644" || lines[2] != "read-only" {
+				t.Errorf("links, mode, writability:\n%s\nwant ..data/annotations and a timestamped directory, 644, read-only", out)
+			}
+			if _, err := os.Lstat("/run/restate-grpc"); !os.IsNotExist(err) {
+				t.Errorf("the host's /run/restate-grpc: %v, want it missing", err)
+			}
+		})
 	}
-	if got := testenv.FormatMap(pod.Annotations); got != want["annotations"] {
-		t.Errorf("FormatMap(annotations) = %q, want %q", got, want["annotations"])
-	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 9 {
-		t.Fatalf("output:\n%s", out)
-	}
-	for _, l := range lines[:5] {
-		f, got, _ := strings.Cut(l, ":")
-		if w := odC(t, want[f]); strings.TrimSpace(got) != w {
-			t.Errorf("%s holds\n%s\nwant\n%s", f, got, w)
-		}
-	}
-	if l := lines[5]; !strings.HasPrefix(l, "..data/annotations ..20") {
-		t.Errorf("annotations and ..data link to %q, want ..data/annotations and a timestamped directory", l)
-	}
-	if got := lines[6:]; !slices.Equal(got, []string{"644", "read-only", "in-run"}) {
-		t.Errorf("mode, writability, /run/restate-grpc in the container: %q, want 644, read-only, in-run", got)
-	}
-	if _, err := os.Lstat("/run/restate-grpc"); !os.IsNotExist(err) {
-		t.Errorf("the host's /run/restate-grpc: %v, want it missing", err)
-	}
-}
-
-// odC is what `od -An -c | tr -s ' \n' '  '` prints for s, to compare bytes through a
-// shell's output.
-func odC(t *testing.T, s string) string {
-	t.Helper()
-	cmd := exec.Command("sh", "-c", `od -An -c | tr -s ' \n' '  '`)
-	cmd.Stdin = strings.NewReader(s)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // TestKubeletExpand checks $(VAR) expansion against Kubernetes' own expansion tests.
