@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -248,11 +249,12 @@ func (r *PodRun) startContainer(c *ctr) error {
 	if err != nil {
 		return fmt.Errorf("container %s: CreateContainerConfigError: %w", c.spec.Name, err)
 	}
-	c.env = processEnv(r.hostname(), img.Env, kenv)
-	c.setpriv, err = r.security(c.spec)
+	uid, setpriv, err := r.security(c.spec)
 	if err != nil {
 		return fmt.Errorf("container %s: CreateContainerConfigError: %w", c.spec.Name, err)
 	}
+	c.setpriv = setpriv
+	c.env = processEnv(r.hostname(), uid, img.Env, kenv)
 	argv := commandLine(c.spec, img, kenv)
 	if len(argv) == 0 {
 		return fmt.Errorf("container %s: no command: neither the container nor its image gives one", c.spec.Name)
@@ -682,14 +684,22 @@ func commandLine(c *corev1.Container, img Image, env map[string]string) []string
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // processEnv is a container process's environment, as the runtime builds it: HOSTNAME, the
-// image's variables, then the kubelet's (which win), sorted for a stable order.
-func processEnv(hostname string, image []string, kubelet map[string]string) []string {
+// image's variables, then the kubelet's (which win), and HOME when none of them sets it (as
+// runc does: the user's home in the image's /etc/passwd, here the host's, or /), sorted for
+// a stable order.
+func processEnv(hostname string, uid int64, image []string, kubelet map[string]string) []string {
 	m := map[string]string{"PATH": defaultPath, "HOSTNAME": hostname}
 	for _, kv := range image {
 		k, v, _ := strings.Cut(kv, "=")
 		m[k] = v
 	}
 	maps.Copy(m, kubelet)
+	if _, ok := m["HOME"]; !ok {
+		m["HOME"] = "/"
+		if u, err := user.LookupId(strconv.FormatInt(uid, 10)); err == nil && u.HomeDir != "" {
+			m["HOME"] = u.HomeDir
+		}
+	}
 	env := make([]string, 0, len(m))
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		env = append(env, k+"="+m[k])
@@ -945,10 +955,10 @@ var defaultCaps = []string{"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD",
 // containerd; the inheritable and ambient sets are empty), and no_new_privs when
 // allowPrivilegeEscalation is false. runAsNonRoot with uid 0 fails, as the kubelet refuses
 // to start such a container.
-func (r *PodRun) security(c *corev1.Container) ([]string, error) {
+func (r *PodRun) security(c *corev1.Container) (uid int64, setpriv []string, err error) {
 	psc := cmp.Or(r.pod.Spec.SecurityContext, &corev1.PodSecurityContext{})
 	sc := cmp.Or(c.SecurityContext, &corev1.SecurityContext{})
-	var uid, gid int64
+	var gid int64
 	if p := cmp.Or(sc.RunAsUser, psc.RunAsUser); p != nil {
 		uid = *p
 	}
@@ -956,7 +966,7 @@ func (r *PodRun) security(c *corev1.Container) ([]string, error) {
 		gid = *p
 	}
 	if nr := cmp.Or(sc.RunAsNonRoot, psc.RunAsNonRoot); nr != nil && *nr && uid == 0 {
-		return nil, errors.New("container has runAsNonRoot and image will run as root")
+		return 0, nil, errors.New("container has runAsNonRoot and image will run as root")
 	}
 	args := []string{fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", gid)}
 	groups := slices.Clone(psc.SupplementalGroups)
@@ -981,7 +991,7 @@ func (r *PodRun) security(c *corev1.Container) ([]string, error) {
 		args = append(args, "--no-new-privs")
 	}
 	// The parent-death signal is cleared when the uid changes, so setpriv sets it again.
-	return append(args, "--pdeathsig=KILL"), nil
+	return uid, append(args, "--pdeathsig=KILL"), nil
 }
 
 // boundingSet is setpriv's --bounding-set for caps over the default set, applied as
@@ -1156,6 +1166,16 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 			fmt.Fprintf(&s, "%s -o remount,bind,ro %s\n", t.mount, dst)
 		}
 	}
+	// The runtime makes a missing working directory.
+	wd := cmp.Or(c.spec.WorkingDir, img.WorkingDir, "/")
+	if !path.IsAbs(wd) {
+		return "", fmt.Errorf("working directory %q is not absolute", wd)
+	}
+	realWD, err := realPath(path.Clean(wd))
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(&s, "[ -d %[2]s ] || %[1]s -p %[2]s\n", t.mkdir, q(root+realWD))
 	if sc := c.spec.SecurityContext; sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
 		for _, d := range append([]string{root}, overlays...) {
 			fmt.Fprintf(&s, "%s -o remount,bind,ro %s\n", t.mount, q(d))
@@ -1163,7 +1183,7 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 	}
 	// As runc does: the old root, stacked on the new one by pivot_root(".", "."), is detached.
 	fmt.Fprintf(&s, "cd %s\n%s . .\n%s -l .\n", q(root), t.pivotRoot, t.umount)
-	fmt.Fprintf(&s, "cd %s\n", q(cmp.Or(c.spec.WorkingDir, img.WorkingDir, "/")))
+	fmt.Fprintf(&s, "cd %s\n", q(wd))
 	s.WriteString("printf x >&3\nexec 3>&-\n")
 	// env -i: the process gets the container's environment, none of bash's variables.
 	fmt.Fprintf(&s, "exec %s -i -- %s %s %s -- \"$@\"\n", t.env, strings.Join(slicesMap(c.env, q), " "),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -181,7 +182,7 @@ func TestKubeletExpand(t *testing.T) {
 // references left as written, field and resource references, the image's variables and the
 // runtime's; and its command line, whose references see every variable.
 func TestKubeletEnv(t *testing.T) {
-	c := corev1.Container{Name: "app", Image: "img", Command: []string{"/usr/bin/env"},
+	c := corev1.Container{Name: "app", Image: "img", Command: []string{"/usr/bin/env"}, WorkingDir: "/var/lib/rgk-work",
 		Args: []string{"--", "/bin/sh", "-c", `env; printf 'arg=%s\n' "$@"`, "sh", "$(LATER)", "$$(A)", "$(NOPE)", "$(POD_IP):15021"}}
 	field := func(p string) *corev1.EnvVarSource {
 		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: p}}
@@ -248,14 +249,28 @@ func TestKubeletEnv(t *testing.T) {
 		"OPEN": "$(A", "DOLLARS": "$a$", "EMPTY": "", "IMG": "container", "FROM_IMAGE": "yes",
 		"POD_IP": ip, "POD_IPS": ip, "POD_NAME": "envpod", "POD_NAMESPACE": "shop", "NODE": "node",
 		"SA": "shop-sa", "LABEL": "shop", "HEALTH": ip + ":15021", "CPU": "2", "MEM": "64",
-		"NODE_CPU": strconv.Itoa(2 << 30), "PATH": "/usr/bin:/bin", "HOSTNAME": "envpod",
+		"NODE_CPU": strconv.Itoa(2 << 30), "PATH": "/usr/bin:/bin", "HOSTNAME": "envpod", "HOME": "/root",
+		"PWD": "/var/lib/rgk-work", // the container's sh sets it, from its working directory, which the runtime made
 	}
-	delete(got, "PWD") // the container's sh sets it
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("environment (-want +got):\n%s", d)
 	}
 	if d := cmp.Diff([]string{"late", "$(A)", "$(NOPE)", ip + ":15021"}, args); d != "" {
 		t.Errorf("args (-want +got):\n%s", d)
+	}
+}
+
+// TestKubeletServiceLinks checks that without service links a container gets only the API
+// server's service variables.
+func TestKubeletServiceLinks(t *testing.T) {
+	no := false
+	pod := newPod("links", nil, corev1.Container{Name: "c", Image: "debian", Command: []string{"/usr/bin/env"}})
+	pod.Spec.EnableServiceLinks = &no
+	r, _ := runPod(t, pod, testenv.PodOptions{ServiceEnv: map[string]string{
+		"KUBERNETES_SERVICE_HOST": "10.96.0.1", "ORDERS_SERVICE_HOST": "10.96.0.7"}})
+	got := strings.Fields(exited(t, r, "c", 0))
+	if !slices.Contains(got, "KUBERNETES_SERVICE_HOST=10.96.0.1") || slices.Contains(got, "ORDERS_SERVICE_HOST=10.96.0.7") {
+		t.Errorf("environment %q, want KUBERNETES_SERVICE_HOST and not ORDERS_SERVICE_HOST", got)
 	}
 }
 
