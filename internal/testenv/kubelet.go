@@ -1318,7 +1318,7 @@ func keyFiles[V string | []byte](files map[string]file, kind, name string, objec
 		if optional {
 			return nil
 		}
-		return fmt.Errorf("%s %q not found", kind, name)
+		return fmt.Errorf("%s %q not found (give it in PodOptions)", kind, name)
 	}
 	if len(items) == 0 {
 		for k, v := range data {

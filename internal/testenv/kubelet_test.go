@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
 )
@@ -784,5 +785,81 @@ func TestKubeletInjectedPod(t *testing.T) {
 	r.Stop()
 	for _, c := range []string{"app", "restate-grpc"} {
 		exited(t, r, c, 0)
+	}
+}
+
+// storedPod is a pod as a kube-apiserver stores it: defaults filled in, and the service
+// account's projected volume the ServiceAccount admission plugin adds to every container.
+const storedPod = `
+apiVersion: v1
+kind: Pod
+metadata:
+  name: shop-6f7c9b-x2kzq
+  namespace: shop
+  uid: 5b0e4c1d-7a2f-4c3e-9d8b-1f6a2e3c4d5e
+  resourceVersion: "1234"
+  creationTimestamp: "2026-12-01T23:00:00Z"
+  labels: {app: shop, pod-template-hash: 6f7c9b}
+  annotations: {restate-grpc.io/inject: "true"}
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: shop-6f7c9b, uid: 0a1b2c3d-0000-0000-0000-000000000000, controller: true, blockOwnerDeletion: true}
+  managedFields:
+  - {manager: kube-controller-manager, operation: Update, apiVersion: v1, time: "2026-12-01T23:00:00Z", fieldsType: FieldsV1, fieldsV1: {"f:metadata": {}}}
+spec:
+  containers:
+  - name: shop
+    image: debian
+    command: [/bin/sh, -c]
+    args: ['cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; echo $KUBERNETES_SERVICE_HOST']
+    imagePullPolicy: IfNotPresent
+    resources: {}
+    terminationMessagePath: /dev/termination-log
+    terminationMessagePolicy: File
+    volumeMounts:
+    - {name: kube-api-access-7h2xq, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
+  dnsPolicy: ClusterFirst
+  enableServiceLinks: true
+  preemptionPolicy: PreemptLowerPriority
+  priority: 0
+  restartPolicy: Always
+  schedulerName: default-scheduler
+  securityContext: {}
+  serviceAccount: default
+  serviceAccountName: default
+  terminationGracePeriodSeconds: 30
+  tolerations:
+  - {effect: NoExecute, key: node.kubernetes.io/not-ready, operator: Exists, tolerationSeconds: 300}
+  volumes:
+  - name: kube-api-access-7h2xq
+    projected:
+      defaultMode: 420
+      sources:
+      - serviceAccountToken: {expirationSeconds: 3607, path: token}
+      - configMap:
+          name: kube-root-ca.crt
+          items: [{key: ca.crt, path: ca.crt}]
+      - downwardAPI:
+          items:
+          - path: namespace
+            fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}
+status:
+  phase: Pending
+  qosClass: BestEffort
+`
+
+// TestKubeletStoredPod runs a pod decoded from what an API server stores, with the fields a
+// hand-written pod lacks.
+func TestKubeletStoredPod(t *testing.T) {
+	var pod corev1.Pod
+	if err := yaml.UnmarshalStrict([]byte(storedPod), &pod); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := runPod(t, &pod, testenv.PodOptions{
+		ServiceEnv:          map[string]string{"KUBERNETES_SERVICE_HOST": "10.96.0.1"},
+		ConfigMaps:          map[string]map[string]string{"kube-root-ca.crt": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}},
+		ServiceAccountToken: "eyJhbGciOiJSUzI1NiJ9.e30.sig",
+	})
+	if got := exited(t, r, "shop", 0); got != "shop\n10.96.0.1\n" {
+		t.Errorf("output %q", got)
 	}
 }
