@@ -757,7 +757,8 @@ func TestKubeletInjectedPod(t *testing.T) {
 		VolumeMounts: []corev1.VolumeMount{{Name: "restate-grpc-podinfo", MountPath: "/var/run/restate-grpc/podinfo", ReadOnly: true}},
 		SecurityContext: &corev1.SecurityContext{RunAsUser: i64(1337), RunAsGroup: i64(1337), RunAsNonRoot: &yes, ReadOnlyRootFilesystem: &yes,
 			AllowPrivilegeEscalation: &no, Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
-	}}, shC("app", `echo app-started; trap 'exit 0' TERM; while :; do sleep 0.05; done`))
+	}}, shC("app", `trap 'exit 0' TERM; echo app-started; touch /tmp/ready; while :; do sleep 0.05; done`))
+	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-e", "/tmp/ready"}}}}
 	pod.Annotations = map[string]string{"restate-grpc.io/inject": "true", "restate-grpc.io/status": "injected",
 		"restate-grpc.io/outbound-ports": "50051"}
 	pod.Spec.Volumes = []corev1.Volume{{Name: "restate-grpc-podinfo", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
@@ -766,7 +767,7 @@ func TestKubeletInjectedPod(t *testing.T) {
 		"debian": {},
 		image:    {Files: map[string]string{"/usr/local/bin/sidecar": bin}},
 	}})
-	if err := r.WaitStarted(kubeletCtx(t)); err != nil {
+	if err := r.WaitReady(kubeletCtx(t), "app"); err != nil {
 		t.Fatal(err)
 	}
 	exited(t, r, "restate-grpc-init", 0)
