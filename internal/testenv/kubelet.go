@@ -1034,11 +1034,12 @@ func boundingSet(caps *corev1.Capabilities, privileged bool) string {
 		}
 	}
 	var b []string
+	sign := "-" // all but the capabilities in set
 	if !all {
-		b = append(b, "-all")
+		b, sign = append(b, "-all"), "+"
 	}
 	for _, c := range slices.Sorted(maps.Keys(set)) {
-		b = append(b, map[bool]string{true: "-", false: "+"}[all]+strings.ToLower(c))
+		b = append(b, sign+strings.ToLower(c))
 	}
 	return strings.Join(b, ",")
 }
