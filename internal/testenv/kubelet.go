@@ -289,7 +289,9 @@ func (r *PodRun) startContainer(c *ctr) error {
 		readyW.Close()
 		return fmt.Errorf("container %s: the pod is stopping", c.spec.Name)
 	}
-	c.proc, err = start(r.t, c.spec.Name, cmd)
+	// Labelled pod/container, as kubectl logs names them: a test may run pods whose containers
+	// share names (two injected sidecars).
+	c.proc, err = start(r.t, r.pod.Name+"/"+c.spec.Name, cmd)
 	r.mu.Unlock()
 	readyW.Close()
 	if err != nil {
