@@ -1056,7 +1056,7 @@ var kernelDirs = []string{"/dev", "/proc", "/sys"}
 // top-level entries, each directory an overlay with its upper layer on a tmpfs (the
 // container's writable layer: what it writes stays out of the host's filesystem) but the
 // kernelDirs, bound; binds the files `ip netns exec` bound over /etc (the netns's hosts
-// file), the image's files (read-only) and c's volume mounts (API data volumes always
+// file, with the pod's own name added), the image's files (read-only) and c's volume mounts (API data volumes always
 // read-only, as the kubelet mounts them) into it, making missing mount points in the
 // overlays; and pivots into it. readOnlyRootFilesystem remounts the root and its overlays
 // read-only.
@@ -1072,7 +1072,20 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 		return "", err
 	}
 	for _, e := range etc {
-		mounts = append(mounts, mnt{filepath.Join(netnsEtc, e.Name()), "/etc/" + e.Name(), false})
+		src := filepath.Join(netnsEtc, e.Name())
+		if e.Name() == "hosts" {
+			// The netns's names, and the pod's own, as the kubelet's hosts file has it.
+			hosts, err := os.ReadFile(src)
+			if err != nil {
+				return "", err
+			}
+			src = filepath.Join(r.dir, "hosts-"+c.spec.Name)
+			hosts = fmt.Appendf(hosts, "%s\t%s\n", r.net.Addr, r.hostname())
+			if err := os.WriteFile(src, hosts, 0o644); err != nil {
+				return "", err
+			}
+		}
+		mounts = append(mounts, mnt{src, "/etc/" + e.Name(), false})
 	}
 	for _, dst := range slices.Sorted(maps.Keys(img.Files)) {
 		mounts = append(mounts, mnt{img.Files[dst], dst, true})

@@ -674,12 +674,12 @@ renamed
 }
 
 // TestKubeletNetwork checks a container's network: its hostname is the pod's, it resolves
-// the pod network's names through the namespace's hosts file, and it serves on the pod's
-// address, which another pod reaches.
+// the pod network's names through the namespace's hosts file and its own to its address, and
+// it serves on the pod's address, which another pod reaches.
 func TestKubeletNetwork(t *testing.T) {
 	n := testenv.NewPodNet(t, "web", "client")
 	web := n.Pod("web")
-	pod := newPod("web-7d9f", nil, shC("c", `cat /proc/sys/kernel/hostname; getent hosts client web | tr -s ' ' ' '; exec python3 -m http.server 8080 --bind 0.0.0.0`))
+	pod := newPod("web-7d9f", nil, shC("c", `cat /proc/sys/kernel/hostname; getent hosts client web web-7d9f | tr -s ' ' ' '; exec python3 -m http.server 8080 --bind 0.0.0.0`))
 	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}
 	r := testenv.RunPod(t, kubeletCtx(t), web, pod, testenv.PodOptions{Images: debian})
 	if err := r.WaitReady(kubeletCtx(t), "c"); err != nil {
@@ -690,7 +690,7 @@ func TestKubeletNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	want := fmt.Sprintf("web-7d9f\n%s client\n%s web\n", n.Pod("client").Addr, web.Addr)
+	want := fmt.Sprintf("web-7d9f\n%s client\n%s web\n%[2]s web-7d9f\n", n.Pod("client").Addr, web.Addr)
 	if got := r.Output("c"); !strings.HasPrefix(got, want) {
 		t.Errorf("output\n%s\nwant it to begin with\n%s", got, want)
 	}
