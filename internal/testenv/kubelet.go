@@ -84,6 +84,9 @@ type PodRun struct {
 	mu       sync.Mutex
 	stopping bool // no container starts any more
 	stopOnce sync.Once
+
+	meta   sync.Mutex // guards the pod's labels and annotations, which SetAnnotations changes
+	update sync.Mutex // one SetAnnotations at a time
 }
 
 // ctr is one container of a PodRun.
@@ -806,6 +809,8 @@ func optional(b *bool) bool { return b != nil && *b }
 // field is a pod field's value, as the kubelet gives it to a variable or a downward-API file
 // (podFieldSelectorRuntimeValue, fieldpath.ExtractFieldPathAsString).
 func (r *PodRun) field(fieldPath string) (string, error) {
+	r.meta.Lock()
+	defer r.meta.Unlock()
 	m := &r.pod.ObjectMeta
 	if p, key, ok := strings.Cut(fieldPath, "['"); ok && strings.HasSuffix(key, "']") && p != "" {
 		key = strings.TrimSuffix(key, "']")
@@ -1252,11 +1257,50 @@ func (r *PodRun) volume(v corev1.Volume) error {
 		return err
 	}
 	r.vols[v.Name] = dir
+	if v.EmptyDir != nil {
+		return nil
+	}
+	files, err := r.apiFiles(v)
+	if err != nil {
+		return err
+	}
+	r.api[v.Name] = true
+	return writeAtomic(dir, files)
+}
+
+// SetAnnotations changes the pod's annotations, as an update through the API server would,
+// and rewrites its downward-API files as the kubelet does when it syncs the pod: atomically,
+// through ..data. The containers' variables keep the values they started with.
+func (r *PodRun) SetAnnotations(annotations map[string]string) error {
+	r.update.Lock()
+	defer r.update.Unlock()
+	r.meta.Lock()
+	r.pod.Annotations = maps.Clone(annotations)
+	r.meta.Unlock()
+	for _, v := range r.pod.Spec.Volumes {
+		downward := v.DownwardAPI != nil
+		if p := v.Projected; p != nil {
+			downward = slices.ContainsFunc(p.Sources, func(s corev1.VolumeProjection) bool { return s.DownwardAPI != nil })
+		}
+		if !downward {
+			continue
+		}
+		files, err := r.apiFiles(v)
+		if err == nil {
+			err = writeAtomic(r.vols[v.Name], files)
+		}
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", v.Name, err)
+		}
+	}
+	return nil
+}
+
+// apiFiles are the files of v, a volume of API data.
+func (r *PodRun) apiFiles(v corev1.Volume) (map[string]file, error) {
 	files := map[string]file{}
 	var err error
 	switch {
-	case v.EmptyDir != nil:
-		return nil
 	case v.DownwardAPI != nil:
 		err = r.downwardFiles(files, v.DownwardAPI.Items, fileMode(v.DownwardAPI.DefaultMode, 0o644))
 	case v.ConfigMap != nil:
@@ -1290,13 +1334,9 @@ func (r *PodRun) volume(v corev1.Volume) error {
 			}
 		}
 	default:
-		return errors.New("a volume type the emulator does not know")
+		return nil, errors.New("a volume type the emulator does not know")
 	}
-	if err != nil {
-		return err
-	}
-	r.api[v.Name] = true
-	return writeAtomic(dir, files)
+	return files, err
 }
 
 // fileMode is m, a mode of the spec's, or def when it is unset.
@@ -1357,8 +1397,11 @@ func keyFiles[V string | []byte](files map[string]file, kind, name string, objec
 
 // writeAtomic lays files out as the kubelet's atomic writer does, so a reader watching them
 // sees what it would see in a pod: the files in a timestamped directory, the symbolic link
-// ..data to it, and a link ..data/<name> for each top-level name.
+// ..data to it, and a link ..data/<name> for each top-level name. Writing again makes a new
+// directory, renames a new ..data over the old one (the files change at once), then removes
+// the old directory and the links to names that are gone.
 func writeAtomic(dir string, files map[string]file) error {
+	old, _ := os.Readlink(filepath.Join(dir, "..data")) // "" the first time
 	ts, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
 	if err != nil {
 		return err
@@ -1381,13 +1424,35 @@ func writeAtomic(dir string, files map[string]file) error {
 		top, _, _ := strings.Cut(filepath.ToSlash(p), "/")
 		tops[top] = true
 	}
-	if err := os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data")); err != nil {
+	tmp := filepath.Join(dir, "..data_tmp")
+	if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
 		return err
 	}
 	for top := range tops {
-		if err := os.Symlink(filepath.Join("..data", top), filepath.Join(dir, top)); err != nil {
+		link := filepath.Join(dir, top)
+		if _, err := os.Lstat(link); err == nil {
+			continue
+		}
+		if err := os.Symlink(filepath.Join("..data", top), link); err != nil {
 			return err
 		}
 	}
-	return nil
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "..") && !tops[e.Name()] {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	if old == "" {
+		return nil
+	}
+	return os.RemoveAll(filepath.Join(dir, old))
 }

@@ -864,3 +864,31 @@ func TestKubeletStoredPod(t *testing.T) {
 		t.Errorf("output %q", got)
 	}
 }
+
+// TestKubeletAnnotationsUpdate checks that SetAnnotations changes the downward-API file a
+// running container reads, at once through ..data, and leaves one timestamped directory.
+func TestKubeletAnnotationsUpdate(t *testing.T) {
+	pod := shared(newPod("update", nil, shC("app", `cd /podinfo; cat annotations; echo; touch /shared/read
+		while [ ! -e /shared/go ]; do sleep 0.05; done; cat annotations; echo; ls -a | tr '\n' ' '`)))
+	pod.Annotations = map[string]string{"restate-grpc.io/inject": "true", "restate-grpc.io/log-level": "info"}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "podinfo", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+		Items: []corev1.DownwardAPIVolumeFile{{Path: "annotations", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations"}}}}}})
+	pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: "podinfo", MountPath: "/podinfo"})
+	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-e", "/shared/read"}}}}
+	r, _ := runPod(t, pod, testenv.PodOptions{})
+	if err := r.WaitReady(kubeletCtx(t), "app"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetAnnotations(map[string]string{"restate-grpc.io/inject": "true", "restate-grpc.io/log-level": "debug"}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(volumeDir(t, r)+"/go", nil, 0o644)
+	out := exited(t, r, "app", 0)
+	lines := strings.Split(out, "\n")
+	if len(lines) != 5 || lines[1] != `restate-grpc.io/log-level="info"` || lines[3] != `restate-grpc.io/log-level="debug"` {
+		t.Fatalf("output:\n%s\nwant the annotations with log-level info, then debug after the update", out)
+	}
+	if f := strings.Fields(lines[4]); len(f) != 5 || !strings.HasPrefix(f[2], "..20") || f[3] != "..data" || f[4] != "annotations" {
+		t.Errorf("the volume holds %q, want ., .., one timestamped directory, ..data, annotations", f)
+	}
+}
