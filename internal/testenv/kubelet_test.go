@@ -217,7 +217,7 @@ func TestKubeletEnv(t *testing.T) {
 		{Name: "HEALTH", Value: "$(POD_IP):15021"},
 		{Name: "CPU", ValueFrom: res("limits.cpu", "")},
 		{Name: "MEM", ValueFrom: res("requests.memory", "1Mi")},
-		{Name: "NODE_CPU", ValueFrom: res("limits.memory", "1")},
+		{Name: "NODE_MEM", ValueFrom: res("limits.memory", "1")},
 		{Name: "A", Value: "again-$(A)"},
 	}
 	c.Resources = corev1.ResourceRequirements{
@@ -250,7 +250,7 @@ func TestKubeletEnv(t *testing.T) {
 		"OPEN": "$(A", "DOLLARS": "$a$", "EMPTY": "", "IMG": "container", "FROM_IMAGE": "yes",
 		"POD_IP": ip, "POD_IPS": ip, "POD_NAME": "envpod", "POD_NAMESPACE": "shop", "NODE": "node",
 		"SA": "shop-sa", "LABEL": "shop", "HEALTH": ip + ":15021", "CPU": "2", "MEM": "64",
-		"NODE_CPU": strconv.Itoa(2 << 30), "PATH": "/usr/bin:/bin", "HOSTNAME": "envpod", "HOME": "/root",
+		"NODE_MEM": strconv.Itoa(2 << 30), "PATH": "/usr/bin:/bin", "HOSTNAME": "envpod", "HOME": "/root",
 		"PWD": "/var/lib/rgk-work", // the container's sh sets it, from its working directory, which the runtime made
 	}
 	if d := cmp.Diff(want, got); d != "" {
