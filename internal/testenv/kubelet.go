@@ -110,16 +110,21 @@ type kubeletTools struct{ bash, mount, umount, pivotRoot, mkdir, ln, env, setpri
 // (each plain one run to success, each native sidecar started and its startup probe passed),
 // then its containers in order (each one's postStart hook returned before the next starts),
 // each with the environment, command, user, capabilities and mounts its spec gives it.
+//
 // Each container is a process in p's network namespace, with UTS and PID namespaces of its
-// own and a mount namespace where its root is made of the host's with its image's files
-// and its volumes mounted at their paths; nothing is added to the host's filesystem but the
-// pod's directory, which goes with the test. Probes and hooks run as the kubelet runs them:
-// exec in the container, httpGet and tcpSocket from the node's namespace to the pod's
-// address. RunPod returns at once; the test's end kills
-// what still runs, as does ctx's. Containers are not restarted: an exit is reported, a failed
-// init container, startup probe or postStart hook fails the pod (the kubelet would retry
-// them, backing off, under restartPolicy Always or OnFailure), and liveness probes are not
-// run. Seccomp, AppArmor, cgroups and fsGroup's ownership change are not emulated.
+// own and a mount namespace where its root is made of the host's directories under a
+// writable layer of its own, with its image's files and its volumes mounted at their paths;
+// nothing is added to the host's filesystem but the pod's directory, which goes with the
+// test. A container sees the host's directories as they were when it started: what a test
+// shares with a running pod goes through a volume (VolumeDir) or an image's files. Probes
+// and hooks run as the kubelet runs them: exec in the container, httpGet and tcpSocket from
+// the node's namespace to the pod's address.
+//
+// RunPod returns at once; the test's end kills what still runs, as does ctx's. Containers are
+// not restarted: an exit is reported, a failed init container, startup probe or postStart
+// hook fails the pod (the kubelet would retry them, backing off, under restartPolicy Always
+// or OnFailure), and liveness probes are not run. Seccomp, AppArmor, cgroups, the
+// termination log, the kubelet's resolv.conf and fsGroup's ownership change are not emulated.
 func RunPod(t testing.TB, ctx context.Context, p *Pod, pod *corev1.Pod, opts PodOptions) *PodRun {
 	t.Helper()
 	if os.Geteuid() != 0 {

@@ -347,7 +347,7 @@ func TestKubeletInitOrder(t *testing.T) {
 	})
 }
 
-// httpServer is a shell command line serving HTTP on port with python3 once /shared/serve
+// httpServer is a shell command line serving HTTP on port 15021 with python3 once /shared/serve
 // exists (the test's readiness switch) and logging its requests to /shared/requests.
 const httpServer = `while [ ! -e /shared/serve ]; do sleep 0.05; done; date +%s%N >/shared/serving; exec python3 -m http.server 15021 --bind 0.0.0.0 2>>/shared/requests`
 
