@@ -1056,8 +1056,10 @@ func boundingSet(caps *corev1.Capabilities, privileged bool) string {
 	return strings.Join(b, ",")
 }
 
-// kernelDirs are the top-level directories a container's root binds from the host as they
-// are, submounts and all, as a runtime mounts its own; any other directory is an overlay.
+// kernelDirs are the top-level directories a container's root does not take from the host's
+// filesystem: /proc is a procfs of the container's PID namespace, /dev and /sys are bound from
+// the host as they are, submounts and all (the netns's /sys included); any other directory is
+// an overlay.
 var kernelDirs = []string{"/dev", "/proc", "/sys"}
 
 // mountScript is the bash script that makes c's root in the mount namespace `ip netns exec`
@@ -1151,6 +1153,8 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 				return "", err
 			}
 			fmt.Fprintf(&s, "%s -s %s %s\n", t.ln, q(target), dst)
+		case src == "/proc":
+			fmt.Fprintf(&s, "%s %s\n%s -t proc proc %[2]s\n", t.mkdir, dst, t.mount)
 		case slices.Contains(kernelDirs, src):
 			fmt.Fprintf(&s, "%s %s\n%s --rbind %s %[2]s\n", t.mkdir, dst, t.mount, q(src))
 		case fi.IsDir():

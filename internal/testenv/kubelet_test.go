@@ -525,6 +525,16 @@ func allBut(t *testing.T, bit int) string {
 	return fmt.Sprintf("%016x", set&^(1<<bit))
 }
 
+// TestKubeletPIDNamespace checks that a container's command is its process 1 and sees only
+// its own processes.
+func TestKubeletPIDNamespace(t *testing.T) {
+	// $$$$: the kubelet makes $$ of it (and would make $ of $$), as a pod's author must know.
+	r, _ := runPod(t, newPod("pid", nil, shC("c", `echo $$$$; ls /proc | grep -c '^[0-9][0-9]*$'`)), testenv.PodOptions{})
+	if got := exited(t, r, "c", 0); got != "1\n3\n" { // sh, ls and grep
+		t.Errorf("pid and process count %q, want 1 and 3", got)
+	}
+}
+
 // TestKubeletReadOnlyRoot checks readOnlyRootFilesystem: the root and the image's files are
 // read-only, the container's volumes are not, and the host's root stays writable.
 func TestKubeletReadOnlyRoot(t *testing.T) {
