@@ -432,6 +432,13 @@ func (r *PodRun) Pids() []int {
 	return pids
 }
 
+// TerminationMessage is what the container named name wrote to its termination message path
+// (/dev/termination-log by default), which the kubelet puts in the pod's status.
+func (r *PodRun) TerminationMessage(name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(r.dir, "termination-log-"+name))
+	return string(b), err
+}
+
 // Output is what the container named name wrote so far (stdout and stderr, as its log).
 func (r *PodRun) Output(name string) string {
 	c, ok := r.ctrs[name]
@@ -1057,10 +1064,14 @@ func boundingSet(caps *corev1.Capabilities, privileged bool) string {
 }
 
 // kernelDirs are the top-level directories a container's root does not take from the host's
-// filesystem: /proc is a procfs of the container's PID namespace, /dev and /sys are bound from
-// the host as they are, submounts and all (the netns's /sys included); any other directory is
-// an overlay.
+// filesystem, but makes as runc does: /proc is a procfs of the container's PID namespace,
+// /dev a tmpfs with the usual devices bound from the host, its own devpts and /dev/shm, and
+// /sys the netns's, bound read-only (read-write when privileged); any other directory is an
+// overlay.
 var kernelDirs = []string{"/dev", "/proc", "/sys"}
+
+// devices are the host devices a container's /dev has, as runc's default devices.
+var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
 // mountScript is the bash script that makes c's root in the mount namespace `ip netns exec`
 // gives it, then execs setpriv with c's credentials and environment and the command line
@@ -1102,6 +1113,12 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 	for _, dst := range slices.Sorted(maps.Keys(img.Files)) {
 		mounts = append(mounts, mnt{img.Files[dst], dst, true})
 	}
+	// The kubelet binds a file of its own at the termination message's path.
+	termLog := filepath.Join(r.dir, "termination-log-"+c.spec.Name)
+	if err := os.WriteFile(termLog, nil, 0o666); err != nil {
+		return "", err
+	}
+	mounts = append(mounts, mnt{termLog, cmp.Or(c.spec.TerminationMessagePath, corev1.TerminationMessagePathDefault), false})
 	for _, vm := range c.spec.VolumeMounts {
 		dir, ok := r.vols[vm.Name]
 		if !ok {
@@ -1155,8 +1172,24 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 			fmt.Fprintf(&s, "%s -s %s %s\n", t.ln, q(target), dst)
 		case src == "/proc":
 			fmt.Fprintf(&s, "%s %s\n%s -t proc proc %[2]s\n", t.mkdir, dst, t.mount)
-		case slices.Contains(kernelDirs, src):
+		case src == "/dev":
+			d := root + src
+			fmt.Fprintf(&s, "%s %s\n%s -t tmpfs -o mode=0755,nosuid tmpfs %[2]s\n", t.mkdir, q(d), t.mount)
+			for _, dev := range devices {
+				fmt.Fprintf(&s, ": >%[1]s\n%[2]s --bind %[3]s %[1]s\n", q(d+"/"+dev), t.mount, q("/dev/"+dev))
+			}
+			fmt.Fprintf(&s, "%s %s %s\n", t.mkdir, q(d+"/pts"), q(d+"/shm"))
+			fmt.Fprintf(&s, "%s -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts %s\n", t.mount, q(d+"/pts"))
+			fmt.Fprintf(&s, "%s -t tmpfs -o mode=1777,nosuid,nodev shm %s\n", t.mount, q(d+"/shm"))
+			for link, target := range map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+				"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+				fmt.Fprintf(&s, "%s -s %s %s\n", t.ln, q(target), q(d+"/"+link))
+			}
+		case src == "/sys":
 			fmt.Fprintf(&s, "%s %s\n%s --rbind %s %[2]s\n", t.mkdir, dst, t.mount, q(src))
+			if sc := c.spec.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
+				fmt.Fprintf(&s, "%s -o remount,bind,ro %s\n", t.mount, dst)
+			}
 		case fi.IsDir():
 			if strings.ContainsAny(src, ",:") {
 				return "", fmt.Errorf("the host's %s cannot be an overlay's lower directory", src)
@@ -1183,8 +1216,8 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 			return "", err
 		}
 		dst := q(root + real)
-		if _, err := os.Stat(real); err != nil && slices.ContainsFunc(kernelDirs, func(d string) bool { return strings.HasPrefix(real, d+"/") }) {
-			return "", fmt.Errorf("mount path %s: a missing mount point in the host's %s would be made on the host", m.dst, path.Dir(real))
+		if _, err := os.Stat(real); err != nil && (strings.HasPrefix(real, "/proc/") || strings.HasPrefix(real, "/sys/")) {
+			return "", fmt.Errorf("mount path %s: the emulator makes no mount point in %s", m.dst, path.Dir(real))
 		}
 		if fi.IsDir() {
 			fmt.Fprintf(&s, "[ -e %[2]s ] || %[1]s -p %[2]s\n", t.mkdir, dst)

@@ -535,6 +535,30 @@ func TestKubeletPIDNamespace(t *testing.T) {
 	}
 }
 
+// TestKubeletDev checks a container's /dev and /sys, as runc makes them: the usual devices,
+// the termination log the kubelet binds, nothing written to the host's /dev, and /sys
+// read-only.
+func TestKubeletDev(t *testing.T) {
+	r, _ := runPod(t, newPod("dev", nil, shC("c", `echo x >/dev/null && echo null
+		head -c 4 /dev/zero | od -An -tx1 | tr -d ' '
+		ls /dev | tr '\n' ' '; echo
+		if (echo 1500 >/sys/class/net/lo/mtu) 2>/dev/null; then echo sys writable; else echo sys read-only; fi
+		touch /dev/rgk-probe
+		echo "the last words" >/dev/termination-log`)), testenv.PodOptions{})
+	want := "null\n00000000\nfd full null ptmx pts random shm stderr stdin stdout termination-log tty urandom zero \nsys read-only\n"
+	if got := exited(t, r, "c", 0); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	if msg, err := r.TerminationMessage("c"); err != nil || msg != "the last words\n" {
+		t.Errorf("termination message %q (%v)", msg, err)
+	}
+	for _, f := range []string{"/dev/termination-log", "/dev/rgk-probe"} {
+		if _, err := os.Lstat(f); !os.IsNotExist(err) {
+			t.Errorf("the host has %s (%v)", f, err)
+		}
+	}
+}
+
 // TestKubeletReadOnlyRoot checks readOnlyRootFilesystem: the root and the image's files are
 // read-only, the container's volumes are not, and the host's root stays writable.
 func TestKubeletReadOnlyRoot(t *testing.T) {
