@@ -1,5 +1,10 @@
 # The two commands that matter: `make demo` and `make test`.
-.PHONY: demo test tools bench proto vet
+.PHONY: demo test tools bench proto vet build
+
+# What `sidecar version` prints: the tag (or commit) and the commit this build is of.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS = -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 demo: ## install what is missing, build, run the end-to-end demo on a local Restate server
 	bash scripts/demo.sh
@@ -9,6 +14,9 @@ test: ## install what is missing, then vet and run every test (unit and end-to-e
 
 bench: ## the benchmark table of BENCHMARKS.md
 	bash scripts/bench.sh
+
+build: ## build bin/sidecar, stamped with its version and commit
+	go build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/sidecar
 
 tools: ## install the pinned Restate server into .tools
 	bash scripts/tools.sh

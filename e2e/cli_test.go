@@ -80,3 +80,15 @@ func TestInvocationsCLI(t *testing.T) {
 		}
 	})
 }
+
+// TestVersion: a build stamped as make build stamps it prints its version and commit.
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(filepath.Join(env.bin, "sidecar"), "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "sidecar " + stampVersion + " (commit " + stampCommit + ") go"
+	if !strings.HasPrefix(string(out), want) {
+		t.Errorf("sidecar version printed %q, want it to start with %q", out, want)
+	}
+}

@@ -465,15 +465,7 @@ func newPodRig(t *testing.T) *podRig {
 		pods = append(pods, m.pod)
 	}
 	r := &podRig{net: testenv.NewPodNet(t, pods...), dir: sharedDir(t)}
-	// The sidecar runs as its own uid, which cannot read the test's private temp dirs.
-	if err := os.Link(filepath.Join(env.bin, "sidecar"), filepath.Join(r.dir, "sidecar")); err != nil {
-		t.Fatal(err)
-	}
-	build := exec.Command("go", "build", "-o", r.dir+"/", "./internal/testservice/client")
-	build.Dir = repoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the grpc-go client: %v\n%s", err, out)
-	}
+	podBinaries(t, r.dir, []string{"sidecar"}, "./internal/testservice/client")
 
 	var err error
 	if r.restate, err = testenv.StartRestate(r.dir, testenv.RestateOptions{Pod: r.net.Pod("restate")}); err != nil {
@@ -514,6 +506,23 @@ func checkClientTools(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(repoRoot(), ".tools/node_modules/@grpc/grpc-js/package.json")); err != nil {
 		t.Fatalf("@grpc/grpc-js is missing from .tools (%v): run `make tools`", err)
+	}
+}
+
+// podBinaries puts into dir, for the pods' processes, the binaries of TestMain's build named by
+// built, and builds pkgs there. The sidecar runs as its own uid, which cannot read the test's
+// private temp dirs.
+func podBinaries(t *testing.T, dir string, built []string, pkgs ...string) {
+	t.Helper()
+	for _, bin := range built {
+		if err := os.Link(filepath.Join(env.bin, bin), filepath.Join(dir, bin)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	build := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
+	build.Dir = repoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building %v: %v\n%s", pkgs, err, out)
 	}
 }
 

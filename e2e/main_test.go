@@ -31,6 +31,9 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
+// The version and commit the e2e build of the sidecar is stamped with.
+const stampVersion, stampCommit = "v0.0.0-e2e", "0123456789abcdef0123456789abcdef01234567"
+
 // env is what TestMain starts once for the package.
 var env envT
 
@@ -75,6 +78,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	testenv.StopSharedKube()
 	cancel()
 	for _, s := range []*sidecar.Sidecar{env.out, env.strict, env.plain, env.inbound} {
 		s.Wait()
@@ -85,7 +89,9 @@ func runMain(m *testing.M) int {
 
 func setup(ctx context.Context, dir string) error {
 	env.bin = filepath.Join(dir, "bin")
-	build := exec.Command("go", "build", "-o", env.bin+"/", "./cmd/sidecar", "./internal/testservice/testapp")
+	// Stamped as make build stamps it, so TestVersion sees the names -X sets are right.
+	build := exec.Command("go", "build", "-ldflags", "-X main.version="+stampVersion+" -X main.commit="+stampCommit,
+		"-o", env.bin+"/", "./cmd/sidecar", "./internal/testservice/testapp")
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		return err

@@ -9,7 +9,8 @@ bash scripts/tools.sh >/dev/null
 RESTATE=$PWD/.tools/node_modules/@restatedev/restate-server-linux-x64/bin/restate-server
 echo "==> Building the sidecar and the two example apps"
 mkdir -p bin
-go build -o bin/ ./cmd/sidecar ./examples/orders/cmd/orders ./examples/orders/cmd/shop
+go build -ldflags "-X main.version=$(git describe --tags --always --dirty 2>/dev/null || echo devel) -X main.commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+  -o bin/ ./cmd/sidecar ./examples/orders/cmd/orders ./examples/orders/cmd/shop
 
 for port in 28080 29070 25122 50051 9080 15001 15021 15022; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then

@@ -62,15 +62,14 @@ as a deployment. Flags are written --flag; -flag, as in earlier versions, works 
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return usageError("a command is required")
 		},
-		SilenceErrors:     true,
-		SilenceUsage:      true,
-		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		SilenceErrors: true,
+		SilenceUsage:  true,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	// Flag errors are the command line's fault (exit 2) like any error cobra makes itself.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.AddCommand(runCmd(), checkCmd(), invocationsCmd(), iptablesCmd(), versionCmd())
+	root.AddCommand(runCmd(), checkCmd(), waitCmd(), invocationsCmd(), injectCmd(), injectorCmd(), iptablesCmd(), versionCmd())
 	return root
 }
 

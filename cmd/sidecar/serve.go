@@ -29,27 +29,65 @@ func loadConfig(path string) (*config.Config, error) {
 	return cfg, nil
 }
 
+// sourceFlags adds --config and --annotations: the config comes from a file or from the
+// pod's annotations, as the injector sets the sidecar up.
+func sourceFlags(cmd *cobra.Command) func() (*config.Config, error) {
+	cfgPath := configFlag(cmd)
+	ann := cmd.Flags().String("annotations", os.Getenv("RESTATE_GRPC_ANNOTATIONS"),
+		"the pod's annotations as a downward-API file, instead of --config; env RESTATE_GRPC_ANNOTATIONS")
+	cmd.MarkFlagsMutuallyExclusive("config", "annotations")
+	return func() (*config.Config, error) {
+		if *ann == "" {
+			if *cfgPath == "" {
+				return nil, usageError("--config or --annotations is required")
+			}
+			return loadConfig(*cfgPath)
+		}
+		cfg, err := config.LoadAnnotations(*ann)
+		if err != nil {
+			return nil, failed(err)
+		}
+		return cfg, nil
+	}
+}
+
+// healthFlag adds --health, whose default is the RESTATE_GRPC_HEALTH variable, which the
+// injector sets to the pod's address.
+func healthFlag(cmd *cobra.Command) *string {
+	def := os.Getenv("RESTATE_GRPC_HEALTH")
+	if def == "" {
+		def = "127.0.0.1:15021"
+	}
+	return cmd.Flags().String("health", def, "address of /healthz and /readyz; env RESTATE_GRPC_HEALTH")
+}
+
 func runCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "run --config FILE",
+		Use:   "run (--config FILE | --annotations FILE)",
 		Short: "Run the sidecar: the outbound listener, the inbound endpoint, health",
 		Args:  cobra.NoArgs,
 	}
-	cfgPath := configFlag(cmd)
-	health := cmd.Flags().String("health", "127.0.0.1:15021", "address of /healthz and /readyz; empty disables")
-	level := cmd.Flags().String("log-level", "info", "debug | info | warn | error")
+	load := sourceFlags(cmd)
+	health := healthFlag(cmd)
+	level := cmd.Flags().String("log-level", "", "debug | info | warn | error; default the config's logLevel, else info")
 	procs := cmd.Flags().Int("procs", 1, "cores the sidecar's Go code runs on at once (GOMAXPROCS), at most the CPU limit; 0: all Go sees; the GOMAXPROCS variable wins")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var lvl slog.Level
-		if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		if err := lvl.UnmarshalText([]byte(*level)); *level != "" && err != nil {
 			return usageError("--log-level: %v", err)
 		}
-		cfg, err := loadConfig(*cfgPath)
+		cfg, err := load()
 		if err != nil {
 			return err
 		}
+		if *level == "" && cfg.LogLevel != "" {
+			lvl.UnmarshalText([]byte(cfg.LogLevel)) // validated with the config
+		}
 		log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
-		log.Info("starting", "procs", setProcs(*procs))
+		log.Info("starting", "procs", setProcs(*procs), "version", buildVersion())
+		if cfg.Tracing != nil && cfg.Tracing.OTLPEndpoint != "" {
+			log.Warn("tracing.otlpEndpoint is set, but this version exports no spans yet", "endpoint", cfg.Tracing.OTLPEndpoint)
+		}
 		s, err := sidecar.Start(cmd.Context(), sidecar.Options{Config: cfg, Health: *health, Logger: log})
 		if err != nil {
 			return failed(fmt.Errorf("start: %w", err))
@@ -66,13 +104,13 @@ func runCmd() *cobra.Command {
 
 func checkCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "check --config FILE",
+		Use:   "check (--config FILE | --annotations FILE)",
 		Short: "Validate a config and print it with defaults",
 		Args:  cobra.NoArgs,
 	}
-	cfgPath := configFlag(cmd)
+	load := sourceFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := loadConfig(*cfgPath)
+		cfg, err := load()
 		if err != nil {
 			return err
 		}
@@ -88,28 +126,36 @@ func checkCmd() *cobra.Command {
 	return cmd
 }
 
-// version is set at build time (-ldflags "-X main.version=v1.2.3"); without it the module
-// version and VCS revision Go recorded are printed.
-var version string
+// version and commit are set at build time (make build: -ldflags "-X main.version=v1.2.3
+// -X main.commit=..."); without them, what Go recorded of the module and its VCS is used.
+var version, commit string
+
+// buildVersion is "VERSION (commit COMMIT)".
+func buildVersion() string {
+	v, rev := version, commit
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && rev == "" {
+				rev = s.Value
+			}
+		}
+	}
+	if rev == "" {
+		rev = "unknown: built without VCS information or -X main.commit"
+	}
+	return fmt.Sprintf("%s (commit %s)", v, rev)
+}
 
 func versionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the sidecar's version",
+		Short: "Print the sidecar's version and commit",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			v, rev := version, ""
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				if v == "" {
-					v = bi.Main.Version
-				}
-				for _, s := range bi.Settings {
-					if s.Key == "vcs.revision" {
-						rev = " " + s.Value
-					}
-				}
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "sidecar %s%s %s\n", v, rev, runtime.Version())
+			fmt.Fprintf(cmd.OutOrStdout(), "sidecar %s %s\n", buildVersion(), runtime.Version())
 		},
 	}
 }

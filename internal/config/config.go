@@ -20,6 +20,15 @@ import (
 type Config struct {
 	Outbound *Outbound `json:"outbound,omitempty"`
 	Inbound  *Inbound  `json:"inbound,omitempty"`
+	// LogLevel is debug, info (default), warn or error.
+	LogLevel string   `json:"logLevel,omitempty"`
+	Tracing  *Tracing `json:"tracing,omitempty"`
+}
+
+// Tracing configures the sidecar's own spans.
+type Tracing struct {
+	// OTLPEndpoint is the OTLP collector the spans go to, e.g. http://otel-collector:4317.
+	OTLPEndpoint string `json:"otlpEndpoint,omitempty"`
 }
 
 // Outbound configures the listener that accepts the app's outbound gRPC.
@@ -191,7 +200,7 @@ type Access struct {
 	CAFile string `json:"caFile,omitempty"`
 }
 
-func (a Access) validate(bad func(string, string, ...any), field string) {
+func (a Access) validate(bad func(string, string, ...any), field string, env Env) {
 	if a.BearerToken != "" && a.BearerTokenFile != "" {
 		bad(field, "set bearerToken or bearerTokenFile, not both")
 	}
@@ -199,7 +208,10 @@ func (a Access) validate(bad func(string, string, ...any), field string) {
 		if f.path == "" {
 			continue
 		}
-		if _, err := os.Stat(f.path); err != nil {
+		if env.Stat == nil {
+			continue
+		}
+		if err := env.Stat(f.path); err != nil {
 			bad(field+"."+f.name, "%v", err)
 		}
 	}
@@ -270,14 +282,26 @@ func Parse(b []byte) (*Config, error) {
 	if c.Outbound == nil && c.Inbound == nil {
 		return nil, errors.New("invalid config: neither outbound nor inbound is configured")
 	}
-	c.setDefaults()
-	if err := c.Validate(); err != nil {
+	c.setDefaults(Process)
+	if err := c.validate(Process); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
 
-func (c *Config) setDefaults() {
+// Env is what a config is checked against: the environment its $(VAR) references expand from
+// and the files it names. The injector checks a pod's config without the pod's environment
+// and files at hand.
+type Env struct {
+	Getenv func(string) string
+	// Stat, when set, checks that a named file can be read.
+	Stat func(path string) error
+}
+
+// Process is this process's environment and files.
+var Process = Env{Getenv: os.Getenv, Stat: func(p string) error { _, err := os.Stat(p); return err }}
+
+func (c *Config) setDefaults(env Env) {
 	if o := c.Outbound; o != nil {
 		o.Listen = or(o.Listen, DefaultOutboundListen)
 		o.Unmatched = or(o.Unmatched, UnmatchedPassthrough)
@@ -315,7 +339,7 @@ func (c *Config) setDefaults() {
 			}
 		}
 		if r := in.Register; r != nil {
-			r.URI = expandEnv(r.URI)
+			r.URI = expandEnv(r.URI, env.Getenv)
 		}
 	}
 }
@@ -367,8 +391,8 @@ func (l *Limits) validate(bad func(field, format string, a ...any), f string) {
 }
 
 // expandEnv expands Kubernetes-style $(VAR) references.
-func expandEnv(s string) string {
-	return envRef.ReplaceAllStringFunc(s, func(m string) string { return os.Getenv(m[2 : len(m)-1]) })
+func expandEnv(s string, getenv func(string) string) string {
+	return envRef.ReplaceAllStringFunc(s, func(m string) string { return getenv(m[2 : len(m)-1]) })
 }
 
 var envRef = regexp.MustCompile(`\$\([A-Za-z_][A-Za-z0-9_]*\)`)
@@ -380,11 +404,44 @@ func or(s, def string) string {
 	return s
 }
 
-// Validate reports every problem of c at once, each naming its field.
-func (c *Config) Validate() error {
-	var errs []error
+// Validate reports every problem of c at once, each naming its field, as an *Error.
+func (c *Config) Validate() error { return c.validate(Process) }
+
+// Error lists every problem of a config.
+type Error struct {
+	Problems []Problem
+}
+
+// Problem is one wrong field of a config.
+type Problem struct {
+	Field   string // e.g. outbound.routes[0].target
+	Message string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid config: ")
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(p.Field + ": " + p.Message)
+	}
+	return b.String()
+}
+
+func (c *Config) validate(env Env) error {
+	var errs []Problem
 	bad := func(field, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+		errs = append(errs, Problem{field, fmt.Sprintf(format, a...)})
+	}
+	if c.LogLevel != "" {
+		oneOf(bad, "logLevel", c.LogLevel, "debug", "info", "warn", "error")
+	}
+	if t := c.Tracing; t != nil && t.OTLPEndpoint != "" {
+		if err := CheckBaseURL(t.OTLPEndpoint); err != nil {
+			bad("tracing.otlpEndpoint", "%v", err)
+		}
 	}
 	if o := c.Outbound; o != nil {
 		checkAddr(bad, "outbound.listen", o.Listen)
@@ -394,7 +451,7 @@ func (c *Config) Validate() error {
 		if o.Admin != "" {
 			checkURL(bad, "outbound.admin", o.Admin)
 		}
-		o.Access.validate(bad, "outbound.access")
+		o.Access.validate(bad, "outbound.access", env)
 		oneOf(bad, "outbound.unmatched", o.Unmatched, UnmatchedPassthrough, UnmatchedReject)
 		if o.MaxMessageBytes < 0 {
 			bad("outbound.maxMessageBytes", "must be positive, got %d", o.MaxMessageBytes)
@@ -500,7 +557,7 @@ func (c *Config) Validate() error {
 		if r := in.Register; r != nil {
 			checkURL(bad, "inbound.register.admin", r.Admin)
 			checkURL(bad, "inbound.register.uri", r.URI)
-			r.Access.validate(bad, "inbound.register.access")
+			r.Access.validate(bad, "inbound.register.access", env)
 		}
 		for i, k := range in.IdentityKeys {
 			if !strings.HasPrefix(k, "publickeyv1_") {
@@ -509,7 +566,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
+		return &Error{Problems: errs}
 	}
 	return nil
 }

@@ -363,6 +363,10 @@ func (s *Sidecar) serveHTTP(ctx context.Context, name string, l net.Listener, h 
 func (s *Sidecar) healthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	// The app may start once the outbound listener serves; the inbound side, which may need the
+	// app itself (its reflection) before it registers, is not waited for. The injector's
+	// startup probe, which holds the app's containers, asks this.
+	mux.HandleFunc("GET /readyz/outbound", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.Ready() {
 			http.Error(w, "inbound endpoint not registered yet", http.StatusServiceUnavailable)

@@ -182,3 +182,34 @@ func TestOutboundIPv6(t *testing.T) {
 		t.Errorf("CONNECT through %s: %s, want 200", v6, resp.Status)
 	}
 }
+
+// TestReadyWhileAppDown: an inbound side whose app is not up yet (its methods come from the
+// app's reflection) is not ready, but the outbound listener already serves, and says so on
+// /readyz/outbound, which the injector's startup probe asks before the app's containers start.
+func TestReadyWhileAppDown(t *testing.T) {
+	down := listen(t).Addr().String() // bound, never served: the app does not answer
+	_, health := start(t, fmt.Sprintf(`
+outbound: {listen: 127.0.0.1:0}
+inbound:
+  app: %s
+  listen: 127.0.0.1:0
+  services: [{name: orders.v1.OrderService}]
+`, down))
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/readyz", http.StatusServiceUnavailable},
+		{"/readyz/outbound", http.StatusOK},
+		{"/healthz", http.StatusOK},
+	} {
+		resp, err := http.Get("http://" + health + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET %s: got %d, want %d", tc.path, resp.StatusCode, tc.want)
+		}
+	}
+}

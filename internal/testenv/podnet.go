@@ -47,9 +47,12 @@ const podSubnet = "10.213.0."
 // NewPodNet makes the namespaces of a pod network with the named pods and removes them, and
 // their /etc/netns directories, when the test ends. Namespaces are named rg-<pid>-<pod> (and
 // rg-<pid>-node), so the rigs living at once in one process need distinct pod names; a
-// namespace of the same name, left by a crashed run, is deleted first.
-func NewPodNet(t testing.TB, pods ...string) *PodNet {
+// namespace of the same name, left by a crashed run, is deleted first. An entry may give more
+// names after the pod's, separated by spaces ("restate restate.restate.svc"): the hosts files
+// resolve them to the pod too, as cluster DNS resolves a Service's names.
+func NewPodNet(t testing.TB, specs ...string) *PodNet {
 	t.Helper()
+	pods := make([]string, len(specs))
 	if os.Geteuid() != 0 {
 		t.Fatal("the pod network is made of network namespaces (ip netns), which needs root: run the tests as root, as CI does")
 	}
@@ -62,14 +65,20 @@ func NewPodNet(t testing.TB, pods ...string) *PodNet {
 	var hosts strings.Builder
 	hosts.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
 	all := []string{n.node}
-	for i, name := range pods {
+	for i, spec := range specs {
+		names := strings.Fields(spec)
+		if len(names) == 0 {
+			t.Fatalf("NewPodNet: pod %d has no name", i)
+		}
+		name := names[0]
 		if _, dup := n.pods[name]; dup || name == "node" {
 			t.Fatalf("NewPodNet: pod name %q twice, or the node namespace's", name)
 		}
 		p := &Pod{Name: name, NS: prefix + name, Addr: netip.MustParseAddr(fmt.Sprintf("%s%d", podSubnet, i+2)), ip: ip, node: n.node}
 		n.pods[name] = p
+		pods[i] = name
 		all = append(all, p.NS)
-		fmt.Fprintf(&hosts, "%s\t%s\n", p.Addr, name)
+		fmt.Fprintf(&hosts, "%s\t%s\n", p.Addr, strings.Join(names, " "))
 	}
 	for _, ns := range all {
 		removeNetns(ip, ns) // a crashed run's, which would make `ip netns add` fail
