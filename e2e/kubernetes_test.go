@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
@@ -16,12 +17,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"sigs.k8s.io/yaml"
 
 	"github.com/restate-grpc/restate-grpc/internal/injector"
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
@@ -103,8 +104,7 @@ func newKubeRig(t *testing.T) *kubeRig {
 	}
 	t.Cleanup(r.restate.Stop)
 
-	cfgFile := filepath.Join(repoRoot(), "manifests/injector/base/config.yaml")
-	if r.cfg, err = injector.LoadConfig(cfgFile); err != nil {
+	if r.cfg, err = injector.LoadConfig(filepath.Join(repoRoot(), "manifests/injector/base/config.yaml")); err != nil {
 		t.Fatal(err)
 	}
 	r.images = map[string]testenv.Image{
@@ -125,34 +125,32 @@ func newKubeRig(t *testing.T) *kubeRig {
 			t.Fatalf("creating namespace %s: %v", ns.Name, err)
 		}
 	}
-	url := r.startInjector(t, cfgFile)
+	// Its certificate names the loopback address too, since the API server calls it by URL; a
+	// short refresh writes the CA into the webhook configuration at once.
+	url := startInjector(t, r.kube, r.dir, "manifests/injector", "--host=127.0.0.1", "--refresh-interval=1s")
 	r.kube.RegisterWebhook(t, testenv.Webhook{Config: testenv.InjectorWebhookConfig(t), URL: url})
 	return r
 }
 
-// startInjector runs `sidecar injector` with the arguments of manifests/injector's Deployment,
-// and, after them, what differs outside a cluster: the config file's path, a loopback address
-// (in its certificate too, since the API server calls it by URL), a kubeconfig, the namespace
-// the downward API would give, and a short refresh, so the CA reaches the webhook
-// configuration at once. It returns the webhook's URL.
-func (r *kubeRig) startInjector(t *testing.T, cfgFile string) string {
+// startInjector runs `sidecar injector` with the arguments of the injector's Deployment as the
+// kustomization deploys it, and, after them, what differs outside a cluster: the config file's
+// path (the ConfigMap's file), a loopback address, a kubeconfig, the namespace the downward API
+// would give, and extra. It returns the webhook's URL.
+func startInjector(t *testing.T, kube *testenv.Kube, dir, kustomization string, extra ...string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(), "manifests/injector/base/deployment.yaml"))
-	if err != nil {
-		t.Fatal(err)
+	var c *corev1.Container
+	for _, m := range testenv.Kustomize(t, filepath.Join(repoRoot(), kustomization)) {
+		if d, ok := m.Object.(*appsv1.Deployment); ok && d.Name == "restate-grpc-injector" {
+			c = &d.Spec.Template.Spec.Containers[0]
+		}
 	}
-	var d appsv1.Deployment
-	if err := yaml.UnmarshalStrict(b, &d); err != nil {
-		t.Fatal(err)
+	if c == nil || len(c.Command) == 0 || c.Command[0] != injector.Binary {
+		t.Fatalf("%s: want the Deployment restate-grpc-injector running %s, got container %+v", kustomization, injector.Binary, c)
 	}
-	c := d.Spec.Template.Spec.Containers[0]
-	if c.Command[0] != injector.Binary {
-		t.Fatalf("the injector's Deployment runs %q, want %s", c.Command[0], injector.Binary)
-	}
-	kubeconfig := filepath.Join(r.dir, "kubeconfig")
+	kubeconfig := filepath.Join(dir, "kubeconfig")
 	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: r.kube.Config.Host, CertificateAuthorityData: r.kube.Config.CAData}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: r.kube.Config.BearerToken}
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: kube.Config.Host, CertificateAuthorityData: kube.Config.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: kube.Config.BearerToken}
 	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin"}
 	kc.CurrentContext = "test"
 	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
@@ -162,9 +160,9 @@ func (r *kubeRig) startInjector(t *testing.T, cfgFile string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append(c.Args, "--config="+cfgFile, fmt.Sprintf("--listen=127.0.0.1:%d", port), "--host=127.0.0.1",
-		"--kubeconfig="+kubeconfig, "--namespace="+injectorNS, "--refresh-interval=1s")
-	cmd := exec.Command(filepath.Join(r.dir, "sidecar"), args...)
+	args := append(c.Args, "--config="+filepath.Join(repoRoot(), "manifests/injector/base/config.yaml"),
+		fmt.Sprintf("--listen=127.0.0.1:%d", port), "--kubeconfig="+kubeconfig, "--namespace="+injectorNS)
+	cmd := exec.Command(filepath.Join(env.bin, "sidecar"), append(args, extra...)...)
 	cmd.Env = cleanEnv()
 	testenv.Start(t, "injector", cmd)
 	return fmt.Sprintf("https://127.0.0.1:%d/mutate", port)
@@ -489,5 +487,103 @@ func (r *kubeRig) checkExamples(t *testing.T) {
 	}
 	if strings.Contains(out, "shop: ") {
 		t.Errorf("the shop's tour failed:\n%s", out)
+	}
+}
+
+// TestKubernetesCertManager: the injector as manifests/injector/cert-manager deploys it serves
+// the Secret cert-manager keeps (a serving certificate its CA Issuer signed, mounted the way the
+// kubelet mounts a Secret), the API server trusts it through the caBundle cert-manager's CA
+// injector writes, and a renewal, swapped in as the kubelet swaps it, is served without a
+// restart and trusted the same.
+func TestKubernetesCertManager(t *testing.T) {
+	kube := testenv.SharedKube(t)
+	ca := issue(t, nil, "restate-grpc-injector-ca")
+	vol := newSecretVolume(t)
+	serving := func() tls.Certificate { return issue(t, &ca, "restate-grpc-injector."+injectorNS+".svc", "127.0.0.1") }
+	first := serving()
+	vol.write(t, &ca, first)
+	url := startInjector(t, kube, t.TempDir(), "manifests/injector/cert-manager", "--tls-cert-dir="+vol.dir)
+
+	var mwc *admissionregistrationv1.MutatingWebhookConfiguration
+	for _, m := range testenv.Kustomize(t, filepath.Join(repoRoot(), "manifests/injector/cert-manager")) {
+		if o, ok := m.Object.(*admissionregistrationv1.MutatingWebhookConfiguration); ok {
+			mwc = o
+		}
+	}
+	if want := injectorNS + "/restate-grpc-injector"; mwc == nil || mwc.Annotations["cert-manager.io/inject-ca-from"] != want {
+		t.Fatalf("manifests/injector/cert-manager: want a webhook configuration whose CA cert-manager injects from %s, got %+v", want, mwc)
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate[0]})
+	kube.RegisterWebhook(t, testenv.Webhook{Config: mwc, URL: url, CABundle: caPEM}) // returns once the API server calls it
+
+	served := func() string {
+		c, err := tls.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(url, "https://"), "/mutate"), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return err.Error()
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	if got := served(); got != first.Leaf.SerialNumber.String() {
+		t.Fatalf("the injector serves serial %s, want the Secret's %s", got, first.Leaf.SerialNumber)
+	}
+	renewed := serving()
+	vol.write(t, &ca, renewed)
+	eventually(t, 30*time.Second, "the renewed certificate served", func() bool { return served() == renewed.Leaf.SerialNumber.String() })
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "after-renewal", Namespace: "restate-grpc-probe", Annotations: map[string]string{injector.InjectAnnotation: "true"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: checkoutImage}}},
+	}
+	got, err := kube.Client.CoreV1().Pods(p.Namespace).Create(testCtx(t), p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		t.Fatalf("creating a pod after the renewal: %v", err)
+	}
+	if s := got.Annotations[injector.StatusAnnotation]; s != injector.StatusInjected {
+		t.Errorf("a pod created after the renewal: status %q, want injected", s)
+	}
+}
+
+// secretVolume is a Secret volume as the kubelet writes it: the files in a timestamped
+// directory, ..data a symlink to it, each key a symlink through ..data, and an update a new
+// directory swapped in with one rename of ..data.
+type secretVolume struct {
+	dir string
+	n   int
+}
+
+func newSecretVolume(t *testing.T) *secretVolume { return &secretVolume{dir: t.TempDir()} }
+
+func (v *secretVolume) write(t *testing.T, ca *tls.Certificate, c tls.Certificate) {
+	t.Helper()
+	key, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.n++
+	ts := fmt.Sprintf("..2026_12_01_00_00_%02d.%d", v.n, v.n)
+	if err := os.Mkdir(filepath.Join(v.dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}),
+		"tls.key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}),
+		"ca.crt":  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate[0]}),
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(v.dir, ts, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if v.n == 1 {
+			if err := os.Symlink(filepath.Join("..data", name), filepath.Join(v.dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tmp := filepath.Join(v.dir, "..data_tmp")
+	if err := os.Symlink(ts, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(v.dir, "..data")); err != nil {
+		t.Fatal(err)
 	}
 }
