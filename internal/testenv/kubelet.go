@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -30,8 +31,8 @@ import (
 )
 
 // Image is what the kubelet emulator knows of a container image. The emulator has no images:
-// a container's root is the host's, with the image's Files bound over it, read-only (so a
-// container cannot write into the host's copy).
+// a container's root is the host's under a writable layer of its own, with the image's Files
+// bound over it read-only (so a container cannot write into the host's copy).
 type Image struct {
 	Entrypoint []string          // ENTRYPOINT
 	Cmd        []string          // CMD
@@ -44,7 +45,7 @@ type Image struct {
 // services' variables, the objects its volumes and variables read, and its node.
 type PodOptions struct {
 	Images     map[string]Image             // by the containers' image field; a missing image fails the pod, as a failed pull does
-	ServiceEnv map[string]string            // the service links (KUBERNETES_SERVICE_HOST, ...)
+	ServiceEnv map[string]string            // the service links (KUBERNETES_SERVICE_HOST, ...); with enableServiceLinks false, only the KUBERNETES_ ones
 	ConfigMaps map[string]map[string]string // the pod's namespace's, by name
 	Secrets    map[string]map[string][]byte // likewise
 	// ServiceAccountToken is the token a projected serviceAccountToken source writes (the
@@ -83,6 +84,9 @@ type PodRun struct {
 	mu       sync.Mutex
 	stopping bool // no container starts any more
 	stopOnce sync.Once
+
+	meta   sync.Mutex // guards the pod's labels and annotations, which SetAnnotations changes
+	update sync.Mutex // one SetAnnotations at a time
 }
 
 // ctr is one container of a PodRun.
@@ -106,26 +110,49 @@ type kubeletTools struct{ bash, mount, umount, pivotRoot, mkdir, ln, env, setpri
 // (each plain one run to success, each native sidecar started and its startup probe passed),
 // then its containers in order (each one's postStart hook returned before the next starts),
 // each with the environment, command, user, capabilities and mounts its spec gives it.
-// Each container is a process in p's namespace with a private mount namespace, where its
-// volumes are mounted at their paths; nothing is added to the host's filesystem but the
-// pod's directory, which goes with the test. RunPod returns at once; the test's end kills
-// what still runs, as does ctx's. Containers are not restarted: an exit is reported, a failed
-// init container, startup probe or postStart hook fails the pod (the kubelet would retry
-// them, backing off, under restartPolicy Always or OnFailure), and liveness probes are not
-// run. Seccomp, AppArmor, cgroups and fsGroup's ownership change are not emulated.
+//
+// Each container is a process in p's network namespace, with UTS and PID namespaces of its
+// own and a mount namespace where its root is made of the host's directories under a
+// writable layer of its own, with its image's files and its volumes mounted at their paths;
+// nothing is added to the host's filesystem but the pod's directory, which goes with the
+// test. A container sees the host's directories as they were when it started: what a test
+// shares with a running pod goes through a volume (VolumeDir) or an image's files. Probes
+// and hooks run as the kubelet runs them: exec in the container, httpGet and tcpSocket from
+// the node's namespace to the pod's address.
+//
+// RunPod returns at once; the test's end kills what still runs, as does ctx's. Containers are
+// not restarted: an exit is reported, a failed init container, startup probe or postStart
+// hook fails the pod (the kubelet would retry them, backing off, under restartPolicy Always
+// or OnFailure), and liveness probes are not run. Seccomp, AppArmor, cgroups, the
+// termination log, the kubelet's resolv.conf and fsGroup's ownership change are not emulated.
 func RunPod(t testing.TB, ctx context.Context, p *Pod, pod *corev1.Pod, opts PodOptions) *PodRun {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("RunPod mounts volumes in mount namespaces and changes users, which needs root: run the tests as root, as CI does")
 	}
+	if pod.Spec.HostNetwork || pod.Spec.HostPID || pod.Spec.HostIPC {
+		t.Fatalf("pod %s shares the node's namespaces (hostNetwork, hostPID or hostIPC), which the emulator does not", pod.Name)
+	}
 	r := &PodRun{
-		t: t, net: p, pod: pod.DeepCopy(), opts: opts, dir: t.TempDir(),
+		t: t, net: p, pod: pod.DeepCopy(), opts: opts,
 		vols: map[string]string{}, api: map[string]bool{}, ctrs: map[string]*ctr{},
 		started: make(chan struct{}), done: make(chan struct{}),
 		tools: kubeletTools{bash: Tool(t, "bash"), mount: Tool(t, "mount"), umount: Tool(t, "umount"),
 			pivotRoot: Tool(t, "pivot_root"), mkdir: Tool(t, "mkdir"), ln: Tool(t, "ln"), env: Tool(t, "env"),
 			setpriv: Tool(t, "setpriv"), nsenter: Tool(t, "nsenter")},
 	}
+	// Not t.TempDir: its name comes from the test's, whose commas and colons an overlay's
+	// options cannot hold. Removed after the pod's cleanup (registered later, run earlier).
+	dir, err := os.MkdirTemp("", "restate-grpc-pod-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("removing the pod's directory: %v", err)
+		}
+	})
+	r.dir = dir
 	if r.pod.Spec.NodeName == "" {
 		r.pod.Spec.NodeName = cmp.Or(opts.NodeName, "node")
 	}
@@ -157,7 +184,9 @@ func RunPod(t testing.TB, ctx context.Context, p *Pod, pod *corev1.Pod, opts Pod
 		r.err = r.start()
 		close(r.started)
 		if r.err != nil {
-			t.Logf("pod %s failed: %v", r.pod.Name, r.err)
+			if r.octx.Err() == nil { // not stopped while starting
+				t.Logf("pod %s failed: %v", r.pod.Name, r.err)
+			}
 			r.Stop()
 		}
 	}()
@@ -228,11 +257,12 @@ func (r *PodRun) startContainer(c *ctr) error {
 	if err != nil {
 		return fmt.Errorf("container %s: CreateContainerConfigError: %w", c.spec.Name, err)
 	}
-	c.env = processEnv(r.hostname(), img.Env, kenv)
-	c.setpriv, err = r.security(c.spec)
+	uid, setpriv, err := r.security(c.spec)
 	if err != nil {
 		return fmt.Errorf("container %s: CreateContainerConfigError: %w", c.spec.Name, err)
 	}
+	c.setpriv = setpriv
+	c.env = processEnv(r.hostname(), uid, img.Env, kenv)
 	argv := commandLine(c.spec, img, kenv)
 	if len(argv) == 0 {
 		return fmt.Errorf("container %s: no command: neither the container nor its image gives one", c.spec.Name)
@@ -243,29 +273,35 @@ func (r *PodRun) startContainer(c *ctr) error {
 	}
 	args := append([]string{"netns", "exec", r.net.NS, r.tools.bash, "-c", script, "bash"}, argv...)
 	cmd := exec.Command(r.net.ip, args...)
-	cmd.Env = c.env
-	// Its own UTS namespace, for the pod's hostname; ip, bash and setpriv exec the command, so
-	// the process is the container's command itself, and dies with the test process.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWUTS}
+	// The script's own tools get an environment of the emulator's (the container's, BASH_ENV
+	// say, is not theirs); it gives the command the container's with env -i.
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	// Its own UTS namespace, for the pod's hostname, and PID namespace, as a container has:
+	// the command is its process 1 (which ignores the signals it has no handler for, SIGTERM
+	// too), and what it starts dies with it. ip, bash, env and setpriv exec the command, so the
+	// process is the container's command itself, and it dies with the test process.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWUTS | syscall.CLONE_NEWPID}
 	cmd.WaitDelay = 5 * time.Second
 
 	// The script writes to fd 3 once the container's root is made, just before it execs the
 	// command: the container is then running, and a hook may enter its namespaces.
-	sync, syncW, err := os.Pipe()
+	ready, readyW, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	defer sync.Close()
-	cmd.ExtraFiles = []*os.File{syncW}
+	defer ready.Close()
+	cmd.ExtraFiles = []*os.File{readyW}
 	r.mu.Lock()
 	if r.stopping {
 		r.mu.Unlock()
-		syncW.Close()
+		readyW.Close()
 		return fmt.Errorf("container %s: the pod is stopping", c.spec.Name)
 	}
-	c.proc, err = start(r.t, c.spec.Name, cmd)
+	// Labelled pod/container, as kubectl logs names them: a test may run pods whose containers
+	// share names (two injected sidecars).
+	c.proc, err = start(r.t, r.pod.Name+"/"+c.spec.Name, cmd)
 	r.mu.Unlock()
-	syncW.Close()
+	readyW.Close()
 	if err != nil {
 		return fmt.Errorf("container %s: %w", c.spec.Name, err)
 	}
@@ -274,7 +310,7 @@ func (r *PodRun) startContainer(c *ctr) error {
 		c.code = exitCode(c.proc.Cmd.ProcessState)
 		close(c.exited)
 	}()
-	if n, _ := sync.Read(make([]byte, 1)); n == 0 {
+	if n, _ := ready.Read(make([]byte, 1)); n == 0 {
 		<-c.exited
 		return fmt.Errorf("container %s: StartError: making its root failed (exit code %d): %s", c.spec.Name, c.code, strings.TrimSpace(c.proc.Output()))
 	}
@@ -396,6 +432,13 @@ func (r *PodRun) Pids() []int {
 	return pids
 }
 
+// TerminationMessage is what the container named name wrote to its termination message path
+// (/dev/termination-log by default), which the kubelet puts in the pod's status.
+func (r *PodRun) TerminationMessage(name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(r.dir, "termination-log-"+name))
+	return string(b), err
+}
+
 // Output is what the container named name wrote so far (stdout and stderr, as its log).
 func (r *PodRun) Output(name string) string {
 	c, ok := r.ctrs[name]
@@ -416,10 +459,10 @@ func (r *PodRun) Exec(ctx context.Context, name string, argv ...string) ([]byte,
 	return r.execIn(ctx, c, argv).CombinedOutput()
 }
 
-// execIn is the command running argv in c: nsenter into the mount, UTS and network namespaces
+// execIn is the command running argv in c: nsenter into the mount, UTS, network and PID namespaces
 // of c's process and its working directory, then setpriv to its credentials.
 func (r *PodRun) execIn(ctx context.Context, c *ctr, argv []string) *exec.Cmd {
-	args := []string{"-t", strconv.Itoa(c.proc.Pid()), "-m", "-u", "-n", "-r", "-w", "--", r.tools.setpriv}
+	args := []string{"-t", strconv.Itoa(c.proc.Pid()), "-m", "-u", "-n", "-p", "-r", "-w", "--", r.tools.setpriv}
 	args = append(append(append(args, c.setpriv...), "--"), argv...)
 	cmd := exec.CommandContext(ctx, r.tools.nsenter, args...)
 	cmd.Env = c.env
@@ -655,17 +698,25 @@ func commandLine(c *corev1.Container, img Image, env map[string]string) []string
 }
 
 // defaultPath is the PATH a container gets when its image sets none, as Docker's.
-const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // processEnv is a container process's environment, as the runtime builds it: HOSTNAME, the
-// image's variables, then the kubelet's (which win), sorted for a stable order.
-func processEnv(hostname string, image []string, kubelet map[string]string) []string {
-	m := map[string]string{"PATH": strings.TrimPrefix(defaultPath, "PATH="), "HOSTNAME": hostname}
+// image's variables, then the kubelet's (which win), and HOME when none of them sets it (as
+// runc does: the user's home in the image's /etc/passwd, here the host's, or /), sorted for
+// a stable order.
+func processEnv(hostname string, uid int64, image []string, kubelet map[string]string) []string {
+	m := map[string]string{"PATH": defaultPath, "HOSTNAME": hostname}
 	for _, kv := range image {
 		k, v, _ := strings.Cut(kv, "=")
 		m[k] = v
 	}
 	maps.Copy(m, kubelet)
+	if _, ok := m["HOME"]; !ok {
+		m["HOME"] = "/"
+		if u, err := user.LookupId(strconv.FormatInt(uid, 10)); err == nil && u.HomeDir != "" {
+			m["HOME"] = u.HomeDir
+		}
+	}
 	env := make([]string, 0, len(m))
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		env = append(env, k+"="+m[k])
@@ -707,7 +758,18 @@ func (r *PodRun) env(c *corev1.Container) (map[string]string, error) {
 			tmp[from.Prefix+k] = v
 		}
 	}
-	mapping := MappingFor(tmp, r.opts.ServiceEnv)
+	svc := r.opts.ServiceEnv
+	if l := r.pod.Spec.EnableServiceLinks; l != nil && !*l {
+		// Without service links the kubelet still gives the API server's service.
+		svc = maps.Collect(func(yield func(string, string) bool) {
+			for k, v := range r.opts.ServiceEnv {
+				if strings.HasPrefix(k, "KUBERNETES_") && !yield(k, v) {
+					return
+				}
+			}
+		})
+	}
+	mapping := MappingFor(tmp, svc)
 	for _, e := range c.Env {
 		val := e.Value
 		if val != "" {
@@ -748,10 +810,8 @@ func (r *PodRun) env(c *corev1.Container) (map[string]string, error) {
 		}
 		tmp[e.Name] = val
 	}
-	env := maps.Clone(r.opts.ServiceEnv)
-	if env == nil {
-		env = map[string]string{}
-	}
+	env := map[string]string{}
+	maps.Copy(env, svc)
 	maps.Copy(env, tmp)
 	return env, nil
 }
@@ -761,6 +821,8 @@ func optional(b *bool) bool { return b != nil && *b }
 // field is a pod field's value, as the kubelet gives it to a variable or a downward-API file
 // (podFieldSelectorRuntimeValue, fieldpath.ExtractFieldPathAsString).
 func (r *PodRun) field(fieldPath string) (string, error) {
+	r.meta.Lock()
+	defer r.meta.Unlock()
 	m := &r.pod.ObjectMeta
 	if p, key, ok := strings.Cut(fieldPath, "['"); ok && strings.HasSuffix(key, "']") && p != "" {
 		key = strings.TrimSuffix(key, "']")
@@ -912,10 +974,10 @@ var defaultCaps = []string{"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD",
 // containerd; the inheritable and ambient sets are empty), and no_new_privs when
 // allowPrivilegeEscalation is false. runAsNonRoot with uid 0 fails, as the kubelet refuses
 // to start such a container.
-func (r *PodRun) security(c *corev1.Container) ([]string, error) {
+func (r *PodRun) security(c *corev1.Container) (uid int64, setpriv []string, err error) {
 	psc := cmp.Or(r.pod.Spec.SecurityContext, &corev1.PodSecurityContext{})
 	sc := cmp.Or(c.SecurityContext, &corev1.SecurityContext{})
-	var uid, gid int64
+	var gid int64
 	if p := cmp.Or(sc.RunAsUser, psc.RunAsUser); p != nil {
 		uid = *p
 	}
@@ -923,7 +985,7 @@ func (r *PodRun) security(c *corev1.Container) ([]string, error) {
 		gid = *p
 	}
 	if nr := cmp.Or(sc.RunAsNonRoot, psc.RunAsNonRoot); nr != nil && *nr && uid == 0 {
-		return nil, errors.New("container has runAsNonRoot and image will run as root")
+		return 0, nil, errors.New("container has runAsNonRoot and image will run as root")
 	}
 	args := []string{fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", gid)}
 	groups := slices.Clone(psc.SupplementalGroups)
@@ -948,7 +1010,7 @@ func (r *PodRun) security(c *corev1.Container) ([]string, error) {
 		args = append(args, "--no-new-privs")
 	}
 	// The parent-death signal is cleared when the uid changes, so setpriv sets it again.
-	return append(args, "--pdeathsig=KILL"), nil
+	return uid, append(args, "--pdeathsig=KILL"), nil
 }
 
 // boundingSet is setpriv's --bounding-set for caps over the default set, applied as
@@ -991,34 +1053,72 @@ func boundingSet(caps *corev1.Capabilities, privileged bool) string {
 		}
 	}
 	var b []string
+	sign := "-" // all but the capabilities in set
 	if !all {
-		b = append(b, "-all")
+		b, sign = append(b, "-all"), "+"
 	}
 	for _, c := range slices.Sorted(maps.Keys(set)) {
-		b = append(b, map[bool]string{true: "-", false: "+"}[all]+strings.ToLower(c))
+		b = append(b, sign+strings.ToLower(c))
 	}
 	return strings.Join(b, ",")
 }
 
+// kernelDirs are the top-level directories a container's root does not take from the host's
+// filesystem, but makes as runc does: /proc is a procfs of the container's PID namespace,
+// /dev a tmpfs with the usual devices bound from the host, its own devpts and /dev/shm, and
+// /sys the netns's, bound read-only (read-write when privileged); any other directory is an
+// overlay.
+var kernelDirs = []string{"/dev", "/proc", "/sys"}
+
+// devices are the host devices a container's /dev has, as runc's default devices.
+var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
 // mountScript is the bash script that makes c's root in the mount namespace `ip netns exec`
 // gives it, then execs setpriv with c's credentials and environment and the command line
 // ("$@"). It sets the pod's hostname; makes a root of its own, a tmpfs holding the host's
-// top-level entries (directories bound recursively, so /proc, /dev, /sys and the netns's
-// /etc/hosts are there); binds the image's files (read-only) and c's volume mounts (API data
-// volumes always read-only, as the kubelet mounts them) into it; and pivots into it. A mount
-// point missing below a top-level directory is made in an overlay of its deepest existing
-// directory, with the overlay's upper layer on a tmpfs of this namespace: the host's
-// directories are left as they are. readOnlyRootFilesystem remounts the root, the top-level
-// directories of the host's root filesystem and those overlays read-only.
+// top-level entries, each directory an overlay with its upper layer on a tmpfs (the
+// container's writable layer: what it writes stays out of the host's filesystem) but the
+// kernelDirs, bound; binds the files `ip netns exec` bound over /etc (the netns's hosts
+// file, with the pod's own name added), the image's files (read-only) and c's volume mounts (API data volumes always
+// read-only, as the kubelet mounts them) into it, making missing mount points in the
+// overlays; and pivots into it. readOnlyRootFilesystem remounts the root and its overlays
+// read-only.
 func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 	type mnt struct {
 		src, dst string
 		ro       bool
 	}
 	var mounts []mnt
+	netnsEtc := filepath.Join("/etc/netns", r.net.NS)
+	etc, err := os.ReadDir(netnsEtc)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range etc {
+		src := filepath.Join(netnsEtc, e.Name())
+		if e.Name() == "hosts" {
+			// The netns's names, and the pod's own, as the kubelet's hosts file has it.
+			hosts, err := os.ReadFile(src)
+			if err != nil {
+				return "", err
+			}
+			src = filepath.Join(r.dir, "hosts-"+c.spec.Name)
+			hosts = fmt.Appendf(hosts, "%s\t%s\n", r.net.Addr, r.hostname())
+			if err := os.WriteFile(src, hosts, 0o644); err != nil {
+				return "", err
+			}
+		}
+		mounts = append(mounts, mnt{src, "/etc/" + e.Name(), false})
+	}
 	for _, dst := range slices.Sorted(maps.Keys(img.Files)) {
 		mounts = append(mounts, mnt{img.Files[dst], dst, true})
 	}
+	// The kubelet binds a file of its own at the termination message's path.
+	termLog := filepath.Join(r.dir, "termination-log-"+c.spec.Name)
+	if err := os.WriteFile(termLog, nil, 0o666); err != nil {
+		return "", err
+	}
+	mounts = append(mounts, mnt{termLog, cmp.Or(c.spec.TerminationMessagePath, corev1.TerminationMessagePathDefault), false})
 	for _, vm := range c.spec.VolumeMounts {
 		dir, ok := r.vols[vm.Name]
 		if !ok {
@@ -1036,53 +1136,11 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 		}
 		mounts = append(mounts, mnt{src, vm.MountPath, vm.ReadOnly || r.api[vm.Name]})
 	}
-
-	// First the plan: where each mount goes, and the overlays its missing mount point needs.
-	var overlays, mounted []string // real paths
-	under := func(p string, dirs []string) bool {
-		return slices.ContainsFunc(dirs, func(d string) bool { return p == d || strings.HasPrefix(p, strings.TrimSuffix(d, "/")+"/") })
-	}
-	type step struct {
-		overlay string // an overlay to mount first, when not ""
-		real    string // the mount point, its symbolic links resolved
-		dir     bool
-	}
-	steps := make([]step, len(mounts))
-	for i, m := range mounts {
-		if !path.IsAbs(m.dst) {
-			return "", fmt.Errorf("mount path %q is not absolute", m.dst)
-		}
-		fi, err := os.Stat(m.src)
-		if err != nil {
-			return "", err
-		}
-		real, existing, err := realPath(path.Clean(m.dst))
-		if err != nil {
-			return "", err
-		}
-		steps[i] = step{real: real, dir: fi.IsDir()}
-		// A missing top-level entry is made in the root's tmpfs.
-		if real != existing && existing != "/" && !under(real, mounted) && !under(existing, overlays) {
-			if strings.ContainsAny(existing, ",:") {
-				return "", fmt.Errorf("mount path %s: %s cannot be an overlay's lower directory", m.dst, existing)
-			}
-			steps[i].overlay = existing
-			overlays = append(overlays, existing)
-		}
-		mounted = append(mounted, real)
-	}
 	top, err := os.ReadDir("/")
 	if err != nil {
 		return "", err
 	}
-	var rootDev uint64
-	if fi, err := os.Stat("/"); err == nil {
-		rootDev = fi.Sys().(*syscall.Stat_t).Dev
-	}
 
-	// Then the script. The sources and the scratch tmpfs are opened before anything is
-	// mounted, and reached through their descriptors (/proc/self/fd/N, which mount -c leaves
-	// as it is): an overlay (over /tmp, say) may cover the pod's directory.
 	q := shellQuote
 	t := r.tools
 	var s strings.Builder
@@ -1096,22 +1154,11 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 	fmt.Fprintf(&s, "%s -t tmpfs -o mode=0700 tmpfs %s\n", t.mount, q(scratch))
 	fmt.Fprintf(&s, "%s %s %s\n", t.mkdir, q(root), q(upper))
 	fmt.Fprintf(&s, "%s -t tmpfs -o mode=0755 tmpfs %s\n", t.mount, q(root))
-	// The overlays' upper layers are on a tmpfs of their own: overlayfs refuses one on an
-	// unbindable mount.
 	fmt.Fprintf(&s, "%s -t tmpfs -o mode=0700 tmpfs %s\n", t.mount, q(upper))
-	for i := range overlays {
-		fmt.Fprintf(&s, "%s -p %s/%d/upper %[2]s/%[3]d/work\n", t.mkdir, q(upper), i)
-	}
-	// Unbindable, so binding the host's /tmp, where the pod's directory is, leaves it out.
-	fmt.Fprintf(&s, "%s --make-unbindable %s\n", t.mount, q(scratch))
-	const scratchFD, firstFD = 10, 11
-	fmt.Fprintf(&s, "exec %d<%s\n", scratchFD, q(upper))
-	for i, m := range mounts {
-		fmt.Fprintf(&s, "exec %d<%s\n", firstFD+i, q(m.src))
-	}
-	var roTop []string
+	var overlays []string
 	for _, e := range top {
-		src, dst := "/"+e.Name(), q(root+"/"+e.Name())
+		src := "/" + e.Name()
+		dst := q(root + src)
 		fi, err := os.Lstat(src)
 		if err != nil {
 			return "", err
@@ -1123,49 +1170,83 @@ func (r *PodRun) mountScript(c *ctr, img Image) (string, error) {
 				return "", err
 			}
 			fmt.Fprintf(&s, "%s -s %s %s\n", t.ln, q(target), dst)
-			continue
+		case src == "/proc":
+			fmt.Fprintf(&s, "%s %s\n%s -t proc proc %[2]s\n", t.mkdir, dst, t.mount)
+		case src == "/dev":
+			d := root + src
+			fmt.Fprintf(&s, "%s %s\n%s -t tmpfs -o mode=0755,nosuid tmpfs %[2]s\n", t.mkdir, q(d), t.mount)
+			for _, dev := range devices {
+				fmt.Fprintf(&s, ": >%[1]s\n%[2]s --bind %[3]s %[1]s\n", q(d+"/"+dev), t.mount, q("/dev/"+dev))
+			}
+			fmt.Fprintf(&s, "%s %s %s\n", t.mkdir, q(d+"/pts"), q(d+"/shm"))
+			fmt.Fprintf(&s, "%s -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts %s\n", t.mount, q(d+"/pts"))
+			fmt.Fprintf(&s, "%s -t tmpfs -o mode=1777,nosuid,nodev shm %s\n", t.mount, q(d+"/shm"))
+			for link, target := range map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+				"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+				fmt.Fprintf(&s, "%s -s %s %s\n", t.ln, q(target), q(d+"/"+link))
+			}
+		case src == "/sys":
+			fmt.Fprintf(&s, "%s %s\n%s --rbind %s %[2]s\n", t.mkdir, dst, t.mount, q(src))
+			if sc := c.spec.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
+				fmt.Fprintf(&s, "%s -o remount,bind,ro %s\n", t.mount, dst)
+			}
 		case fi.IsDir():
-			fmt.Fprintf(&s, "%s %s\n", t.mkdir, dst)
-		default:
-			fmt.Fprintf(&s, ": >%s\n", dst)
-		}
-		fmt.Fprintf(&s, "%s --rbind %s %s\n", t.mount, q(src), dst)
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Dev == rootDev {
-			roTop = append(roTop, root+src)
+			if strings.ContainsAny(src, ",:") {
+				return "", fmt.Errorf("the host's %s cannot be an overlay's lower directory", src)
+			}
+			o := fmt.Sprintf("%s/%d", upper, len(overlays))
+			fmt.Fprintf(&s, "%s -p %s %s/upper %[3]s/work\n", t.mkdir, dst, q(o))
+			fmt.Fprintf(&s, "%s -t overlay overlay -o %s %s\n", t.mount,
+				q(fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%[2]s/work", src, o)), dst)
+			overlays = append(overlays, root+src)
+		default: // a file: the container may read it, not change the host's
+			fmt.Fprintf(&s, ": >%[1]s\n%[2]s --bind -o ro %[3]s %[1]s\n", dst, t.mount, q(src))
 		}
 	}
-	n := 0
-	for i, st := range steps {
-		real := root + st.real
-		if st.overlay != "" {
-			fmt.Fprintf(&s, "%s -c -t overlay overlay -o lowerdir=%s,upperdir=/proc/self/fd/%d/%d/upper,workdir=/proc/self/fd/%[3]d/%[4]d/work %[2]s\n",
-				t.mount, q(root+st.overlay), scratchFD, n)
-			n++
+	for _, m := range mounts {
+		if !path.IsAbs(m.dst) {
+			return "", fmt.Errorf("mount path %q is not absolute", m.dst)
 		}
-		if st.dir {
-			fmt.Fprintf(&s, "[ -e %[2]s ] || %[1]s -p %[2]s\n", t.mkdir, q(real))
+		fi, err := os.Stat(m.src)
+		if err != nil {
+			return "", err
+		}
+		real, err := realPath(path.Clean(m.dst))
+		if err != nil {
+			return "", err
+		}
+		dst := q(root + real)
+		if _, err := os.Stat(real); err != nil && (strings.HasPrefix(real, "/proc/") || strings.HasPrefix(real, "/sys/")) {
+			return "", fmt.Errorf("mount path %s: the emulator makes no mount point in %s", m.dst, path.Dir(real))
+		}
+		if fi.IsDir() {
+			fmt.Fprintf(&s, "[ -e %[2]s ] || %[1]s -p %[2]s\n", t.mkdir, dst)
 		} else {
-			fmt.Fprintf(&s, "[ -e %[2]s ] || { %[1]s -p %[3]s; : >%[2]s; }\n", t.mkdir, q(real), q(path.Dir(real)))
+			fmt.Fprintf(&s, "[ -e %[2]s ] || { %[1]s -p %[3]s; : >%[2]s; }\n", t.mkdir, dst, q(path.Dir(root+real)))
 		}
-		fmt.Fprintf(&s, "%s -c --bind /proc/self/fd/%d %s\n", t.mount, firstFD+i, q(real))
-		if mounts[i].ro {
-			fmt.Fprintf(&s, "%s -c -o remount,bind,ro %s\n", t.mount, q(real))
+		fmt.Fprintf(&s, "%s --bind %s %s\n", t.mount, q(m.src), dst)
+		if m.ro {
+			fmt.Fprintf(&s, "%s -o remount,bind,ro %s\n", t.mount, dst)
 		}
-		fmt.Fprintf(&s, "exec %d<&-\n", firstFD+i)
 	}
-	fmt.Fprintf(&s, "exec %d<&-\n", scratchFD)
+	// The runtime makes a missing working directory.
+	wd := cmp.Or(c.spec.WorkingDir, img.WorkingDir, "/")
+	if !path.IsAbs(wd) {
+		return "", fmt.Errorf("working directory %q is not absolute", wd)
+	}
+	realWD, err := realPath(path.Clean(wd))
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(&s, "[ -d %[2]s ] || %[1]s -p %[2]s\n", t.mkdir, q(root+realWD))
 	if sc := c.spec.SecurityContext; sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
-		ro := append([]string{root}, roTop...)
-		for _, o := range overlays {
-			ro = append(ro, root+o)
-		}
-		for _, d := range ro {
-			fmt.Fprintf(&s, "%s -c -o remount,bind,ro %s\n", t.mount, q(d))
+		for _, d := range append([]string{root}, overlays...) {
+			fmt.Fprintf(&s, "%s -o remount,bind,ro %s\n", t.mount, q(d))
 		}
 	}
 	// As runc does: the old root, stacked on the new one by pivot_root(".", "."), is detached.
-	fmt.Fprintf(&s, "cd %s\n%s . .\n%s -c -l .\n", q(root), t.pivotRoot, t.umount)
-	fmt.Fprintf(&s, "cd %s\n", q(cmp.Or(c.spec.WorkingDir, img.WorkingDir, "/")))
+	fmt.Fprintf(&s, "cd %s\n%s . .\n%s -l .\n", q(root), t.pivotRoot, t.umount)
+	fmt.Fprintf(&s, "cd %s\n", q(wd))
 	s.WriteString("printf x >&3\nexec 3>&-\n")
 	// env -i: the process gets the container's environment, none of bash's variables.
 	fmt.Fprintf(&s, "exec %s -i -- %s %s %s -- \"$@\"\n", t.env, strings.Join(slicesMap(c.env, q), " "),
@@ -1181,17 +1262,17 @@ func slicesMap(s []string, f func(string) string) []string {
 	return out
 }
 
-// realPath resolves the symbolic links of p's deepest existing ancestor (or p itself),
-// returning p with it resolved, and that ancestor resolved.
-func realPath(p string) (real, existing string, err error) {
+// realPath resolves the symbolic links of p's deepest existing ancestor (or p itself), as
+// the container's root, made of the host's, would resolve them.
+func realPath(p string) (string, error) {
 	rest := ""
 	for a := p; ; a = path.Dir(a) {
 		if _, err := os.Stat(a); err == nil {
 			e, err := filepath.EvalSymlinks(a)
 			if err != nil {
-				return "", "", err
+				return "", err
 			}
-			return path.Join(e, rest), e, nil
+			return path.Join(e, rest), nil
 		}
 		rest = path.Join(path.Base(a), rest)
 	}
@@ -1218,21 +1299,60 @@ func (r *PodRun) volume(v corev1.Volume) error {
 		return err
 	}
 	r.vols[v.Name] = dir
+	if v.EmptyDir != nil {
+		return nil
+	}
+	files, err := r.apiFiles(v)
+	if err != nil {
+		return err
+	}
+	r.api[v.Name] = true
+	return writeAtomic(dir, files)
+}
+
+// SetAnnotations changes the pod's annotations, as an update through the API server would,
+// and rewrites its downward-API files as the kubelet does when it syncs the pod: atomically,
+// through ..data. The containers' variables keep the values they started with.
+func (r *PodRun) SetAnnotations(annotations map[string]string) error {
+	r.update.Lock()
+	defer r.update.Unlock()
+	r.meta.Lock()
+	r.pod.Annotations = maps.Clone(annotations)
+	r.meta.Unlock()
+	for _, v := range r.pod.Spec.Volumes {
+		downward := v.DownwardAPI != nil
+		if p := v.Projected; p != nil {
+			downward = slices.ContainsFunc(p.Sources, func(s corev1.VolumeProjection) bool { return s.DownwardAPI != nil })
+		}
+		if !downward {
+			continue
+		}
+		files, err := r.apiFiles(v)
+		if err == nil {
+			err = writeAtomic(r.vols[v.Name], files)
+		}
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", v.Name, err)
+		}
+	}
+	return nil
+}
+
+// apiFiles are the files of v, a volume of API data.
+func (r *PodRun) apiFiles(v corev1.Volume) (map[string]file, error) {
 	files := map[string]file{}
 	var err error
 	switch {
-	case v.EmptyDir != nil:
-		return nil
 	case v.DownwardAPI != nil:
-		err = r.downwardFiles(files, v.DownwardAPI.Items, fileMode(v.DownwardAPI.DefaultMode, nil))
+		err = r.downwardFiles(files, v.DownwardAPI.Items, fileMode(v.DownwardAPI.DefaultMode, 0o644))
 	case v.ConfigMap != nil:
 		cm := v.ConfigMap
-		err = keyFiles(files, "configmap", cm.Name, r.opts.ConfigMaps, cm.Items, optional(cm.Optional), fileMode(cm.DefaultMode, nil))
+		err = keyFiles(files, "configmap", cm.Name, r.opts.ConfigMaps, cm.Items, optional(cm.Optional), fileMode(cm.DefaultMode, 0o644))
 	case v.Secret != nil:
 		sv := v.Secret
-		err = keyFiles(files, "secret", sv.SecretName, r.opts.Secrets, sv.Items, optional(sv.Optional), fileMode(sv.DefaultMode, nil))
+		err = keyFiles(files, "secret", sv.SecretName, r.opts.Secrets, sv.Items, optional(sv.Optional), fileMode(sv.DefaultMode, 0o644))
 	case v.Projected != nil:
-		mode := fileMode(v.Projected.DefaultMode, nil)
+		mode := fileMode(v.Projected.DefaultMode, 0o644)
 		for _, src := range v.Projected.Sources {
 			switch {
 			case src.DownwardAPI != nil:
@@ -1256,21 +1376,17 @@ func (r *PodRun) volume(v corev1.Volume) error {
 			}
 		}
 	default:
-		return errors.New("a volume type the emulator does not know")
+		return nil, errors.New("a volume type the emulator does not know")
 	}
-	if err != nil {
-		return err
-	}
-	r.api[v.Name] = true
-	return writeAtomic(dir, files)
+	return files, err
 }
 
-// fileMode is an item's mode, or the volume's default mode, or 0644.
-func fileMode(def, item *int32) os.FileMode {
-	if m := cmp.Or(item, def); m != nil {
+// fileMode is m, a mode of the spec's, or def when it is unset.
+func fileMode(m *int32, def os.FileMode) os.FileMode {
+	if m != nil {
 		return os.FileMode(*m)
 	}
-	return 0o644
+	return def
 }
 
 // downwardFiles adds a downward-API source's files.
@@ -1287,12 +1403,10 @@ func (r *PodRun) downwardFiles(files map[string]file, items []corev1.DownwardAPI
 		if err != nil {
 			return fmt.Errorf("%s: %w", it.Path, err)
 		}
-		files[it.Path] = file{[]byte(val), fileMode(nil, cmp.Or(it.Mode, ptr(int32(mode))))}
+		files[it.Path] = file{[]byte(val), fileMode(it.Mode, mode)}
 	}
 	return nil
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // keyFiles adds a configMap's or secret's files: every key, or the items.
 func keyFiles[V string | []byte](files map[string]file, kind, name string, objects map[string]map[string]V,
@@ -1302,7 +1416,7 @@ func keyFiles[V string | []byte](files map[string]file, kind, name string, objec
 		if optional {
 			return nil
 		}
-		return fmt.Errorf("%s %q not found", kind, name)
+		return fmt.Errorf("%s %q not found (give it in PodOptions)", kind, name)
 	}
 	if len(items) == 0 {
 		for k, v := range data {
@@ -1318,15 +1432,18 @@ func keyFiles[V string | []byte](files map[string]file, kind, name string, objec
 			}
 			return fmt.Errorf("%s %q has no key %q", kind, name, it.Key)
 		}
-		files[it.Path] = file{[]byte(v), fileMode(nil, cmp.Or(it.Mode, ptr(int32(mode))))}
+		files[it.Path] = file{[]byte(v), fileMode(it.Mode, mode)}
 	}
 	return nil
 }
 
 // writeAtomic lays files out as the kubelet's atomic writer does, so a reader watching them
 // sees what it would see in a pod: the files in a timestamped directory, the symbolic link
-// ..data to it, and a link ..data/<name> for each top-level name.
+// ..data to it, and a link ..data/<name> for each top-level name. Writing again makes a new
+// directory, renames a new ..data over the old one (the files change at once), then removes
+// the old directory and the links to names that are gone.
 func writeAtomic(dir string, files map[string]file) error {
+	old, _ := os.Readlink(filepath.Join(dir, "..data")) // "" the first time
 	ts, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
 	if err != nil {
 		return err
@@ -1349,13 +1466,35 @@ func writeAtomic(dir string, files map[string]file) error {
 		top, _, _ := strings.Cut(filepath.ToSlash(p), "/")
 		tops[top] = true
 	}
-	if err := os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data")); err != nil {
+	tmp := filepath.Join(dir, "..data_tmp")
+	if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
 		return err
 	}
 	for top := range tops {
-		if err := os.Symlink(filepath.Join("..data", top), filepath.Join(dir, top)); err != nil {
+		link := filepath.Join(dir, top)
+		if _, err := os.Lstat(link); err == nil {
+			continue
+		}
+		if err := os.Symlink(filepath.Join("..data", top), link); err != nil {
 			return err
 		}
 	}
-	return nil
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "..") && !tops[e.Name()] {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	if old == "" {
+		return nil
+	}
+	return os.RemoveAll(filepath.Join(dir, old))
 }

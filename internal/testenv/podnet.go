@@ -21,8 +21,9 @@ import (
 )
 
 // PodNet is a pod network made of real network namespaces, as a Kubernetes node has: a node
-// namespace holding a bridge, and one namespace per pod with its own address on it (a veth
-// pair: eth0 in the pod, its peer on the bridge). Every pod resolves every pod's name through
+// namespace holding a bridge with the node's address on it (.1, where RunPod's probes come
+// from), and one namespace per pod with its own address on it (a veth pair: eth0 in the pod,
+// its peer on the bridge). Every pod resolves every pod's name through
 // its namespace's hosts file, which `ip netns exec` mounts over /etc/hosts. The addresses
 // exist only inside these namespaces; nothing is added to the host's own namespace. It needs
 // root and ip (iproute2).
