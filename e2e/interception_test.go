@@ -183,13 +183,7 @@ outbound:
 // three on one channel, one connection: the durable answer shows the sidecar took it.
 func (r *podRig) checkClient(t *testing.T, pod *testenv.Pod, c interceptClient, env []string) {
 	text := uniq(t, "")
-	req := func(s string) string {
-		b, err := proto.Marshal(&testpb.Req{Text: s})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return hex.EncodeToString(b)
-	}
+	req := func(s string) string { return reqHex(t, s) }
 	lines, _ := r.runClient(t, pod, c, env,
 		"unary:/rgtest.v1.Echo/Call:"+req(text+"-durable"),
 		"unary:/rgtest.v1.Counter/Get:"+req(text+"-unmatched"),
@@ -278,6 +272,16 @@ func (r *podRig) runClient(t *testing.T, pod *testenv.Pod, c interceptClient, en
 		t.Fatalf("%s client: %v\n%s", c.lang, err, out)
 	}
 	return strings.Split(strings.TrimSpace(string(out)), "\n"), took
+}
+
+// reqHex is a test request with text, as the clients take it: serialized, in hex.
+func reqHex(t *testing.T, text string) string {
+	t.Helper()
+	b, err := proto.Marshal(&testpb.Req{Text: text})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
 }
 
 // parseOK reads a client's "OK ID HEX[,HEX...]" line into the invocation id and responses.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"net/http"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/proto"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -26,7 +24,6 @@ import (
 
 	"github.com/restate-grpc/restate-grpc/internal/injector"
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
-	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
 // The Kubernetes test's namespaces: the injector's (as manifests/ installs it), the apps', and
@@ -337,14 +334,7 @@ func (r *kubeRig) serviceEnv() map[string]string {
 // container's answers.
 func (r *kubeRig) checkAppPod(t *testing.T, interception string, native bool) {
 	text := uniq(t, "")
-	hexReq := func(s string) string {
-		b, err := proto.Marshal(&testpb.Req{Text: s})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return hex.EncodeToString(b)
-	}
-	ops := []string{"orders:50051", "unary:/rgtest.v1.Echo/Call:" + hexReq(text+"-durable"), "unary:/rgtest.v1.Counter/Get:" + hexReq(text+"-unmatched")}
+	ops := []string{"orders:50051", "unary:/rgtest.v1.Echo/Call:" + reqHex(t, text+"-durable"), "unary:/rgtest.v1.Counter/Get:" + reqHex(t, text+"-unmatched")}
 	clients := []corev1.Container{
 		{Name: "go", Image: checkoutImage, Command: []string{"/app/client"}, Args: ops},
 		{Name: "python", Image: checkoutImage, Command: []string{"/usr/bin/python3", clientSource("client.py")}, Args: ops},

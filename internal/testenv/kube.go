@@ -321,14 +321,7 @@ func (k *Kube) logTail(name string) string {
 // rig started, and removes its directory.
 func (k *Kube) Stop() {
 	for i := len(k.procs) - 1; i >= 0; i-- {
-		p := k.procs[i]
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
+		terminate(k.procs[i].cmd, k.procs[i].exited)
 	}
 	k.procs = nil
 	os.RemoveAll(k.Dir)

@@ -194,12 +194,18 @@ func (r *Restate) Stop() {
 	if r.cmd == nil || r.cmd.Process == nil {
 		return
 	}
-	r.cmd.Process.Signal(syscall.SIGTERM)
+	terminate(r.cmd, r.exited)
+}
+
+// terminate ends a process the test started (SIGTERM, SIGKILL after 10s) and waits for it:
+// exited is closed once it is reaped.
+func terminate(cmd *exec.Cmd, exited <-chan struct{}) {
+	cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-r.exited:
+	case <-exited:
 	case <-time.After(10 * time.Second):
-		r.cmd.Process.Kill()
-		<-r.exited
+		cmd.Process.Kill()
+		<-exited
 	}
 }
 
