@@ -28,9 +28,9 @@ const (
 	// DisableLabel on a namespace, with the value "disabled", keeps the injector out of it.
 	DisableLabel = config.AnnotationPrefix + "inject"
 
-	Binary       = "/usr/local/bin/sidecar"
-	PodinfoDir   = "/var/run/restate-grpc/podinfo"
-	HealthPort   = 15021
+	Binary     = "/usr/local/bin/sidecar"
+	PodinfoDir = "/var/run/restate-grpc/podinfo"
+	HealthPort = 15021
 	// ProxyUID is the sidecar's uid, whose connections the iptables rules never capture.
 	ProxyUID = 1337
 )
