@@ -25,11 +25,29 @@ type Config struct {
 	Tracing  *Tracing `json:"tracing,omitempty"`
 }
 
-// Tracing configures the sidecar's own spans.
+// Tracing configures the sidecar's own spans. Each field left unset falls back to the standard
+// OTEL_* variable, read by the OpenTelemetry SDK (see package tracing); without an endpoint
+// from either, no spans are made.
 type Tracing struct {
-	// OTLPEndpoint is the OTLP collector the spans go to, e.g. http://otel-collector:4317.
+	// OTLPEndpoint is the OTLP collector the spans go to, e.g. http://otel-collector:4317
+	// (OTEL_EXPORTER_OTLP_ENDPOINT). Over http/protobuf a URL without a path gets /v1/traces.
 	OTLPEndpoint string `json:"otlpEndpoint,omitempty"`
+	// Protocol is grpc (default, as Restate's own tracing-endpoint) or http/protobuf
+	// (OTEL_EXPORTER_OTLP_PROTOCOL).
+	Protocol string `json:"protocol,omitempty"`
+	// SamplingRatio is the share of new traces sampled, 0 to 1; a call that comes with a trace
+	// context follows its caller's decision (parent-based). Default OTEL_TRACES_SAMPLER, else 1.
+	SamplingRatio *float64 `json:"samplingRatio,omitempty"`
+	// ServiceName is the spans' service.name; default OTEL_SERVICE_NAME, else
+	// restate-grpc-sidecar.
+	ServiceName string `json:"serviceName,omitempty"`
 }
+
+// The OTLP protocols of Tracing.Protocol.
+const (
+	ProtocolGRPC = "grpc"
+	ProtocolHTTP = "http/protobuf"
+)
 
 // Outbound configures the listener that accepts the app's outbound gRPC.
 type Outbound struct {
@@ -438,10 +456,8 @@ func (c *Config) validate(env Env) error {
 	if c.LogLevel != "" {
 		oneOf(bad, "logLevel", c.LogLevel, "debug", "info", "warn", "error")
 	}
-	if t := c.Tracing; t != nil && t.OTLPEndpoint != "" {
-		if err := CheckBaseURL(t.OTLPEndpoint); err != nil {
-			bad("tracing.otlpEndpoint", "%v", err)
-		}
+	if t := c.Tracing; t != nil {
+		t.validate(bad)
 	}
 	if o := c.Outbound; o != nil {
 		checkAddr(bad, "outbound.listen", o.Listen)
@@ -595,6 +611,29 @@ func oneOf(bad func(string, string, ...any), field, v string, allowed ...string)
 		}
 	}
 	bad(field, "%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+func (t *Tracing) validate(bad func(string, string, ...any)) {
+	if t.Protocol != "" {
+		oneOf(bad, "tracing.protocol", t.Protocol, ProtocolGRPC, ProtocolHTTP)
+	}
+	if t.OTLPEndpoint != "" {
+		// CheckBaseURL refuses a path; only OTLP/HTTP has one (/v1/traces, or a collector's own).
+		u, path := t.OTLPEndpoint, ""
+		if p, err := url.Parse(u); err == nil {
+			path = p.Path
+			p.Path, p.RawPath = "", ""
+			u = p.String()
+		}
+		if err := CheckBaseURL(u); err != nil {
+			bad("tracing.otlpEndpoint", "%v", err)
+		} else if path != "" && path != "/" && t.Protocol != ProtocolHTTP {
+			bad("tracing.otlpEndpoint", "%q: an OTLP/gRPC endpoint has no path, got %q; for OTLP/HTTP set tracing.protocol: %s", t.OTLPEndpoint, path, ProtocolHTTP)
+		}
+	}
+	if r := t.SamplingRatio; r != nil && !(*r >= 0 && *r <= 1) {
+		bad("tracing.samplingRatio", "want a ratio from 0 to 1 (the share of new traces sampled), got %v", *r)
+	}
 }
 
 func checkAddr(bad func(string, string, ...any), field, addr string) {
