@@ -1,0 +1,102 @@
+package tracing
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Attribute keys: OpenTelemetry's RPC conventions, Restate's own names where Restate's spans
+// have them (so a query finds both), and the sidecar's.
+const (
+	AttrRPCSystem      = attribute.Key("rpc.system")
+	AttrRPCService     = attribute.Key("rpc.service")
+	AttrRPCMethod      = attribute.Key("rpc.method")
+	AttrGRPCStatusCode = attribute.Key("rpc.grpc.status_code")
+
+	AttrInvocationID     = attribute.Key("restate.invocation.id")
+	AttrInvocationTarget = attribute.Key("restate.invocation.target")
+	AttrRestateService   = attribute.Key("restate.service")
+	AttrRestateHandler   = attribute.Key("restate.handler")
+
+	AttrRoute          = attribute.Key("restate_grpc.route")
+	AttrMode           = attribute.Key("restate_grpc.mode")
+	AttrTargetKind     = attribute.Key("restate_grpc.target.kind")
+	AttrIdempotencyKey = attribute.Key("restate_grpc.idempotency_key.present")
+)
+
+// Propagator is W3C trace context, what Restate's ingress and sdk-go speak.
+var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
+
+// ScopeName names the sidecar's tracer.
+const ScopeName = "github.com/restate-grpc/restate-grpc"
+
+// Start starts a span of the gRPC call method (/pkg.Svc/Method) named as the RPC conventions
+// name it, pkg.Svc/Method, with rpc.system, rpc.service and rpc.method.
+func Start(ctx context.Context, tp trace.TracerProvider, kind trace.SpanKind, method string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	name := strings.TrimPrefix(method, "/")
+	svc, m, _ := strings.Cut(name, "/")
+	attrs = append(attrs, AttrRPCSystem.String("grpc"), AttrRPCService.String(svc), AttrRPCMethod.String(m))
+	return tp.Tracer(ScopeName).Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+}
+
+// End records the call's gRPC code (the RPC conventions' error status is any code but OK on a
+// client span; on a server span, only the codes that are the server's fault) and ends span.
+func End(span trace.Span, kind trace.SpanKind, err error) {
+	st := status.Convert(err)
+	span.SetAttributes(AttrGRPCStatusCode.Int(int(st.Code())))
+	if st.Code() != codes.OK && (kind != trace.SpanKindServer || serverFault(st.Code())) {
+		span.SetStatus(otelcodes.Error, st.Code().String()+": "+st.Message())
+	}
+	span.End()
+}
+
+func serverFault(c codes.Code) bool {
+	switch c {
+	case codes.Unknown, codes.DeadlineExceeded, codes.Unimplemented, codes.Internal, codes.Unavailable, codes.DataLoss:
+		return true
+	}
+	return false
+}
+
+// InjectHeader puts ctx's trace context into h instead of any it had: the caller's metadata
+// sits in h under lower-case names, which net/http would send besides the canonical ones.
+func InjectHeader(ctx context.Context, h http.Header) {
+	for _, k := range Propagator.Fields() {
+		delete(h, k)
+		delete(h, http.CanonicalHeaderKey(k))
+	}
+	Propagator.Inject(ctx, propagation.HeaderCarrier(h))
+}
+
+// MetadataCarrier carries trace context in gRPC metadata.
+type MetadataCarrier metadata.MD
+
+// Get returns the last value of key, as a repeated header's latest wins.
+func (c MetadataCarrier) Get(key string) string {
+	vs := metadata.MD(c).Get(key)
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[len(vs)-1]
+}
+
+// Set replaces key's values.
+func (c MetadataCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
+
+// Keys lists the keys.
+func (c MetadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
