@@ -85,10 +85,7 @@ func runCmd() *cobra.Command {
 		}
 		log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
 		log.Info("starting", "procs", setProcs(*procs), "version", buildVersion())
-		if cfg.Tracing != nil && cfg.Tracing.OTLPEndpoint != "" {
-			log.Warn("tracing.otlpEndpoint is set, but this version exports no spans yet", "endpoint", cfg.Tracing.OTLPEndpoint)
-		}
-		s, err := sidecar.Start(cmd.Context(), sidecar.Options{Config: cfg, Health: *health, Logger: log})
+		s, err := sidecar.Start(cmd.Context(), sidecar.Options{Config: cfg, Health: *health, Logger: log, Version: buildVersion()})
 		if err != nil {
 			return failed(fmt.Errorf("start: %w", err))
 		}

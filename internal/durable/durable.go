@@ -23,8 +23,9 @@ const (
 )
 
 // durable runs a unary call as a Restate invocation.
-func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Route) error {
-	ctx := stream.Context()
+func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Route) (err error) {
+	ctx, span := h.startSpan(stream.Context(), method, r)
+	defer func() { span.end(err) }()
 	md, _ := metadata.FromIncomingContext(ctx)
 	ov, err := parseOverrides(md)
 	if err != nil {
@@ -45,6 +46,7 @@ func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Rou
 	if err != nil {
 		return err
 	}
+	span.invocation(ctx, &inv)
 	callCtx, cancel := context.WithTimeout(ctx, r.Timeout.Std())
 	defer cancel()
 	var res *restatehttp.Result
@@ -63,6 +65,7 @@ func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Rou
 		h.log.Debug("durable call failed", "method", method, "target", inv.Target, "error", err)
 		return err
 	}
+	span.result(res)
 	h.log.Debug("durable call", "method", method, "target", inv.Target, "send", inv.Send, "invocation", res.InvocationID, "status", res.Status)
 	if err := stream.SetHeader(metadata.Pairs(MDInvocationID, res.InvocationID, MDStatus, res.Status)); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -53,6 +54,8 @@ type Options struct {
 	// is refused with a useful message. Default Config.Listen.
 	Self   string
 	Logger *slog.Logger
+	// Tracing makes a client span per durable call; nil makes none (tracing off).
+	Tracing trace.TracerProvider
 }
 
 // Handler serves the outbound listener.
@@ -65,6 +68,7 @@ type Handler struct {
 	log    *slog.Logger
 	self   string
 	paths  sync.Map // method+"|"+field path -> *descriptors.FieldPath
+	tp     trace.TracerProvider
 
 	// onCall, when set (by tests), sees each durable call's context as Handle gets it.
 	onCall func(context.Context)
@@ -86,6 +90,7 @@ func New(o Options) (*Handler, error) {
 		desc:   o.Descriptors,
 		log:    o.Logger,
 		self:   o.Self,
+		tp:     o.Tracing,
 	}
 	if h.self == "" {
 		h.self = o.Config.Listen

@@ -17,6 +17,7 @@ import (
 
 	restate "github.com/restatedev/sdk-go"
 	"github.com/restatedev/sdk-go/server"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -43,6 +44,9 @@ type Options struct {
 	// reflection). May be nil when every service lists its handlers.
 	Descriptors descriptors.Resolver
 	Logger      *slog.Logger
+	// Tracing makes a server span per attempt and a client span per call to the app; nil
+	// makes none (tracing off).
+	Tracing trace.TracerProvider
 }
 
 // Endpoint is the Restate deployment endpoint, an http.Handler to serve over h2c.
@@ -82,7 +86,7 @@ func New(ctx context.Context, o Options) (*Endpoint, error) {
 		srv = srv.WithIdentityV1(o.Config.IdentityKeys...)
 	}
 	for _, s := range e.services {
-		srv = srv.Bind(definition(s, o.App))
+		srv = srv.Bind(definition(s, o.App, o.Tracing))
 	}
 	h, err := srv.Handler()
 	if err != nil {
@@ -206,9 +210,9 @@ func (e *Endpoint) Register(ctx context.Context, admin *restatehttp.Admin, uri s
 }
 
 // definition builds the sdk-go definition of s, every handler forwarding to the app.
-func definition(s service, app grpc.ClientConnInterface) restate.ServiceDefinition {
+func definition(s service, app grpc.ClientConnInterface, tp trace.TracerProvider) restate.ServiceDefinition {
 	codec := restate.WithCodec(Codec)
-	f := forwarder{s: s, app: app}
+	f := forwarder{s: s, app: app, tp: tp}
 	switch s.kind {
 	case config.KindObject:
 		def := restate.NewObject(s.restateName)
@@ -254,13 +258,16 @@ func definition(s service, app grpc.ClientConnInterface) restate.ServiceDefiniti
 type forwarder struct {
 	s   service
 	app grpc.ClientConnInterface
+	tp  trace.TracerProvider
 }
 
 // forward calls the app once. Each Restate attempt calls it again with the same invocation id,
 // so the app sees at-least-once delivery and can deduplicate on restate-invocation-id.
-func (f forwarder) forward(ctx restate.Context, path, key string, in []byte) ([]byte, error) {
+func (f forwarder) forward(ctx restate.Context, path, key string, in []byte) (_ []byte, err error) {
+	a := f.startAttempt(ctx, path)
+	defer func() { a.end(err) }()
 	if f.s.fastPath {
-		return f.call(ctx, ctx.Request(), path, key, in)
+		return f.call(a.context(ctx), ctx.Request(), path, key, in)
 	}
 	// The app's answer is journaled as a Run step before it becomes the result. A replay
 	// (after Restate or this sidecar crashed) then returns the journaled answer rather than
@@ -268,7 +275,7 @@ func (f forwarder) forward(ctx restate.Context, path, key string, in []byte) ([]
 	// is awaited, which is where Restate's cancel signal reaches the handler: a cancel ends the
 	// invocation at once, the app call with it.
 	return restate.RunAsync(ctx, func(rc restate.RunContext) ([]byte, error) {
-		return f.call(rc, ctx.Request(), path, key, in)
+		return f.call(a.context(rc), ctx.Request(), path, key, in)
 	}, restate.WithCodec(Codec), restate.WithName("grpc "+path)).Result()
 }
 
@@ -284,10 +291,12 @@ func (f forwarder) call(ctx context.Context, req *restate.Request, path, key str
 			md.Set(MDKey+"-bin", key)
 		}
 	}
+	ctx, end := f.startAppCall(ctx, path, md)
 	cctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, md), f.s.attemptTimeout)
 	defer cancel()
 	var out []byte
 	err := f.app.Invoke(cctx, path, &in, &out, grpc.ForceCodecV2(rawcodec.Codec))
+	end(err)
 	if err == nil {
 		return out, nil
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/invocations"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+	"github.com/restate-grpc/restate-grpc/tracing"
 )
 
 // ShutdownGrace bounds how long in-flight calls may finish after the context ends.
@@ -39,6 +40,8 @@ type Options struct {
 	// binds it itself, and nothing can take it in between.
 	Listeners Listeners
 	Logger    *slog.Logger
+	// Version is the build, the service.version of the sidecar's spans.
+	Version string
 }
 
 // Listeners are bound listeners for the sidecar's parts; nil ones are bound from the config.
@@ -67,6 +70,7 @@ type Sidecar struct {
 	wg           sync.WaitGroup
 	mu           sync.Mutex
 	errs         []error
+	tracing      *tracing.Provider
 }
 
 // Start binds every listener (so a bad address fails here) and serves until ctx ends.
@@ -76,6 +80,10 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 		s.log = slog.Default()
 	}
 	// A part that fails for good stops the whole sidecar: half a sidecar is worse than none.
+	var err error
+	if s.tracing, err = tracing.Setup(ctx, tracing.Options{Config: o.Config.Tracing, Version: o.Version}); err != nil {
+		return nil, err
+	}
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.ctx = ctx
 	closeAll := func() {
@@ -88,7 +96,6 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	}
 	// Every listener is bound before any is served: the outbound one refuses CONNECTs to the
 	// others, so it needs their addresses.
-	var err error
 	oc, ic := o.Config.Outbound, o.Config.Inbound
 	if oc != nil {
 		if s.outbound, err = listen(o.Listeners.Outbound, oc.Listen); err != nil {
@@ -178,6 +185,10 @@ func (s *Sidecar) Ready() bool { return s.inboundReady.Load() }
 // Wait blocks until every part has stopped and returns their errors.
 func (s *Sidecar) Wait() error {
 	s.wg.Wait()
+	// Every call has ended: their spans are all there to flush.
+	if err := s.tracing.Shutdown(context.Background()); err != nil {
+		s.log.Warn("spans not exported", "error", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return errors.Join(s.errs...)
@@ -204,7 +215,7 @@ func (s *Sidecar) goFn(fn func()) {
 }
 
 func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error {
-	po := durable.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String()}
+	po := durable.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String(), Tracing: s.tracing.TracerProvider()}
 	var mgmt *invocations.Server
 	if oc.Ingress != "" {
 		access, err := clientOptions(oc.Access, s.log)
@@ -284,7 +295,7 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 	s.closeOnDone(ctx, app)
 	s.goFn(func() {
 		e, err := retry(ctx, s.log, "reading the app's services", func() (*inbound.Endpoint, error) {
-			return inbound.New(ctx, inbound.Options{Config: ic, App: app, Descriptors: descriptors.NewReflection(app), Logger: s.log})
+			return inbound.New(ctx, inbound.Options{Config: ic, App: app, Descriptors: descriptors.NewReflection(app), Logger: s.log, Tracing: s.tracing.TracerProvider()})
 		})
 		if err != nil {
 			if ctx.Err() == nil {
