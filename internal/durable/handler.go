@@ -69,6 +69,8 @@ type Handler struct {
 	self   string
 	paths  sync.Map // method+"|"+field path -> *descriptors.FieldPath
 	tp     trace.TracerProvider
+	// relayed holds the span of each passthrough stream from its decision to its observation.
+	relayed sync.Map // *proxy.Request -> trace.Span
 
 	// onCall, when set (by tests), sees each durable call's context as Handle gets it.
 	onCall func(context.Context)

@@ -44,7 +44,7 @@ func (h *Handler) direct(own map[string]bool) func(*proxy.Request) proxy.Decisio
 		if addr == "" || h.isSelf(addr) {
 			return refuse(codes.Unavailable, "no upstream for %s: add outbound.upstreams[%q], or dial the sidecar with grpc.WithAuthority(\"host:port of the service\")", r.Method, svc)
 		}
-		return proxy.Decision{Upstream: addr, MaxRequestMessage: h.cfg.MaxMessageBytes}
+		return proxy.Decision{Upstream: addr, MaxRequestMessage: h.cfg.MaxMessageBytes, Header: h.startRelaySpan(r, addr)}
 	}
 }
 

@@ -53,7 +53,7 @@ func NewServer(h *Handler, register func(grpc.ServiceRegistrar), log *slog.Logge
 	pipe := proxy.NewPipe()
 	return &Server{
 		relay: &proxy.Server{Director: h.direct(own), Local: pipe.Dial, Dial: dialRaw, Limits: relayLimits(h.cfg.Limits), Logger: log,
-			Destination: intercept.Destination},
+			Destination: intercept.Destination, Observe: h.observe()},
 		local: local,
 		pipe:  pipe,
 	}

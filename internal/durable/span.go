@@ -3,11 +3,17 @@ package durable
 import (
 	"context"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+	"github.com/restate-grpc/restate-grpc/proxy"
 	"github.com/restate-grpc/restate-grpc/tracing"
 )
 
@@ -57,3 +63,60 @@ func (s *callSpan) end(err error) {
 	}
 	tracing.End(s.Span, trace.SpanKindClient, err)
 }
+
+// startRelaySpan starts the client span of a passthrough stream to addr, a child of the
+// caller's trace context, and returns the header fields that carry the span's context to the
+// upstream in place of the caller's; nil when tracing is off. observe ends the span.
+func (h *Handler) startRelaySpan(r *proxy.Request, addr string) []hpack.HeaderField {
+	if h.tp == nil {
+		return nil
+	}
+	parent := tracing.Propagator.Extract(context.Background(), relayHeaders{r})
+	ctx, span := tracing.Start(parent, h.tp, trace.SpanKindClient, r.Method,
+		tracing.AttrMode.String(modePassthrough), attribute.String("server.address", addr))
+	h.relayed.Store(r, span)
+	carrier := propagation.MapCarrier{}
+	tracing.Propagator.Inject(ctx, carrier)
+	fields := make([]hpack.HeaderField, 0, len(carrier))
+	for k, v := range carrier {
+		fields = append(fields, hpack.HeaderField{Name: k, Value: v})
+	}
+	return fields
+}
+
+// modePassthrough is restate_grpc.mode of a relayed stream.
+const modePassthrough = "passthrough"
+
+// observe is the relay's stream observer: it ends the span startRelaySpan started with how
+// the stream ended. Nil when tracing is off, so the relay observes nothing.
+func (h *Handler) observe() func(*proxy.Request, proxy.Decision) func(proxy.StreamEnd) {
+	if h.tp == nil {
+		return nil
+	}
+	return func(r *proxy.Request, _ proxy.Decision) func(proxy.StreamEnd) {
+		v, ok := h.relayed.LoadAndDelete(r)
+		if !ok {
+			return nil
+		}
+		span := v.(trace.Span)
+		return func(e proxy.StreamEnd) {
+			if !e.HasCode {
+				// No gRPC status: the stream was reset, by the caller, the upstream or the relay.
+				span.SetStatus(otelcodes.Error, "stream reset: "+e.ResetCode.String())
+				span.End()
+				return
+			}
+			tracing.End(span, trace.SpanKindClient, status.Error(e.Code, ""))
+		}
+	}
+}
+
+// relayHeaders reads a relayed request's trace context.
+type relayHeaders struct{ r *proxy.Request }
+
+func (h relayHeaders) Get(k string) string {
+	v, _ := h.r.Get(k)
+	return v
+}
+func (relayHeaders) Set(string, string) {}
+func (relayHeaders) Keys() []string     { return tracing.Propagator.Fields() }

@@ -4,16 +4,20 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+	"github.com/restate-grpc/restate-grpc/internal/testservice"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
@@ -112,4 +116,72 @@ func startTraced(t *testing.T, ingress *fake, tp *sdktrace.TracerProvider) *outb
 		o.Tracing = tp
 	}
 	return serve(t, o)
+}
+
+// TestRelaySpan: a passthrough stream has a client span, a child of the caller's trace
+// context, whose context the upstream receives; it ends with the upstream's code.
+func TestRelaySpan(t *testing.T) {
+	const callerTrace, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	app := testservice.NewApp()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := app.Serve(l)
+	t.Cleanup(srv.Stop)
+	c, err := config.Parse([]byte("outbound:\n  upstreams: {rgtest.v1.Echo: " + l.Addr().String() + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	o := serve(t, Options{Config: c.Outbound, Logger: slog.New(slog.DiscardHandler), Tracing: sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))})
+	tests := []struct {
+		name      string
+		req       *testpb.Req
+		wantCode  string
+		wantError bool
+	}{
+		{name: "ok", req: &testpb.Req{Text: "relay-ok"}, wantCode: "0"},
+		{name: "failed", req: &testpb.Req{Text: "relay-failed", FailCode: int32(codes.NotFound)}, wantCode: "5", wantError: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			exp.Reset()
+			ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", "00-"+callerTrace+"-"+callerSpan+"-01")
+			o.echo.Call(ctx, tc.req)
+			// The observer ends the span as the relay drops the stream, which may be just after
+			// the caller has its answer.
+			deadline := time.Now().Add(5 * time.Second)
+			for len(exp.GetSpans()) == 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			spans := exp.GetSpans()
+			if len(spans) != 1 {
+				t.Fatalf("got %d spans, want 1", len(spans))
+			}
+			s := spans[0]
+			got := map[string]string{}
+			for _, kv := range s.Attributes {
+				got[string(kv.Key)] = kv.Value.Emit()
+			}
+			want := map[string]string{"rpc.system": "grpc", "rpc.service": "rgtest.v1.Echo", "rpc.method": "Call",
+				"rpc.grpc.status_code": tc.wantCode, "restate_grpc.mode": "passthrough", "server.address": l.Addr().String()}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("%s = %q, want %q", k, got[k], v)
+				}
+			}
+			if s.Parent.SpanID().String() != callerSpan || (s.Status.Code.String() == "Error") != tc.wantError {
+				t.Errorf("parent %s, status %v; want parent %s, error %v", s.Parent.SpanID(), s.Status, callerSpan, tc.wantError)
+			}
+			calls := app.CallsWithText(tc.req.Text)
+			if len(calls) != 1 {
+				t.Fatalf("app got %d calls, want 1", len(calls))
+			}
+			wantTP := "00-" + callerTrace + "-" + s.SpanContext.SpanID().String() + "-01"
+			if got := calls[0].Metadata.Get("traceparent"); len(got) != 1 || got[0] != wantTP {
+				t.Errorf("app got traceparent %q, want only %q (the span's)", got, wantTP)
+			}
+		})
+	}
 }
