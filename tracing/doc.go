@@ -16,4 +16,9 @@
 //	Restate           ingress, invocation-start, invocation-attempt (one per attempt)
 //	inbound sidecar   SERVER  pkg.Svc/Method   one per attempt, child of Restate's attempt span
 //	inbound sidecar   CLIENT  pkg.Svc/Method   the call to the app, whose traceparent it is
+//
+// A passthrough call has one CLIENT span on the outbound sidecar, whose context the upstream
+// gets. Restate does not tell a deployment which attempt it runs, so the server spans carry
+// the invocation id but no attempt number: the attempts are told apart by their parents,
+// Restate's attempt spans.
 package tracing

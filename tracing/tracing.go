@@ -39,6 +39,8 @@ type Options struct {
 // Provider is the sidecar's tracing, on or off.
 type Provider struct {
 	tp *sdktrace.TracerProvider // nil when tracing is off
+	// Endpoint and Protocol are where spans go, for the sidecar to log; empty when off.
+	Endpoint, Protocol string
 }
 
 // TracerProvider is what the call paths make spans with; nil when tracing is off, so that they
@@ -94,7 +96,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	if c == nil {
 		c = &config.Tracing{}
 	}
-	_, protocol, on := Endpoint(c, getenv)
+	endpoint, protocol, on := Endpoint(c, getenv)
 	if !on {
 		return &Provider{}, nil
 	}
@@ -111,7 +113,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 		// Without it the SDK reads OTEL_TRACES_SAMPLER(_ARG), default parentbased_always_on.
 		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*r))))
 	}
-	return &Provider{tp: sdktrace.NewTracerProvider(opts...)}, nil
+	return &Provider{tp: sdktrace.NewTracerProvider(opts...), Endpoint: endpoint, Protocol: protocol}, nil
 }
 
 // exporter is the OTLP exporter of protocol; an endpoint the config leaves unset is the SDK's

@@ -84,10 +84,14 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	if s.tracing, err = tracing.Setup(ctx, tracing.Options{Config: o.Config.Tracing, Version: o.Version}); err != nil {
 		return nil, err
 	}
+	if s.tracing.TracerProvider() != nil {
+		s.log.Info("exporting spans", "endpoint", s.tracing.Endpoint, "protocol", s.tracing.Protocol)
+	}
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.ctx = ctx
 	closeAll := func() {
 		s.cancel()
+		s.tracing.Shutdown(context.Background()) // nothing was exported yet: only its exporter stops
 		for _, l := range []net.Listener{s.outbound, s.inbound, s.health} {
 			if l != nil {
 				l.Close()
