@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
@@ -216,4 +219,58 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// TestTracingFromEnv: `sidecar run` takes its tracing from the standard OTEL_* variables and
+// the pod's (no tracing section in its config), follows the caller's sampling decision, and
+// flushes its spans as it stops on SIGTERM: here the batch is not due yet when it stops.
+func TestTracingFromEnv(t *testing.T) {
+	rcv, err := testenv.StartOTLPReceiver()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rcv.Close)
+	for k, v := range map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + rcv.GRPCAddr, "OTEL_SERVICE_NAME": "env-sidecar",
+		"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0", "OTEL_BSP_SCHEDULE_DELAY": "600000",
+		"POD_NAME": "shop-7d4f", "POD_NAMESPACE": "shop"} {
+		t.Setenv(k, v)
+	}
+	addrs := freeAddrs(t, 2)
+	p := startSidecarProc(t, "sidecar", fmt.Sprintf("outbound: {listen: %s, upstreams: {rgtest.v1.Echo: %s}}\n", addrs[0], env.appAddr), addrs[1])
+	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	sampled, unsampled := randHex(16), randHex(16)
+	for _, tp := range []string{"00-" + sampled + "-" + randHex(8) + "-01", "00-" + unsampled + "-" + randHex(8) + "-00"} {
+		if _, _, err := invoke(testCtx(t), conn, echoCall, &testpb.Req{Text: uniq(t, "env")}, "traceparent", tp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sidecar did not stop within 30s of SIGTERM")
+	}
+	var traces []string
+	var got testenv.Span
+	for _, s := range rcv.Spans() {
+		traces = append(traces, s.TraceID)
+		got = s
+	}
+	if want := []string{sampled}; !slices.Equal(traces, want) {
+		t.Fatalf("exported traces %v, want %v (the sampled caller's only)", traces, want)
+	}
+	wantRes := map[string]string{"service.name": "env-sidecar", "service.version": stampVersion + " (commit " + stampCommit + ")",
+		"k8s.pod.name": "shop-7d4f", "k8s.namespace.name": "shop"}
+	for k, want := range wantRes {
+		if got.Resource[k] != want {
+			t.Errorf("resource %s = %q, want %q", k, got.Resource[k], want)
+		}
+	}
+	if got.Attrs["restate_grpc.mode"] != "passthrough" || got.Attrs["rpc.grpc.status_code"] != "0" {
+		t.Errorf("span attributes %v, want a passthrough span with code 0", got.Attrs)
+	}
 }
