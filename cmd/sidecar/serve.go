@@ -93,7 +93,7 @@ func runCmd() *cobra.Command {
 			return failed(fmt.Errorf("start: %w", err))
 		}
 		<-s.Done()
-		log.Info("shutting down", "grace", sidecar.ShutdownGrace)
+		log.Info("shutting down", "grace", cfg.Shutdown.Grace.Std())
 		if err := s.Wait(); err != nil {
 			return failed(fmt.Errorf("stopped with errors: %w", err))
 		}

@@ -23,6 +23,29 @@ type Config struct {
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string   `json:"logLevel,omitempty"`
 	Tracing  *Tracing `json:"tracing,omitempty"`
+	Health   Health   `json:"health,omitzero"`
+	Shutdown Shutdown `json:"shutdown,omitzero"`
+}
+
+// Health configures what /readyz checks.
+type Health struct {
+	// RequireIngress, when true, makes an unreachable Restate ingress fail /readyz. Default
+	// false, as Istio's and Linkerd's proxies stay ready when a backend is down: an unready
+	// caller pod is taken out of its Service and gets no traffic at all, while a ready one can
+	// still serve what does not need Restate, and its durable calls fail UNAVAILABLE, which
+	// callers retry. The ingress's state is shown either way.
+	RequireIngress bool `json:"requireIngress,omitempty"`
+	// CheckInterval is how often the app and the ingress are probed; the probe handlers read the
+	// last results, so a kubelet probe never waits on them. Default 2s.
+	CheckInterval Duration `json:"checkInterval,omitempty"`
+}
+
+// Shutdown configures the drain on SIGTERM.
+type Shutdown struct {
+	// Grace bounds how long calls in flight may finish after SIGTERM. Default 25s: within
+	// Kubernetes' default terminationGracePeriodSeconds (30s), with room to exit before the
+	// SIGKILL. Set it a few seconds below the pod's terminationGracePeriodSeconds.
+	Grace Duration `json:"grace,omitempty"`
 }
 
 // Tracing configures the sidecar's own spans.
@@ -254,6 +277,8 @@ const (
 	DefaultTimeout              = 30 * time.Second
 	DefaultAttemptTimeout       = 30 * time.Second
 	DefaultIdempotencyKey       = "idempotency-key"
+	DefaultCheckInterval        = 2 * time.Second
+	DefaultShutdownGrace        = 25 * time.Second
 )
 
 // DefaultRetryableCodes are the callee codes Restate retries unless a service lists its own.
@@ -302,6 +327,12 @@ type Env struct {
 var Process = Env{Getenv: os.Getenv, Stat: func(p string) error { _, err := os.Stat(p); return err }}
 
 func (c *Config) setDefaults(env Env) {
+	if c.Health.CheckInterval == 0 {
+		c.Health.CheckInterval = Duration(DefaultCheckInterval)
+	}
+	if c.Shutdown.Grace == 0 {
+		c.Shutdown.Grace = Duration(DefaultShutdownGrace)
+	}
 	if o := c.Outbound; o != nil {
 		o.Listen = or(o.Listen, DefaultOutboundListen)
 		o.Unmatched = or(o.Unmatched, UnmatchedPassthrough)
@@ -437,6 +468,15 @@ func (c *Config) validate(env Env) error {
 	}
 	if c.LogLevel != "" {
 		oneOf(bad, "logLevel", c.LogLevel, "debug", "info", "warn", "error")
+	}
+	// Faster, and the probes load the app and the ingress; slower, and a pod stays ready
+	// (or unready) long after the app changed.
+	if d := c.Health.CheckInterval.Std(); d < 100*time.Millisecond || d > time.Minute {
+		bad("health.checkInterval", "must be between 100ms and 1m, got %s", d)
+	}
+	// Under a second leaves calls no time to finish; past an hour is no pod's grace period.
+	if d := c.Shutdown.Grace.Std(); d < time.Second || d > time.Hour {
+		bad("shutdown.grace", "must be between 1s and 1h (a few seconds below the pod's terminationGracePeriodSeconds), got %s", d)
 	}
 	if t := c.Tracing; t != nil && t.OTLPEndpoint != "" {
 		if err := CheckBaseURL(t.OTLPEndpoint); err != nil {

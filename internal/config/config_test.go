@@ -73,6 +73,9 @@ inbound:
 		{"outbound.detectTimeout", c.Outbound.DetectTimeout.Std().String(), "500ms"},
 		{"outbound.limits.maxOpaqueConns", strconv.Itoa(c.Outbound.Limits.MaxOpaqueConns), "1024"},
 		{"inbound.listen", c.Inbound.Listen, "0.0.0.0:9080"},
+		{"health.requireIngress", strconv.FormatBool(c.Health.RequireIngress), "false"},
+		{"health.checkInterval", c.Health.CheckInterval.Std().String(), "2s"},
+		{"shutdown.grace", c.Shutdown.Grace.Std().String(), "25s"},
 		{"inbound.register.uri", c.Inbound.Register.URI, "http://10.1.2.3:9080"},
 		{"inbound.services[0].retryableCodes", strings.Join(c.Inbound.Services[0].RetryableCodes, ","), "UNAVAILABLE,RESOURCE_EXHAUSTED,ABORTED,DEADLINE_EXCEEDED"},
 	}
@@ -141,6 +144,8 @@ func TestParseInvalid(t *testing.T) {
 		{"register admin with path", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], register: {admin: 'http://r:9070/x', uri: 'http://p:9080'}}", `inbound.register.admin: "http://r:9070/x" must have no path`},
 		{"register admin with query", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], register: {admin: 'https://r:9070?a=b', uri: 'http://p:9080'}}", "inbound.register.admin: \"https://r:9070?a=b\" must have no query"},
 		{"bad detect timeout", "outbound: {detectTimeout: 20s}", "outbound.detectTimeout: must be between 10ms and 10s, got 20s"},
+		{"bad check interval", "{health: {checkInterval: 10ms}, outbound: {}}", "health.checkInterval: must be between 100ms and 1m, got 10ms"},
+		{"bad shutdown grace", "{shutdown: {grace: 2h}, outbound: {}}", "shutdown.grace: must be between 1s and 1h (a few seconds below the pod's terminationGracePeriodSeconds), got 2h0m0s"},
 		{"negative opaque bound", "outbound: {limits: {maxOpaqueConns: -1}}", "outbound.limits.maxOpaqueConns: must be at least 1"},
 		{"allowed destination without port", "outbound: {allowDestinations: [orders]}", `outbound.allowDestinations[0]: want host:port, [ipv6]:port or a CIDR, got "orders"`},
 		{"allowed destination bad port", "outbound: {allowDestinations: ['orders:http']}", `outbound.allowDestinations[0]: bad port "http"`},

@@ -301,3 +301,21 @@ func or(a, b string) string {
 	}
 	return b
 }
+
+// Health asks the ingress whether it serves (GET /restate/health): a cheap request that
+// touches no service, for the sidecar's readiness checks.
+func (c *Client) Health(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/restate/health", nil)
+	if err != nil {
+		return err
+	}
+	c.token.authorize(req.Header)
+	resp, body, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("restate ingress at %s answered %d: %s", c.base, resp.StatusCode, truncate(body))
+	}
+	return nil
+}

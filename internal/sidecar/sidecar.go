@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -25,9 +24,6 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 )
-
-// ShutdownGrace bounds how long in-flight calls may finish after the context ends.
-const ShutdownGrace = 5 * time.Second
 
 // Options configure a Sidecar.
 type Options struct {
@@ -63,15 +59,19 @@ type Sidecar struct {
 	inbound  net.Listener
 	health   net.Listener
 
-	inboundReady atomic.Bool
-	wg           sync.WaitGroup
-	mu           sync.Mutex
-	errs         []error
+	checks checks
+	// grace bounds how long calls in flight may finish once ctx ends.
+	grace time.Duration
+	// interval is how often the app and the ingress are probed.
+	interval time.Duration
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	errs     []error
 }
 
 // Start binds every listener (so a bad address fails here) and serves until ctx ends.
 func Start(ctx context.Context, o Options) (*Sidecar, error) {
-	s := &Sidecar{log: o.Logger}
+	s := &Sidecar{log: o.Logger, grace: o.Config.Shutdown.Grace.Std(), interval: o.Config.Health.CheckInterval.Std()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -108,6 +108,7 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 			return nil, fmt.Errorf("health listener: %w", err)
 		}
 	}
+	s.addChecks(o.Config)
 	if oc != nil {
 		var own []net.Addr
 		for _, l := range []net.Listener{s.inbound, s.health} {
@@ -134,9 +135,13 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	}
 	if ic != nil {
 		s.startInbound(ctx, ic)
-	} else {
-		s.inboundReady.Store(true)
 	}
+	s.goFn(func() {
+		<-ctx.Done()
+		// Unready at once: Kubernetes takes the pod out of its endpoints while calls drain.
+		s.checks.set(CheckOutbound, false, "draining")
+		s.checks.set(CheckInbound, false, "draining")
+	})
 	if s.health != nil {
 		s.serveHTTP(ctx, "health", s.health, s.healthHandler())
 	}
@@ -172,8 +177,35 @@ func addr(l net.Listener) net.Addr {
 	return l.Addr()
 }
 
-// Ready reports whether the inbound side, if any, is serving and registered.
-func (s *Sidecar) Ready() bool { return s.inboundReady.Load() }
+// addChecks adds the checks of the configured parts, each failing until it has passed once.
+func (s *Sidecar) addChecks(c *config.Config) {
+	if oc := c.Outbound; oc != nil {
+		s.checks.add(CheckOutbound, true, "starting")
+		if oc.Ingress != "" {
+			s.checks.add(CheckIngress, c.Health.RequireIngress, "not probed yet")
+		}
+	}
+	if ic := c.Inbound; ic != nil {
+		s.checks.add(CheckInbound, true, "reading the app's services")
+		if ic.Register != nil {
+			s.checks.add(CheckRegistered, true, "registering with "+ic.Register.Admin)
+		}
+		s.checks.add(CheckApp, true, "not probed yet")
+	}
+}
+
+// Ready reports whether every required check passes: the listeners serve and, with an inbound
+// side, the deployment is registered and the app answers.
+func (s *Sidecar) Ready() bool {
+	_, ready := s.checks.report()
+	return ready
+}
+
+// Checks returns the state of every check, as /readyz lists them.
+func (s *Sidecar) Checks() []Check {
+	list, _ := s.checks.report()
+	return list
+}
 
 // Wait blocks until every part has stopped and returns their errors.
 func (s *Sidecar) Wait() error {
@@ -218,6 +250,20 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 			return err
 		}
 		po.Ingress = c
+		s.runProbes(ctx, s.interval, []probe{{name: CheckIngress, run: func(ctx context.Context) (bool, string) {
+			ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			defer cancel()
+			if err := c.Health(ctx); err != nil {
+				return false, err.Error()
+			}
+			return true, "answering at " + oc.Ingress
+		}, changed: func(ok bool, detail string) {
+			if ok {
+				s.log.Info("restate ingress reachable again", "ingress", oc.Ingress)
+			} else {
+				s.log.Warn("restate ingress unreachable", "ingress", oc.Ingress, "error", detail)
+			}
+		}}})
 		var admin invocations.Admin // nil unless configured: Cancel and Kill then say how
 		if oc.Admin != "" {
 			a, err := restatehttp.NewAdmin(oc.Admin, access)
@@ -253,6 +299,7 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 		}
 	}, s.log)
 	s.log.Info("outbound listening", "addr", s.outbound.Addr().String(), "routes", len(oc.Routes), "unmatched", oc.Unmatched, "ingress", oc.Ingress)
+	s.checks.set(CheckOutbound, true, "serving at "+s.outbound.Addr().String())
 	s.goFn(func() {
 		if err := srv.Serve(s.outbound); err != nil && !errors.Is(err, durable.ErrServerClosed) {
 			s.fail(fmt.Errorf("outbound: %w", err))
@@ -260,9 +307,11 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 	})
 	s.goFn(func() {
 		<-ctx.Done()
-		grace, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+		grace, cancel := context.WithTimeout(context.Background(), s.grace)
 		defer cancel()
-		srv.Shutdown(grace)
+		if srv.Shutdown(grace) != nil {
+			s.log.Warn("outbound calls still in flight at the end of the grace period were cut", "grace", s.grace)
+		}
 	})
 	return nil
 }
@@ -282,6 +331,14 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 		return
 	}
 	s.closeOnDone(ctx, app)
+	s.runProbes(ctx, s.interval, []probe{{name: CheckApp, run: func(ctx context.Context) (bool, string) { return probeApp(ctx, app) },
+		changed: func(ok bool, detail string) {
+			if ok {
+				s.log.Info("app answering again", "app", ic.App)
+			} else {
+				s.log.Warn("app not answering; Restate retries its calls", "app", ic.App, "error", detail)
+			}
+		}}})
 	s.goFn(func() {
 		e, err := retry(ctx, s.log, "reading the app's services", func() (*inbound.Endpoint, error) {
 			return inbound.New(ctx, inbound.Options{Config: ic, App: app, Descriptors: descriptors.NewReflection(app), Logger: s.log})
@@ -295,8 +352,8 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 		}
 		s.log.Info("inbound listening", "addr", s.inbound.Addr().String(), "app", ic.App, "version", e.Version())
 		s.serveHTTP(ctx, "inbound", s.inbound, e)
+		s.checks.set(CheckInbound, true, "serving at "+s.inbound.Addr().String()+", version "+e.Version())
 		if ic.Register == nil {
-			s.inboundReady.Store(true)
 			return
 		}
 		access, err := clientOptions(ic.Register.Access, s.log)
@@ -309,13 +366,14 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			s.fail(err)
 			return
 		}
-		if _, err := e.Register(ctx, admin, ic.Register.URI); err != nil {
+		d, err := e.Register(ctx, admin, ic.Register.URI)
+		if err != nil {
 			if ctx.Err() == nil {
 				s.fail(err)
 			}
 			return
 		}
-		s.inboundReady.Store(true)
+		s.checks.set(CheckRegistered, true, "deployment "+d.ID)
 	})
 }
 
@@ -352,27 +410,10 @@ func (s *Sidecar) serveHTTP(ctx context.Context, name string, l net.Listener, h 
 	})
 	s.goFn(func() {
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+		sctx, cancel := context.WithTimeout(context.Background(), s.grace)
 		defer cancel()
 		if srv.Shutdown(sctx) != nil {
 			srv.Close()
 		}
 	})
-}
-
-func (s *Sidecar) healthHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	// The app may start once the outbound listener serves; the inbound side, which may need the
-	// app itself (its reflection) before it registers, is not waited for. The injector's
-	// startup probe, which holds the app's containers, asks this.
-	mux.HandleFunc("GET /readyz/outbound", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.Ready() {
-			http.Error(w, "inbound endpoint not registered yet", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	return mux
 }

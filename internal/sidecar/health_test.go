@@ -1,0 +1,156 @@
+package sidecar_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/restate-grpc/restate-grpc/internal/sidecar"
+	"github.com/restate-grpc/restate-grpc/internal/testservice"
+	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
+)
+
+// closedAddr is an address nothing listens on: connections to it are refused.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l := listen(t)
+	l.Close()
+	return l.Addr().String()
+}
+
+// probeHealth asks path and sums up the answer as "CODE STATUS name:ok name:fail ..." for a
+// JSON report ("unprobed" for a probe that has not run yet), "CODE BODY" for any other answer.
+func probeHealth(health, path string) string {
+	resp, err := http.Get("http://" + health + path)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "application/json" {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Sprint(resp.StatusCode, " ", strings.TrimSpace(string(b)))
+	}
+	var r sidecar.Report
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return "body: " + err.Error()
+	}
+	out := []string{fmt.Sprint(resp.StatusCode), r.Status}
+	for _, c := range r.Checks {
+		state := "fail"
+		switch {
+		case c.OK:
+			state = "ok"
+		case c.Detail == "not probed yet": // a fail that says nothing of the app or the ingress
+			state = "unprobed"
+		}
+		out = append(out, c.Name+":"+state)
+	}
+	return strings.Join(out, " ")
+}
+
+// eventuallyHealth polls path until it sums up as want, for at most 20s (the inbound side
+// retries reading the app's services with a backoff of up to 5s), and returns what it saw last.
+func eventuallyHealth(health, path, want string) string {
+	var got string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if got = probeHealth(health, path); got == want {
+			break
+		}
+	}
+	return got
+}
+
+// fakeAdmin is a Restate admin API that registers any deployment.
+func fakeAdmin(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/deployments" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{"id": "dp_test", "services": [{"name": "`+testpb.Echo_ServiceDesc.ServiceName+`"}]}`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestReadinessApp: an inbound sidecar is ready only while its app answers and its
+// deployment is registered; an unreachable ingress shows, but does not make it unready by
+// default. The app goes down, comes up, and goes down again on one address.
+func TestReadinessApp(t *testing.T) {
+	app := closedAddr(t)
+	_, health := start(t, fmt.Sprintf(`
+health: {checkInterval: 100ms}
+outbound: {listen: 127.0.0.1:0, ingress: http://%s}
+inbound:
+  app: %s
+  listen: 127.0.0.1:0
+  services: [{name: %s}]
+  register: {admin: %s, uri: http://127.0.0.1:9080}
+`, closedAddr(t), app, testpb.Echo_ServiceDesc.ServiceName, fakeAdmin(t)))
+	var srv interface{ Stop() }
+	for _, tc := range []struct {
+		name string
+		step func(t *testing.T)
+		path string
+		want string
+	}{
+		{"app not started", func(*testing.T) {}, "/readyz",
+			"503 unready outbound:ok ingress:fail inbound:fail registered:fail app:fail"},
+		{"liveness while unready", func(*testing.T) {}, "/healthz",
+			"200 alive outbound:ok ingress:fail inbound:fail registered:fail app:fail"},
+		{"outbound while unready", func(*testing.T) {}, "/readyz/outbound", "200 ready"},
+		{"app up", func(t *testing.T) {
+			l, err := net.Listen("tcp", app)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv = testservice.NewApp().Serve(l)
+		}, "/readyz", "200 ready outbound:ok ingress:fail inbound:ok registered:ok app:ok"},
+		{"app down again", func(*testing.T) { srv.Stop() }, "/readyz",
+			"503 unready outbound:ok ingress:fail inbound:ok registered:ok app:fail"},
+	} {
+		tc.step(t)
+		if got := eventuallyHealth(health, tc.path, tc.want); got != tc.want {
+			t.Errorf("%s: GET %s = %q, want %q", tc.name, tc.path, got, tc.want)
+		}
+	}
+}
+
+// TestReadinessIngress: health.requireIngress decides whether an unreachable ingress makes
+// an outbound sidecar unready; the check shows either way.
+func TestReadinessIngress(t *testing.T) {
+	restate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/restate/health" {
+			http.NotFound(w, r)
+		}
+	}))
+	defer restate.Close()
+	for _, tc := range []struct {
+		name    string
+		require bool
+		ingress string
+		want    string
+	}{
+		{"unreachable, not required", false, "http://" + closedAddr(t), "200 ready outbound:ok ingress:fail"},
+		{"unreachable, required", true, "http://" + closedAddr(t), "503 unready outbound:ok ingress:fail"},
+		{"reachable, required", true, restate.URL, "200 ready outbound:ok ingress:ok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, health := start(t, fmt.Sprintf(`
+health: {checkInterval: 100ms, requireIngress: %t}
+outbound: {listen: 127.0.0.1:0, ingress: %s}
+`, tc.require, tc.ingress))
+			if got := eventuallyHealth(health, "/readyz", tc.want); got != tc.want {
+				t.Errorf("GET /readyz = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
