@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -88,16 +91,39 @@ func runCmd() *cobra.Command {
 		if cfg.Tracing != nil && cfg.Tracing.OTLPEndpoint != "" {
 			log.Warn("tracing.otlpEndpoint is set, but this version exports no spans yet", "endpoint", cfg.Tracing.OTLPEndpoint)
 		}
-		s, err := sidecar.Start(cmd.Context(), sidecar.Options{Config: cfg, Health: *health, Logger: log})
+		// The first SIGTERM or SIGINT drains (main's context ends with it too); a second one
+		// means whoever sent it will not wait for the drain, as Envoy and Linkerd take it.
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+		ctx, cancel := context.WithCancel(cmd.Context())
+		defer cancel()
+		s, err := sidecar.Start(ctx, sidecar.Options{Config: cfg, Health: *health, Logger: log})
 		if err != nil {
 			return failed(fmt.Errorf("start: %w", err))
 		}
-		<-s.Done()
-		log.Info("shutting down", "grace", cfg.Shutdown.Grace.Std())
-		if err := s.Wait(); err != nil {
-			return failed(fmt.Errorf("stopped with errors: %w", err))
+		stopped := make(chan error, 1)
+		go func() { <-s.Done(); stopped <- s.Wait() }()
+		select {
+		case err := <-stopped: // a part failed for good, or the command's context ended
+			if err != nil {
+				return failed(fmt.Errorf("stopped with errors: %w", err))
+			}
+			return nil
+		case sig := <-sigs:
+			log.Info("draining: no new connections, calls in flight may finish", "signal", sig.String(), "grace", cfg.Shutdown.Grace.Std())
+			cancel()
 		}
-		return nil
+		select {
+		case err := <-stopped:
+			if err != nil {
+				return failed(fmt.Errorf("stopped with errors: %w", err))
+			}
+			log.Info("drained")
+			return nil
+		case sig := <-sigs:
+			return failed(fmt.Errorf("second %s while draining: calls in flight cut", sig))
+		}
 	}
 	return cmd
 }

@@ -1,9 +1,11 @@
 package sidecar_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/sidecar"
 	"github.com/restate-grpc/restate-grpc/internal/testservice"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
@@ -152,5 +158,59 @@ outbound: {listen: 127.0.0.1:0, ingress: %s}
 				t.Errorf("GET /readyz = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestDrainingUnready: once its context ends, a sidecar answers /readyz 503 "draining" while a
+// call in flight finishes, and stops cleanly after it.
+func TestDrainingUnready(t *testing.T) {
+	appL := listen(t)
+	app := testservice.NewApp()
+	srv := app.Serve(appL)
+	defer srv.Stop()
+	c, err := config.Parse(fmt.Appendf(nil, "outbound: {listen: 127.0.0.1:0, upstreams: {%s: %s}}", testpb.Echo_ServiceDesc.ServiceName, appL.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	healthL := listen(t)
+	s, err := sidecar.Start(ctx, sidecar.Options{Config: c, Listeners: sidecar.Listeners{Outbound: listen(t), Health: healthL},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	health := healthL.Addr().String()
+	cc, err := grpc.NewClient(s.OutboundAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	called := make(chan error, 1)
+	go func() {
+		_, err := testpb.NewEchoClient(cc).Call(context.Background(), &testpb.Req{Text: "slow", SleepMs: 1500})
+		called <- err
+	}()
+	for !app.Running("slow") { // in flight when the drain starts
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, tc := range []struct {
+		name string
+		step func()
+		want string
+	}{
+		{"serving", func() {}, "200 ready outbound:ok"},
+		{"draining", cancel, "503 unready outbound:fail"},
+	} {
+		tc.step()
+		if got := eventuallyHealth(health, "/readyz", tc.want); got != tc.want {
+			t.Errorf("%s: GET /readyz = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if err := <-called; err != nil {
+		t.Errorf("call in flight while draining: %v, want it answered", err)
+	}
+	if err := s.Wait(); err != nil {
+		t.Errorf("Wait after a clean drain: %v, want nil", err)
 	}
 }

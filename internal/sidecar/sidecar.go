@@ -64,9 +64,14 @@ type Sidecar struct {
 	grace time.Duration
 	// interval is how often the app and the ingress are probed.
 	interval time.Duration
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	errs     []error
+	// outboundDrained and inboundDrained are called once each part has finished its calls
+	// (or is not configured); drained is closed after both, once ctx has ended. The health
+	// port and the connections the calls use outlive the drain.
+	outboundDrained, inboundDrained func()
+	drained                         chan struct{}
+	wg                              sync.WaitGroup
+	mu                              sync.Mutex
+	errs                            []error
 }
 
 // Start binds every listener (so a bad address fails here) and serves until ctx ends.
@@ -78,8 +83,22 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	// A part that fails for good stops the whole sidecar: half a sidecar is worse than none.
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.ctx = ctx
+	var drain sync.WaitGroup
+	drain.Add(2)
+	s.outboundDrained, s.inboundDrained = sync.OnceFunc(drain.Done), sync.OnceFunc(drain.Done)
+	s.drained = make(chan struct{})
+	s.goFn(func() {
+		<-ctx.Done()
+		// Unready at once: Kubernetes takes the pod out of its endpoints while calls drain.
+		s.checks.set(CheckOutbound, false, "draining")
+		s.checks.set(CheckInbound, false, "draining")
+		drain.Wait()
+		close(s.drained)
+	})
 	closeAll := func() {
 		s.cancel()
+		s.outboundDrained()
+		s.inboundDrained()
 		for _, l := range []net.Listener{s.outbound, s.inbound, s.health} {
 			if l != nil {
 				l.Close()
@@ -132,18 +151,17 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 			closeAll()
 			return nil, err
 		}
+	} else {
+		s.outboundDrained()
 	}
 	if ic != nil {
 		s.startInbound(ctx, ic)
+	} else {
+		s.inboundDrained()
 	}
-	s.goFn(func() {
-		<-ctx.Done()
-		// Unready at once: Kubernetes takes the pod out of its endpoints while calls drain.
-		s.checks.set(CheckOutbound, false, "draining")
-		s.checks.set(CheckInbound, false, "draining")
-	})
 	if s.health != nil {
-		s.serveHTTP(ctx, "health", s.health, s.healthHandler())
+		// Probes still learn, while the calls drain, that the sidecar is going.
+		s.serveHTTP(s.drained, "health", s.health, s.healthHandler(), nil)
 	}
 	return s, nil
 }
@@ -226,6 +244,16 @@ func (s *Sidecar) fail(err error) {
 	s.cancel()
 }
 
+// cut records that a part's calls outlived the grace period and were ended: the drain was
+// not clean, which the exit code says.
+func (s *Sidecar) cut(part string) {
+	err := fmt.Errorf("%s: calls still in flight after the %s grace period were cut", part, s.grace)
+	s.log.Warn(err.Error())
+	s.mu.Lock()
+	s.errs = append(s.errs, err)
+	s.mu.Unlock()
+}
+
 // goFn runs fn as a part of the sidecar: Wait waits for it.
 func (s *Sidecar) goFn(fn func()) {
 	s.wg.Add(1)
@@ -286,7 +314,7 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 		if err != nil {
 			return err
 		}
-		s.closeOnDone(ctx, conn)
+		s.closeOnDrained(conn)
 		po.Descriptors = descriptors.NewReflection(conn)
 	}
 	h, err := durable.New(po)
@@ -310,14 +338,16 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 		grace, cancel := context.WithTimeout(context.Background(), s.grace)
 		defer cancel()
 		if srv.Shutdown(grace) != nil {
-			s.log.Warn("outbound calls still in flight at the end of the grace period were cut", "grace", s.grace)
+			s.cut("outbound")
 		}
+		s.outboundDrained()
 	})
 	return nil
 }
 
-func (s *Sidecar) closeOnDone(ctx context.Context, conn *grpc.ClientConn) {
-	s.goFn(func() { <-ctx.Done(); conn.Close() })
+// closeOnDrained closes conn once the calls that may use it have drained.
+func (s *Sidecar) closeOnDrained(conn *grpc.ClientConn) {
+	s.goFn(func() { <-s.drained; conn.Close() })
 }
 
 // startInbound serves the endpoint once the app's services are known. The app may start after
@@ -327,10 +357,11 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 	// sidecar; the app gets the caller's credentials, never the hop's to Restate.
 	app, err := durable.DialPlaintext(ic.App, grpc.WithChainUnaryInterceptor(interceptors.ClientRecovery(s.log), interceptors.AppMetadata()))
 	if err != nil {
+		s.inboundDrained()
 		s.fail(fmt.Errorf("inbound.app: %w", err))
 		return
 	}
-	s.closeOnDone(ctx, app)
+	s.closeOnDrained(app)
 	s.runProbes(ctx, s.interval, []probe{{name: CheckApp, run: func(ctx context.Context) (bool, string) { return probeApp(ctx, app) },
 		changed: func(ok bool, detail string) {
 			if ok {
@@ -340,6 +371,12 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			}
 		}}})
 	s.goFn(func() {
+		serving := false
+		defer func() {
+			if !serving {
+				s.inboundDrained()
+			}
+		}()
 		e, err := retry(ctx, s.log, "reading the app's services", func() (*inbound.Endpoint, error) {
 			return inbound.New(ctx, inbound.Options{Config: ic, App: app, Descriptors: descriptors.NewReflection(app), Logger: s.log})
 		})
@@ -351,7 +388,8 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			return
 		}
 		s.log.Info("inbound listening", "addr", s.inbound.Addr().String(), "app", ic.App, "version", e.Version())
-		s.serveHTTP(ctx, "inbound", s.inbound, e)
+		s.serveHTTP(ctx.Done(), "inbound", s.inbound, e, s.inboundDrained)
+		serving = true
 		s.checks.set(CheckInbound, true, "serving at "+s.inbound.Addr().String()+", version "+e.Version())
 		if ic.Register == nil {
 			return
@@ -401,7 +439,9 @@ func retry[T any](ctx context.Context, log *slog.Logger, what string, fn func() 
 	}
 }
 
-func (s *Sidecar) serveHTTP(ctx context.Context, name string, l net.Listener, h http.Handler) {
+// serveHTTP serves h on l until stop is closed, then lets its requests finish within the grace
+// period and calls stopped, if set.
+func (s *Sidecar) serveHTTP(stop <-chan struct{}, name string, l net.Listener, h http.Handler, stopped func()) {
 	srv := inbound.NewHTTPServer(h)
 	s.goFn(func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -409,11 +449,15 @@ func (s *Sidecar) serveHTTP(ctx context.Context, name string, l net.Listener, h 
 		}
 	})
 	s.goFn(func() {
-		<-ctx.Done()
+		<-stop
 		sctx, cancel := context.WithTimeout(context.Background(), s.grace)
 		defer cancel()
 		if srv.Shutdown(sctx) != nil {
 			srv.Close()
+			s.cut(name)
+		}
+		if stopped != nil {
+			stopped()
 		}
 	})
 }
