@@ -73,11 +73,15 @@ func runCmd() *cobra.Command {
 	load := sourceFlags(cmd)
 	health := healthFlag(cmd)
 	level := cmd.Flags().String("log-level", "", "debug | info | warn | error; default the config's logLevel, else info")
+	format := cmd.Flags().String("log-format", "", "text | json; default the config's logFormat, else text")
 	procs := cmd.Flags().Int("procs", 1, "cores the sidecar's Go code runs on at once (GOMAXPROCS), at most the CPU limit; 0: all Go sees; the GOMAXPROCS variable wins")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var lvl slog.Level
 		if err := lvl.UnmarshalText([]byte(*level)); *level != "" && err != nil {
 			return usageError("--log-level: %v", err)
+		}
+		if *format != "" && *format != config.LogFormatText && *format != config.LogFormatJSON {
+			return usageError("--log-format: %q is not one of text, json", *format)
 		}
 		cfg, err := load()
 		if err != nil {
@@ -86,7 +90,12 @@ func runCmd() *cobra.Command {
 		if *level == "" && cfg.LogLevel != "" {
 			lvl.UnmarshalText([]byte(cfg.LogLevel)) // validated with the config
 		}
-		log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
+		opts := &slog.HandlerOptions{Level: lvl}
+		var h slog.Handler = slog.NewTextHandler(cmd.ErrOrStderr(), opts)
+		if *format == config.LogFormatJSON || (*format == "" && cfg.LogFormat == config.LogFormatJSON) {
+			h = slog.NewJSONHandler(cmd.ErrOrStderr(), opts)
+		}
+		log := slog.New(h)
 		log.Info("starting", "procs", setProcs(*procs), "version", buildVersion())
 		if cfg.Tracing != nil && cfg.Tracing.OTLPEndpoint != "" {
 			log.Warn("tracing.otlpEndpoint is set, but this version exports no spans yet", "endpoint", cfg.Tracing.OTLPEndpoint)

@@ -21,10 +21,12 @@ type Config struct {
 	Outbound *Outbound `json:"outbound,omitempty"`
 	Inbound  *Inbound  `json:"inbound,omitempty"`
 	// LogLevel is debug, info (default), warn or error.
-	LogLevel string   `json:"logLevel,omitempty"`
-	Tracing  *Tracing `json:"tracing,omitempty"`
-	Health   Health   `json:"health,omitzero"`
-	Shutdown Shutdown `json:"shutdown,omitzero"`
+	LogLevel string `json:"logLevel,omitempty"`
+	// LogFormat is text (default, slog's key=value) or json (one object a line, for collectors).
+	LogFormat string   `json:"logFormat,omitempty"`
+	Tracing   *Tracing `json:"tracing,omitempty"`
+	Health    Health   `json:"health,omitzero"`
+	Shutdown  Shutdown `json:"shutdown,omitzero"`
 }
 
 // Health configures what /readyz checks.
@@ -281,6 +283,12 @@ const (
 	DefaultShutdownGrace        = 25 * time.Second
 )
 
+// Log formats.
+const (
+	LogFormatText = "text"
+	LogFormatJSON = "json"
+)
+
 // DefaultRetryableCodes are the callee codes Restate retries unless a service lists its own.
 var DefaultRetryableCodes = []string{"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED", "DEADLINE_EXCEEDED"}
 
@@ -327,6 +335,7 @@ type Env struct {
 var Process = Env{Getenv: os.Getenv, Stat: func(p string) error { _, err := os.Stat(p); return err }}
 
 func (c *Config) setDefaults(env Env) {
+	c.LogFormat = or(c.LogFormat, LogFormatText)
 	if c.Health.CheckInterval == 0 {
 		c.Health.CheckInterval = Duration(DefaultCheckInterval)
 	}
@@ -469,6 +478,7 @@ func (c *Config) validate(env Env) error {
 	if c.LogLevel != "" {
 		oneOf(bad, "logLevel", c.LogLevel, "debug", "info", "warn", "error")
 	}
+	oneOf(bad, "logFormat", c.LogFormat, LogFormatText, LogFormatJSON)
 	// Faster, and the probes load the app and the ingress; slower, and a pod stays ready
 	// (or unready) long after the app changed.
 	if d := c.Health.CheckInterval.Std(); d < 100*time.Millisecond || d > time.Minute {

@@ -1,6 +1,7 @@
 package sidecar_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -213,4 +215,92 @@ func TestDrainingUnready(t *testing.T) {
 	if err := s.Wait(); err != nil {
 		t.Errorf("Wait after a clean drain: %v, want nil", err)
 	}
+}
+
+// TestAppStateLogs: an app that goes down logs one WARN, and one INFO when it is back, however
+// many probes see it down.
+func TestAppStateLogs(t *testing.T) {
+	l := listen(t)
+	app := l.Addr().String()
+	srv := testservice.NewApp().Serve(l)
+	c, err := config.Parse(fmt.Appendf(nil, `
+health: {checkInterval: 100ms}
+inbound: {app: %s, listen: 127.0.0.1:0, services: [{name: %s}]}
+`, app, testpb.Echo_ServiceDesc.ServiceName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	healthL := listen(t)
+	s, err := sidecar.Start(ctx, sidecar.Options{Config: c, Listeners: sidecar.Listeners{Health: healthL},
+		Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn - 4})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); s.Wait() }()
+	health := healthL.Addr().String()
+	for _, tc := range []struct {
+		name string
+		step func()
+		want string
+	}{
+		{"up", func() {}, "200 ready inbound:ok app:ok"},
+		{"down", srv.Stop, "503 unready inbound:ok app:fail"},
+		{"back", func() {
+			l, err := net.Listen("tcp", app)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv = testservice.NewApp().Serve(l)
+		}, "200 ready inbound:ok app:ok"},
+	} {
+		tc.step()
+		if got := eventuallyHealth(health, "/readyz", tc.want); got != tc.want {
+			t.Errorf("%s: GET /readyz = %q, want %q", tc.name, got, tc.want)
+		}
+		time.Sleep(500 * time.Millisecond) // five more probes, which must log nothing more
+	}
+	srv.Stop()
+	var got []string
+	for line := range strings.Lines(buf.String()) {
+		if level, msg := fieldOf(line, "level"), fieldOf(line, "msg"); strings.Contains(msg, "app ") || level == "ERROR" {
+			got = append(got, level+" "+msg)
+		}
+	}
+	want := []string{`WARN app not answering; Restate retries its calls`, `INFO app answering again`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("log lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// fieldOf is the value of key in a text log line, unquoted.
+func fieldOf(line, key string) string {
+	_, v, _ := strings.Cut(line, " "+key+"=")
+	if q, ok := strings.CutPrefix(v, `"`); ok {
+		v, _, _ = strings.Cut(q, `"`)
+		return v
+	}
+	v, _, _ = strings.Cut(v, " ")
+	return v
+}
+
+// syncBuffer is a log's buffer, written by the sidecar's goroutines while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
