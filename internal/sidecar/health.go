@@ -49,6 +49,9 @@ type Report struct {
 type checks struct {
 	mu   sync.Mutex
 	list []Check
+	// draining is set once the sidecar drains: a listener that starts serving late (the inbound
+	// endpoint, once the app answered) must not make it ready again.
+	draining bool
 }
 
 // add adds a failing check; its detail says what it waits for.
@@ -63,20 +66,24 @@ func (c *checks) set(name string, ok bool, detail string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	i := slices.IndexFunc(c.list, func(ch Check) bool { return ch.Name == name })
-	if i < 0 {
-		return false // not configured
+	if i < 0 || c.draining && (name == CheckOutbound || name == CheckInbound) {
+		return false // not configured, or drained for good
 	}
 	changed := c.list[i].OK != ok
 	c.list[i].OK, c.list[i].Detail = ok, detail
 	return changed
 }
 
-// ok reports whether name is passing (false if it is not configured).
-func (c *checks) ok(name string) bool {
+// drain fails the listeners' checks for good.
+func (c *checks) drain() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i := slices.IndexFunc(c.list, func(ch Check) bool { return ch.Name == name })
-	return i >= 0 && c.list[i].OK
+	c.draining = true
+	for i, ch := range c.list {
+		if ch.Name == CheckOutbound || ch.Name == CheckInbound {
+			c.list[i].OK, c.list[i].Detail = false, "draining"
+		}
+	}
 }
 
 // report returns a copy of every check and whether all required ones pass.

@@ -90,8 +90,7 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	s.goFn(func() {
 		<-ctx.Done()
 		// Unready at once: Kubernetes takes the pod out of its endpoints while calls drain.
-		s.checks.set(CheckOutbound, false, "draining")
-		s.checks.set(CheckInbound, false, "draining")
+		s.checks.drain()
 		drain.Wait()
 		close(s.drained)
 	})
