@@ -67,6 +67,7 @@ func TestCLI(t *testing.T) {
 		{"completion", []string{"completion", "bash"}, 0, "# bash completion V2 for sidecar", ""},
 		{"completion help", []string{"completion", "--help"}, 0, "Available Commands:\n  bash", ""},
 		{"bad log level", []string{"run", "-log-level", "loud", "-config", "x.yaml"}, 2, "", "--log-level: "},
+		{"bad log format", []string{"run", "--log-format", "yaml", "--config", "x.yaml"}, 2, "", `--log-format: "yaml" is not one of text, json`},
 		{"config missing", []string{"check", "-config", "nosuch.yaml"}, 1, "", "sidecar check: "},
 		{"argument to run", []string{"run", "extra"}, 2, "", `unknown command "extra" for "sidecar run"`},
 		{"invocations without a verb", []string{"invocations"}, 2, "", "a verb is required"},

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -70,11 +73,15 @@ func runCmd() *cobra.Command {
 	load := sourceFlags(cmd)
 	health := healthFlag(cmd)
 	level := cmd.Flags().String("log-level", "", "debug | info | warn | error; default the config's logLevel, else info")
+	format := cmd.Flags().String("log-format", "", "text | json; default the config's logFormat, else text")
 	procs := cmd.Flags().Int("procs", 1, "cores the sidecar's Go code runs on at once (GOMAXPROCS), at most the CPU limit; 0: all Go sees; the GOMAXPROCS variable wins")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var lvl slog.Level
 		if err := lvl.UnmarshalText([]byte(*level)); *level != "" && err != nil {
 			return usageError("--log-level: %v", err)
+		}
+		if *format != "" && *format != config.LogFormatText && *format != config.LogFormatJSON {
+			return usageError("--log-format: %q is not one of text, json", *format)
 		}
 		cfg, err := load()
 		if err != nil {
@@ -83,18 +90,46 @@ func runCmd() *cobra.Command {
 		if *level == "" && cfg.LogLevel != "" {
 			lvl.UnmarshalText([]byte(cfg.LogLevel)) // validated with the config
 		}
-		log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
+		opts := &slog.HandlerOptions{Level: lvl}
+		var h slog.Handler = slog.NewTextHandler(cmd.ErrOrStderr(), opts)
+		if *format == config.LogFormatJSON || (*format == "" && cfg.LogFormat == config.LogFormatJSON) {
+			h = slog.NewJSONHandler(cmd.ErrOrStderr(), opts)
+		}
+		log := slog.New(h)
 		log.Info("starting", "procs", setProcs(*procs), "version", buildVersion())
-		s, err := sidecar.Start(cmd.Context(), sidecar.Options{Config: cfg, Health: *health, Logger: log, Version: buildVersion()})
+		// The first SIGTERM or SIGINT drains (main's context ends with it too); a second one
+		// means whoever sent it will not wait for the drain, as Envoy and Linkerd take it.
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+		ctx, cancel := context.WithCancel(cmd.Context())
+		defer cancel()
+		s, err := sidecar.Start(ctx, sidecar.Options{Config: cfg, Health: *health, Logger: log, Version: buildVersion()})
 		if err != nil {
 			return failed(fmt.Errorf("start: %w", err))
 		}
-		<-s.Done()
-		log.Info("shutting down", "grace", sidecar.ShutdownGrace)
-		if err := s.Wait(); err != nil {
-			return failed(fmt.Errorf("stopped with errors: %w", err))
+		stopped := make(chan error, 1)
+		go func() { <-s.Done(); stopped <- s.Wait() }()
+		select {
+		case err := <-stopped: // a part failed for good, or the command's context ended
+			if err != nil {
+				return failed(fmt.Errorf("stopped with errors: %w", err))
+			}
+			return nil
+		case sig := <-sigs:
+			log.Info("draining: no new connections, calls in flight may finish", "signal", sig.String(), "grace", cfg.Shutdown.Grace.Std())
+			cancel()
 		}
-		return nil
+		select {
+		case err := <-stopped:
+			if err != nil {
+				return failed(fmt.Errorf("stopped with errors: %w", err))
+			}
+			log.Info("drained")
+			return nil
+		case sig := <-sigs:
+			return failed(fmt.Errorf("second %s while draining: calls in flight cut", sig))
+		}
 	}
 	return cmd
 }

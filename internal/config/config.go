@@ -21,8 +21,33 @@ type Config struct {
 	Outbound *Outbound `json:"outbound,omitempty"`
 	Inbound  *Inbound  `json:"inbound,omitempty"`
 	// LogLevel is debug, info (default), warn or error.
-	LogLevel string   `json:"logLevel,omitempty"`
-	Tracing  *Tracing `json:"tracing,omitempty"`
+	LogLevel string `json:"logLevel,omitempty"`
+	// LogFormat is text (default, slog's key=value) or json (one object a line, for collectors).
+	LogFormat string   `json:"logFormat,omitempty"`
+	Tracing   *Tracing `json:"tracing,omitempty"`
+	Health    Health   `json:"health,omitzero"`
+	Shutdown  Shutdown `json:"shutdown,omitzero"`
+}
+
+// Health configures what /readyz checks.
+type Health struct {
+	// RequireIngress, when true, makes an unreachable Restate ingress fail /readyz. Default
+	// false, as Istio's and Linkerd's proxies stay ready when a backend is down: an unready
+	// caller pod is taken out of its Service and gets no traffic at all, while a ready one can
+	// still serve what does not need Restate, and its durable calls fail UNAVAILABLE, which
+	// callers retry. The ingress's state is shown either way.
+	RequireIngress bool `json:"requireIngress,omitempty"`
+	// CheckInterval is how often the app and the ingress are probed; the probe handlers read the
+	// last results, so a kubelet probe never waits on them. Default 2s.
+	CheckInterval Duration `json:"checkInterval,omitempty"`
+}
+
+// Shutdown configures the drain on SIGTERM.
+type Shutdown struct {
+	// Grace bounds how long calls in flight may finish after SIGTERM. Default 25s: within
+	// Kubernetes' default terminationGracePeriodSeconds (30s), with room to exit before the
+	// SIGKILL. Set it a few seconds below the pod's terminationGracePeriodSeconds.
+	Grace Duration `json:"grace,omitempty"`
 }
 
 // Tracing configures the sidecar's own spans. Each field left unset falls back to the standard
@@ -272,6 +297,14 @@ const (
 	DefaultTimeout              = 30 * time.Second
 	DefaultAttemptTimeout       = 30 * time.Second
 	DefaultIdempotencyKey       = "idempotency-key"
+	DefaultCheckInterval        = 2 * time.Second
+	DefaultShutdownGrace        = 25 * time.Second
+)
+
+// Log formats.
+const (
+	LogFormatText = "text"
+	LogFormatJSON = "json"
 )
 
 // DefaultRetryableCodes are the callee codes Restate retries unless a service lists its own.
@@ -320,6 +353,13 @@ type Env struct {
 var Process = Env{Getenv: os.Getenv, Stat: func(p string) error { _, err := os.Stat(p); return err }}
 
 func (c *Config) setDefaults(env Env) {
+	c.LogFormat = or(c.LogFormat, LogFormatText)
+	if c.Health.CheckInterval == 0 {
+		c.Health.CheckInterval = Duration(DefaultCheckInterval)
+	}
+	if c.Shutdown.Grace == 0 {
+		c.Shutdown.Grace = Duration(DefaultShutdownGrace)
+	}
 	if o := c.Outbound; o != nil {
 		o.Listen = or(o.Listen, DefaultOutboundListen)
 		o.Unmatched = or(o.Unmatched, UnmatchedPassthrough)
@@ -455,6 +495,16 @@ func (c *Config) validate(env Env) error {
 	}
 	if c.LogLevel != "" {
 		oneOf(bad, "logLevel", c.LogLevel, "debug", "info", "warn", "error")
+	}
+	oneOf(bad, "logFormat", c.LogFormat, LogFormatText, LogFormatJSON)
+	// Faster, and the probes load the app and the ingress; slower, and a pod stays ready
+	// (or unready) long after the app changed.
+	if d := c.Health.CheckInterval.Std(); d < 100*time.Millisecond || d > time.Minute {
+		bad("health.checkInterval", "must be between 100ms and 1m, got %s", d)
+	}
+	// Under a second leaves calls no time to finish; past an hour is no pod's grace period.
+	if d := c.Shutdown.Grace.Std(); d < time.Second || d > time.Hour {
+		bad("shutdown.grace", "must be between 1s and 1h (a few seconds below the pod's terminationGracePeriodSeconds), got %s", d)
 	}
 	if t := c.Tracing; t != nil {
 		t.validate(bad)

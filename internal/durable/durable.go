@@ -62,7 +62,6 @@ func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Rou
 		if ctx.Err() == nil && callCtx.Err() != nil {
 			err = status.Errorf(codes.DeadlineExceeded, "%s: no answer within the route's timeout of %s; the invocation goes on in Restate", inv.Target, r.Timeout.Std())
 		}
-		h.log.Debug("durable call failed", "method", method, "target", inv.Target, "error", err)
 		return err
 	}
 	span.result(res)

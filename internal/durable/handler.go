@@ -140,7 +140,9 @@ func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
 	if h.onCall != nil {
 		h.onCall(stream.Context())
 	}
-	return h.durable(stream, method, &h.routes[i])
+	err = h.durable(stream, method, &h.routes[i])
+	logFailed(h.log, method, h.routes[i].Match, err)
+	return err
 }
 
 // invocation builds the Restate invocation of one call.
@@ -238,4 +240,19 @@ func (h *Handler) fieldPath(ctx context.Context, method, field string, mdesc pro
 	}
 	h.paths.Store(k, fp)
 	return fp, nil
+}
+
+// logFailed logs a failed durable call, one line with its route, status and invocation (when
+// Restate named one): a successful call logs nothing above debug, so failures stand out.
+func logFailed(log *slog.Logger, method, route string, err error) {
+	if err == nil {
+		return
+	}
+	var ce *restatehttp.CallError
+	id := ""
+	if errors.As(err, &ce) {
+		id = ce.InvocationID
+	}
+	st := status.Convert(err)
+	log.Info("durable call failed", "method", method, "route", route, "invocation", id, "code", st.Code().String(), "message", st.Message())
 }

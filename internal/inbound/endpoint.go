@@ -81,7 +81,7 @@ func New(ctx context.Context, o Options) (*Endpoint, error) {
 		e.services = append(e.services, s)
 	}
 	e.version = version(e.services)
-	srv := server.NewRestate().WithLogger(e.log.Handler(), true)
+	srv := server.NewRestate().WithLogger(sdkHandler{e.log.Handler()}, true)
 	if len(o.Config.IdentityKeys) > 0 {
 		srv = srv.WithIdentityV1(o.Config.IdentityKeys...)
 	}

@@ -194,8 +194,18 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 		}
 		return &Result{InvocationID: or(sr.InvocationID, id), Status: sr.Status}, nil
 	}
-	return nil, StatusFromResponse(resp.StatusCode, body).Err()
+	return nil, &CallError{InvocationID: id, st: StatusFromResponse(resp.StatusCode, body)}
 }
+
+// CallError is Restate's answer to a call that failed, with the invocation it names (empty
+// when Restate named none), so that the failure can be logged against its invocation.
+type CallError struct {
+	InvocationID string
+	st           *status.Status
+}
+
+func (e *CallError) Error() string              { return e.st.Err().Error() }
+func (e *CallError) GRPCStatus() *status.Status { return e.st }
 
 // Restate's ingress limits on a request's header block, found by trying 1.7.12. Past them it
 // answers 431 with no body, or closes the connection while the request is still being written
@@ -300,4 +310,22 @@ func or(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// Health asks the ingress whether it serves (GET /restate/health): a cheap request that
+// touches no service, for the sidecar's readiness checks.
+func (c *Client) Health(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/restate/health", nil)
+	if err != nil {
+		return err
+	}
+	c.token.authorize(req.Header)
+	resp, body, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("restate ingress at %s answered %d: %s", c.base, resp.StatusCode, truncate(body))
+	}
+	return nil
 }

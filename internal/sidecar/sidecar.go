@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -26,9 +25,6 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 	"github.com/restate-grpc/restate-grpc/tracing"
 )
-
-// ShutdownGrace bounds how long in-flight calls may finish after the context ends.
-const ShutdownGrace = 5 * time.Second
 
 // Options configure a Sidecar.
 type Options struct {
@@ -66,16 +62,25 @@ type Sidecar struct {
 	inbound  net.Listener
 	health   net.Listener
 
-	inboundReady atomic.Bool
-	wg           sync.WaitGroup
-	mu           sync.Mutex
-	errs         []error
-	tracing      *tracing.Provider
+	checks checks
+	// grace bounds how long calls in flight may finish once ctx ends.
+	grace time.Duration
+	// interval is how often the app and the ingress are probed.
+	interval time.Duration
+	// outboundDrained and inboundDrained are called once each part has finished its calls
+	// (or is not configured); drained is closed after both, once ctx has ended. The health
+	// port and the connections the calls use outlive the drain.
+	outboundDrained, inboundDrained func()
+	drained                         chan struct{}
+	wg                              sync.WaitGroup
+	mu                              sync.Mutex
+	errs                            []error
+	tracing                         *tracing.Provider
 }
 
 // Start binds every listener (so a bad address fails here) and serves until ctx ends.
 func Start(ctx context.Context, o Options) (*Sidecar, error) {
-	s := &Sidecar{log: o.Logger}
+	s := &Sidecar{log: o.Logger, grace: o.Config.Shutdown.Grace.Std(), interval: o.Config.Health.CheckInterval.Std()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -89,9 +94,22 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	}
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.ctx = ctx
+	var drain sync.WaitGroup
+	drain.Add(2)
+	s.outboundDrained, s.inboundDrained = sync.OnceFunc(drain.Done), sync.OnceFunc(drain.Done)
+	s.drained = make(chan struct{})
+	s.goFn(func() {
+		<-ctx.Done()
+		// Unready at once: Kubernetes takes the pod out of its endpoints while calls drain.
+		s.checks.drain()
+		drain.Wait()
+		close(s.drained)
+	})
 	closeAll := func() {
 		s.cancel()
 		s.tracing.Shutdown(context.Background()) // nothing was exported yet: only its exporter stops
+		s.outboundDrained()
+		s.inboundDrained()
 		for _, l := range []net.Listener{s.outbound, s.inbound, s.health} {
 			if l != nil {
 				l.Close()
@@ -119,6 +137,7 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 			return nil, fmt.Errorf("health listener: %w", err)
 		}
 	}
+	s.addChecks(o.Config)
 	if oc != nil {
 		var own []net.Addr
 		for _, l := range []net.Listener{s.inbound, s.health} {
@@ -142,14 +161,17 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 			closeAll()
 			return nil, err
 		}
+	} else {
+		s.outboundDrained()
 	}
 	if ic != nil {
 		s.startInbound(ctx, ic)
 	} else {
-		s.inboundReady.Store(true)
+		s.inboundDrained()
 	}
 	if s.health != nil {
-		s.serveHTTP(ctx, "health", s.health, s.healthHandler())
+		// Probes still learn, while the calls drain, that the sidecar is going.
+		s.serveHTTP(s.drained, "health", s.health, s.healthHandler(), nil)
 	}
 	return s, nil
 }
@@ -183,8 +205,35 @@ func addr(l net.Listener) net.Addr {
 	return l.Addr()
 }
 
-// Ready reports whether the inbound side, if any, is serving and registered.
-func (s *Sidecar) Ready() bool { return s.inboundReady.Load() }
+// addChecks adds the checks of the configured parts, each failing until it has passed once.
+func (s *Sidecar) addChecks(c *config.Config) {
+	if oc := c.Outbound; oc != nil {
+		s.checks.add(CheckOutbound, true, "starting")
+		if oc.Ingress != "" {
+			s.checks.add(CheckIngress, c.Health.RequireIngress, "not probed yet")
+		}
+	}
+	if ic := c.Inbound; ic != nil {
+		s.checks.add(CheckInbound, true, "reading the app's services")
+		if ic.Register != nil {
+			s.checks.add(CheckRegistered, true, "registering with "+ic.Register.Admin)
+		}
+		s.checks.add(CheckApp, true, "not probed yet")
+	}
+}
+
+// Ready reports whether every required check passes: the listeners serve and, with an inbound
+// side, the deployment is registered and the app answers.
+func (s *Sidecar) Ready() bool {
+	_, ready := s.checks.report()
+	return ready
+}
+
+// Checks returns the state of every check, as /readyz lists them.
+func (s *Sidecar) Checks() []Check {
+	list, _ := s.checks.report()
+	return list
+}
 
 // Wait blocks until every part has stopped and returns their errors.
 func (s *Sidecar) Wait() error {
@@ -207,6 +256,16 @@ func (s *Sidecar) fail(err error) {
 	s.errs = append(s.errs, err)
 	s.mu.Unlock()
 	s.cancel()
+}
+
+// cut records that a part's calls outlived the grace period and were ended: the drain was
+// not clean, which the exit code says.
+func (s *Sidecar) cut(part string) {
+	err := fmt.Errorf("%s: calls still in flight after the %s grace period were cut", part, s.grace)
+	s.log.Warn(err.Error())
+	s.mu.Lock()
+	s.errs = append(s.errs, err)
+	s.mu.Unlock()
 }
 
 // goFn runs fn as a part of the sidecar: Wait waits for it.
@@ -233,6 +292,20 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 			return err
 		}
 		po.Ingress = c
+		s.runProbes(ctx, s.interval, []probe{{name: CheckIngress, run: func(ctx context.Context) (bool, string) {
+			ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			defer cancel()
+			if err := c.Health(ctx); err != nil {
+				return false, err.Error()
+			}
+			return true, "answering at " + oc.Ingress
+		}, changed: func(ok bool, detail string) {
+			if ok {
+				s.log.Info("restate ingress reachable again", "ingress", oc.Ingress)
+			} else {
+				s.log.Warn("restate ingress unreachable", "ingress", oc.Ingress, "error", detail)
+			}
+		}}})
 		var admin invocations.Admin // nil unless configured: Cancel and Kill then say how
 		if oc.Admin != "" {
 			a, err := restatehttp.NewAdmin(oc.Admin, access)
@@ -255,7 +328,7 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 		if err != nil {
 			return err
 		}
-		s.closeOnDone(ctx, conn)
+		s.closeOnDrained(conn)
 		po.Descriptors = descriptors.NewReflection(conn)
 	}
 	h, err := durable.New(po)
@@ -268,6 +341,7 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 		}
 	}, s.log)
 	s.log.Info("outbound listening", "addr", s.outbound.Addr().String(), "routes", len(oc.Routes), "unmatched", oc.Unmatched, "ingress", oc.Ingress)
+	s.checks.set(CheckOutbound, true, "serving at "+s.outbound.Addr().String())
 	s.goFn(func() {
 		if err := srv.Serve(s.outbound); err != nil && !errors.Is(err, durable.ErrServerClosed) {
 			s.fail(fmt.Errorf("outbound: %w", err))
@@ -275,15 +349,19 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 	})
 	s.goFn(func() {
 		<-ctx.Done()
-		grace, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+		grace, cancel := context.WithTimeout(context.Background(), s.grace)
 		defer cancel()
-		srv.Shutdown(grace)
+		if srv.Shutdown(grace) != nil {
+			s.cut("outbound")
+		}
+		s.outboundDrained()
 	})
 	return nil
 }
 
-func (s *Sidecar) closeOnDone(ctx context.Context, conn *grpc.ClientConn) {
-	s.goFn(func() { <-ctx.Done(); conn.Close() })
+// closeOnDrained closes conn once the calls that may use it have drained.
+func (s *Sidecar) closeOnDrained(conn *grpc.ClientConn) {
+	s.goFn(func() { <-s.drained; conn.Close() })
 }
 
 // startInbound serves the endpoint once the app's services are known. The app may start after
@@ -293,11 +371,26 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 	// sidecar; the app gets the caller's credentials, never the hop's to Restate.
 	app, err := durable.DialPlaintext(ic.App, grpc.WithChainUnaryInterceptor(interceptors.ClientRecovery(s.log), interceptors.AppMetadata()))
 	if err != nil {
+		s.inboundDrained()
 		s.fail(fmt.Errorf("inbound.app: %w", err))
 		return
 	}
-	s.closeOnDone(ctx, app)
+	s.closeOnDrained(app)
+	s.runProbes(ctx, s.interval, []probe{{name: CheckApp, run: func(ctx context.Context) (bool, string) { return probeApp(ctx, app) },
+		changed: func(ok bool, detail string) {
+			if ok {
+				s.log.Info("app answering again", "app", ic.App)
+			} else {
+				s.log.Warn("app not answering; Restate retries its calls", "app", ic.App, "error", detail)
+			}
+		}}})
 	s.goFn(func() {
+		serving := false
+		defer func() {
+			if !serving {
+				s.inboundDrained()
+			}
+		}()
 		e, err := retry(ctx, s.log, "reading the app's services", func() (*inbound.Endpoint, error) {
 			return inbound.New(ctx, inbound.Options{Config: ic, App: app, Descriptors: descriptors.NewReflection(app), Logger: s.log, Tracing: s.tracing.TracerProvider()})
 		})
@@ -309,9 +402,10 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			return
 		}
 		s.log.Info("inbound listening", "addr", s.inbound.Addr().String(), "app", ic.App, "version", e.Version())
-		s.serveHTTP(ctx, "inbound", s.inbound, e)
+		s.serveHTTP(ctx.Done(), "inbound", s.inbound, e, s.inboundDrained)
+		serving = true
+		s.checks.set(CheckInbound, true, "serving at "+s.inbound.Addr().String()+", version "+e.Version())
 		if ic.Register == nil {
-			s.inboundReady.Store(true)
 			return
 		}
 		access, err := clientOptions(ic.Register.Access, s.log)
@@ -324,13 +418,14 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			s.fail(err)
 			return
 		}
-		if _, err := e.Register(ctx, admin, ic.Register.URI); err != nil {
+		d, err := e.Register(ctx, admin, ic.Register.URI)
+		if err != nil {
 			if ctx.Err() == nil {
 				s.fail(err)
 			}
 			return
 		}
-		s.inboundReady.Store(true)
+		s.checks.set(CheckRegistered, true, "deployment "+d.ID)
 	})
 }
 
@@ -358,7 +453,9 @@ func retry[T any](ctx context.Context, log *slog.Logger, what string, fn func() 
 	}
 }
 
-func (s *Sidecar) serveHTTP(ctx context.Context, name string, l net.Listener, h http.Handler) {
+// serveHTTP serves h on l until stop is closed, then lets its requests finish within the grace
+// period and calls stopped, if set.
+func (s *Sidecar) serveHTTP(stop <-chan struct{}, name string, l net.Listener, h http.Handler, stopped func()) {
 	srv := inbound.NewHTTPServer(h)
 	s.goFn(func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -366,28 +463,15 @@ func (s *Sidecar) serveHTTP(ctx context.Context, name string, l net.Listener, h 
 		}
 	})
 	s.goFn(func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+		<-stop
+		sctx, cancel := context.WithTimeout(context.Background(), s.grace)
 		defer cancel()
 		if srv.Shutdown(sctx) != nil {
 			srv.Close()
+			s.cut(name)
+		}
+		if stopped != nil {
+			stopped()
 		}
 	})
-}
-
-func (s *Sidecar) healthHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	// The app may start once the outbound listener serves; the inbound side, which may need the
-	// app itself (its reflection) before it registers, is not waited for. The injector's
-	// startup probe, which holds the app's containers, asks this.
-	mux.HandleFunc("GET /readyz/outbound", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.Ready() {
-			http.Error(w, "inbound endpoint not registered yet", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	return mux
 }
