@@ -119,6 +119,13 @@ type outbound struct {
 // may be nil) and serves it on a loopback listener until the test ends.
 func startOutbound(t *testing.T, yaml string, ingress, admin *fake, access ...restatehttp.Options) *outbound {
 	t.Helper()
+	return serve(t, outboundOptions(t, yaml, ingress, admin, access...))
+}
+
+// outboundOptions are startOutbound's, for a test that changes some (its logger, its tracing)
+// before serve.
+func outboundOptions(t *testing.T, yaml string, ingress, admin *fake, access ...restatehttp.Options) Options {
+	t.Helper()
 	text := "outbound:\n  ingress: " + ingress.srv.URL + "\n"
 	if admin != nil {
 		text += "  admin: " + admin.srv.URL + "\n"
@@ -143,7 +150,7 @@ func startOutbound(t *testing.T, yaml string, ingress, admin *fake, access ...re
 		}
 		o.Admin = a
 	}
-	return serve(t, o)
+	return o
 }
 
 func serve(t *testing.T, o Options) *outbound {

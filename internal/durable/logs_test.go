@@ -7,11 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/restate-grpc/restate-grpc/internal/config"
-	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+	"github.com/restate-grpc/restate-grpc/internal/testlog"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
@@ -27,22 +25,16 @@ func TestFailedCallLogs(t *testing.T) {
 		w.WriteHeader(http.StatusNotFound)
 		io.WriteString(w, `{"code":404,"message":"no such order","source":"invocation"}`)
 	})
-	c, err := config.Parse([]byte("outbound:\n  ingress: " + ingress.srv.URL + "\n" + routesYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := restatehttp.NewClient(ingress.srv.URL, restatehttp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf syncBuffer
+	var buf testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
 		if a.Key == slog.TimeKey {
 			return slog.Attr{} // not reproducible
 		}
 		return a
 	}}))
-	o := serve(t, Options{Config: c.Outbound, Ingress: cl, Logger: log})
+	opts := outboundOptions(t, routesYAML, ingress, nil)
+	opts.Logger = log
+	o := serve(t, opts)
 	for _, tc := range []struct {
 		text, want string
 	}{
@@ -50,29 +42,8 @@ func TestFailedCallLogs(t *testing.T) {
 		{"missing", `level=INFO msg="durable call failed" method=/rgtest.v1.Echo/Call route=rgtest.v1.Echo/* invocation=inv_failed code=NotFound message="no such order"`},
 	} {
 		o.echo.Call(context.Background(), &testpb.Req{Text: tc.text})
-		if got := strings.TrimSpace(buf.take()); got != tc.want {
+		if got := strings.TrimSpace(buf.Take()); got != tc.want {
 			t.Errorf("call of %q logged:\n%s\nwant:\n%s", tc.text, got, tc.want)
 		}
 	}
-}
-
-// syncBuffer is a log's buffer, written by the server's goroutines and read by the test's
-// (which the race detector cannot see ordered by the call's answer).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// take returns what was written and empties the buffer.
-func (b *syncBuffer) take() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	defer b.buf.Reset()
-	return b.buf.String()
 }

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
-	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 	"github.com/restate-grpc/restate-grpc/internal/testservice"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
@@ -103,15 +102,7 @@ func TestCallSpanOff(t *testing.T) {
 
 func startTraced(t *testing.T, ingress *fake, tp *sdktrace.TracerProvider) *outbound {
 	t.Helper()
-	c, err := config.Parse([]byte("outbound:\n  ingress: " + ingress.srv.URL + "\n" + routesYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := restatehttp.NewClient(ingress.srv.URL, restatehttp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := Options{Config: c.Outbound, Ingress: cl, Logger: slog.New(slog.DiscardHandler)}
+	o := outboundOptions(t, routesYAML, ingress, nil)
 	if tp != nil {
 		o.Tracing = tp
 	}

@@ -1,7 +1,6 @@
 package sidecar_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/sidecar"
+	"github.com/restate-grpc/restate-grpc/internal/testlog"
 	"github.com/restate-grpc/restate-grpc/internal/testservice"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
@@ -230,7 +229,7 @@ inbound: {app: %s, listen: 127.0.0.1:0, services: [{name: %s}]}
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf syncBuffer
+	var buf testlog.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	healthL := listen(t)
@@ -285,22 +284,4 @@ func fieldOf(line, key string) string {
 	}
 	v, _, _ = strings.Cut(v, " ")
 	return v
-}
-
-// syncBuffer is a log's buffer, written by the sidecar's goroutines while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
