@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -17,10 +18,10 @@ import (
 // Attribute keys: OpenTelemetry's RPC conventions, Restate's own names where Restate's spans
 // have them (so a query finds both), and the sidecar's.
 const (
-	AttrRPCSystem      = attribute.Key("rpc.system")
-	AttrRPCService     = attribute.Key("rpc.service")
-	AttrRPCMethod      = attribute.Key("rpc.method")
-	AttrGRPCStatusCode = attribute.Key("rpc.grpc.status_code")
+	AttrRPCSystem      = semconv.RPCSystemKey
+	AttrRPCService     = semconv.RPCServiceKey
+	AttrRPCMethod      = semconv.RPCMethodKey
+	AttrGRPCStatusCode = semconv.RPCGRPCStatusCodeKey
 
 	AttrInvocationID     = attribute.Key("restate.invocation.id")
 	AttrInvocationTarget = attribute.Key("restate.invocation.target")

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
@@ -150,20 +151,20 @@ func httpTracesURL(s string) string {
 // newResource describes the sidecar: later sources win, so the defaults come first, then the
 // OTEL_* variables, then the config's explicit service name.
 func newResource(ctx context.Context, c *config.Tracing, version string, getenv func(string) string) (*resource.Resource, error) {
-	attrs := []attribute.KeyValue{attribute.String("service.name", DefaultServiceName)}
+	attrs := []attribute.KeyValue{semconv.ServiceName(DefaultServiceName)}
 	if version != "" {
-		attrs = append(attrs, attribute.String("service.version", version))
+		attrs = append(attrs, semconv.ServiceVersion(version))
 	}
 	// The injector's downward-API variables: which pod, since every sidecar shares the name.
 	if v := getenv("POD_NAME"); v != "" {
-		attrs = append(attrs, attribute.String("k8s.pod.name", v))
+		attrs = append(attrs, semconv.K8SPodName(v))
 	}
 	if v := getenv("POD_NAMESPACE"); v != "" {
-		attrs = append(attrs, attribute.String("k8s.namespace.name", v))
+		attrs = append(attrs, semconv.K8SNamespaceName(v))
 	}
 	opts := []resource.Option{resource.WithAttributes(attrs...), resource.WithFromEnv(), resource.WithTelemetrySDK()}
 	if c.ServiceName != "" {
-		opts = append(opts, resource.WithAttributes(attribute.String("service.name", c.ServiceName)))
+		opts = append(opts, resource.WithAttributes(semconv.ServiceName(c.ServiceName)))
 	}
 	res, err := resource.New(ctx, opts...)
 	if err != nil {

@@ -3,9 +3,9 @@ package durable
 import (
 	"context"
 
-	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/metadata"
@@ -73,7 +73,7 @@ func (h *Handler) startRelaySpan(r *proxy.Request, addr string) []hpack.HeaderFi
 	}
 	parent := tracing.Propagator.Extract(context.Background(), relayHeaders{r})
 	ctx, span := tracing.Start(parent, h.tp, trace.SpanKindClient, r.Method,
-		tracing.AttrMode.String(modePassthrough), attribute.String("server.address", addr))
+		tracing.AttrMode.String(modePassthrough), semconv.ServerAddress(addr))
 	h.relayed.Store(r, span)
 	carrier := propagation.MapCarrier{}
 	tracing.Propagator.Inject(ctx, carrier)
