@@ -25,6 +25,7 @@ const (
 
 	AttrInvocationID     = attribute.Key("restate.invocation.id")
 	AttrInvocationTarget = attribute.Key("restate.invocation.target")
+	AttrInvocationKey    = attribute.Key("restate.invocation.key")
 	AttrRestateService   = attribute.Key("restate.service")
 	AttrRestateHandler   = attribute.Key("restate.handler")
 

@@ -42,7 +42,12 @@ type Provider struct {
 	tp *sdktrace.TracerProvider // nil when tracing is off
 	// Endpoint and Protocol are where spans go, for the sidecar to log; empty when off.
 	Endpoint, Protocol string
+	recordKeys         bool
 }
+
+// RecordKeys says whether durable calls' spans carry their object key or workflow id
+// (tracing.recordKeys); false when tracing is off.
+func (p *Provider) RecordKeys() bool { return p != nil && p.tp != nil && p.recordKeys }
 
 // TracerProvider is what the call paths make spans with; nil when tracing is off, so that they
 // skip span making altogether rather than call a no-op tracer on every call.
@@ -114,7 +119,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 		// Without it the SDK reads OTEL_TRACES_SAMPLER(_ARG), default parentbased_always_on.
 		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*r))))
 	}
-	return &Provider{tp: sdktrace.NewTracerProvider(opts...), Endpoint: endpoint, Protocol: protocol}, nil
+	return &Provider{tp: sdktrace.NewTracerProvider(opts...), Endpoint: endpoint, Protocol: protocol, recordKeys: c.RecordKeys}, nil
 }
 
 // exporter is the OTLP exporter of protocol; an endpoint the config leaves unset is the SDK's

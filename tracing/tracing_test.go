@@ -50,12 +50,15 @@ func TestEndpoint(t *testing.T) {
 
 // TestOff: without an endpoint there is no provider, so the call paths make no spans.
 func TestOff(t *testing.T) {
-	p, err := tracing.Setup(context.Background(), tracing.Options{Config: &config.Tracing{ServiceName: "x"}, Getenv: envOf(nil)})
+	p, err := tracing.Setup(context.Background(), tracing.Options{Config: &config.Tracing{ServiceName: "x", RecordKeys: true}, Getenv: envOf(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := p.TracerProvider(); got != nil {
 		t.Errorf("got provider %T, want nil", got)
+	}
+	if p.RecordKeys() {
+		t.Errorf("RecordKeys true with tracing off")
 	}
 	if err := p.Shutdown(context.Background()); err != nil {
 		t.Errorf("Shutdown: %v", err)
@@ -78,7 +81,7 @@ func TestExport(t *testing.T) {
 		env         map[string]string
 		wantService string
 	}{
-		{name: "grpc", cfg: config.Tracing{OTLPEndpoint: "http://" + rcv.GRPCAddr, ServiceName: "shop"}, wantService: "shop"},
+		{name: "grpc", cfg: config.Tracing{OTLPEndpoint: "http://" + rcv.GRPCAddr, ServiceName: "shop", RecordKeys: true}, wantService: "shop"},
 		{name: "http", cfg: config.Tracing{OTLPEndpoint: rcv.HTTPURL, Protocol: config.ProtocolHTTP, SamplingRatio: &ratio},
 			env: map[string]string{"POD_NAME": "shop-1", "POD_NAMESPACE": "prod"}, wantService: "from-attrs"},
 	}
@@ -87,6 +90,9 @@ func TestExport(t *testing.T) {
 			p, err := tracing.Setup(context.Background(), tracing.Options{Config: &tc.cfg, Version: "v1.2.3", Getenv: envOf(tc.env)})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if got := p.RecordKeys(); got != tc.cfg.RecordKeys {
+				t.Errorf("RecordKeys() = %v, want %v (tracing.recordKeys)", got, tc.cfg.RecordKeys)
 			}
 			_, span := tracing.Start(context.Background(), p.TracerProvider(), trace.SpanKindClient, "/orders.v1.Orders/Get")
 			want := span.SpanContext().SpanID().String()

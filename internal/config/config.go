@@ -66,6 +66,10 @@ type Tracing struct {
 	// ServiceName is the spans' service.name; default OTEL_SERVICE_NAME, else
 	// restate-grpc-sidecar.
 	ServiceName string `json:"serviceName,omitempty"`
+	// RecordKeys, when true, puts a durable call's object key or workflow id on its span
+	// (restate.invocation.key, and in restate.invocation.target). Default false: a key is often
+	// a customer's or an order's id, which a trace backend should not keep unless asked to.
+	RecordKeys bool `json:"recordKeys,omitempty"`
 }
 
 // The OTLP protocols of Tracing.Protocol.

@@ -14,6 +14,7 @@ func TestTracingValidate(t *testing.T) {
 		{name: "grpc endpoint", tracing: `{otlpEndpoint: "http://otel:4317"}`},
 		{name: "http with path", tracing: `{otlpEndpoint: "https://otel:4318/v1/traces", protocol: http/protobuf}`},
 		{name: "ratio bounds", tracing: `{otlpEndpoint: "http://otel:4317", samplingRatio: 0}`},
+		{name: "record keys", tracing: `{otlpEndpoint: "http://otel:4317", recordKeys: true}`},
 		{name: "no endpoint", tracing: `{serviceName: shop, samplingRatio: 1}`},
 		{name: "grpc with path", tracing: `{otlpEndpoint: "http://otel:4317/v1/traces"}`,
 			wantErr: `tracing.otlpEndpoint: "http://otel:4317/v1/traces": an OTLP/gRPC endpoint has no path, got "/v1/traces"; for OTLP/HTTP set tracing.protocol: http/protobuf`},

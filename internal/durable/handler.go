@@ -56,6 +56,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Tracing makes a client span per durable call; nil makes none (tracing off).
 	Tracing trace.TracerProvider
+	// TraceKeys puts each call's object key or workflow id on its span (tracing.recordKeys).
+	TraceKeys bool
 }
 
 // Handler serves the outbound listener.
@@ -69,6 +71,8 @@ type Handler struct {
 	self   string
 	paths  sync.Map // method+"|"+field path -> *descriptors.FieldPath
 	tp     trace.TracerProvider
+	// traceKeys is Options.TraceKeys.
+	traceKeys bool
 	// relayed holds the span of each passthrough stream from its decision to its observation.
 	relayed sync.Map // *proxy.Request -> trace.Span
 
@@ -93,6 +97,8 @@ func New(o Options) (*Handler, error) {
 		log:    o.Logger,
 		self:   o.Self,
 		tp:     o.Tracing,
+
+		traceKeys: o.TraceKeys,
 	}
 	if h.self == "" {
 		h.self = o.Config.Listen

@@ -19,7 +19,10 @@ import (
 
 // callSpan is the client span of one durable call; nil when tracing is off, and then every
 // method is a no-op, so the call path makes no span and no trace-context copy.
-type callSpan struct{ trace.Span }
+type callSpan struct {
+	trace.Span
+	keys bool // record the key (tracing.recordKeys)
+}
 
 // startSpan starts the call's span, a child of the trace context the caller sent.
 func (h *Handler) startSpan(ctx context.Context, method string, r *config.Route) (context.Context, *callSpan) {
@@ -31,7 +34,7 @@ func (h *Handler) startSpan(ctx context.Context, method string, r *config.Route)
 	// The returned context still holds the caller's metadata: it derives from ctx.
 	sctx, span := tracing.Start(parent, h.tp, trace.SpanKindClient, method,
 		tracing.AttrRoute.String(r.Match), tracing.AttrTargetKind.String(r.Target))
-	return sctx, &callSpan{span}
+	return sctx, &callSpan{span, h.traceKeys}
 }
 
 // invocation records what the call became and makes the span the parent of Restate's
@@ -44,8 +47,14 @@ func (s *callSpan) invocation(ctx context.Context, inv *restatehttp.Invocation) 
 	if inv.Send {
 		mode = config.ModeSend
 	}
+	// Without recordKeys the target is named without its key: Service/Handler.
+	target := inv.Target.Service + "/" + inv.Target.Handler
+	if s.keys && inv.Target.Keyed {
+		target = inv.Target.String()
+		s.SetAttributes(tracing.AttrInvocationKey.String(inv.Target.Key))
+	}
 	s.SetAttributes(tracing.AttrMode.String(mode), tracing.AttrRestateService.String(inv.Target.Service),
-		tracing.AttrRestateHandler.String(inv.Target.Handler), tracing.AttrInvocationTarget.String(inv.Target.String()),
+		tracing.AttrRestateHandler.String(inv.Target.Handler), tracing.AttrInvocationTarget.String(target),
 		tracing.AttrIdempotencyKey.Bool(inv.IdempotencyKey != ""))
 	tracing.InjectHeader(ctx, inv.Header)
 }

@@ -2,6 +2,7 @@ package durable
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -100,11 +101,49 @@ func TestCallSpanOff(t *testing.T) {
 	}
 }
 
-func startTraced(t *testing.T, ingress *fake, tp *sdktrace.TracerProvider) *outbound {
+// TestCallSpanKey: an object call's span names its key only when tracing.recordKeys says so.
+func TestCallSpanKey(t *testing.T) {
+	tests := []struct {
+		traceKeys           bool
+		wantTarget, wantKey string // wantKey "": no key attribute
+	}{
+		{traceKeys: false, wantTarget: "rgtest.v1.Counter/Add"},
+		{traceKeys: true, wantTarget: "rgtest.v1.Counter/order-7/Add", wantKey: "order-7"},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint("recordKeys=", tc.traceKeys), func(t *testing.T) {
+			exp := tracetest.NewInMemoryExporter()
+			o := startTraced(t, newFake(t, echoIngress), sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp)), func(o *Options) { o.TraceKeys = tc.traceKeys })
+			if _, err := o.counter.Add(metadata.AppendToOutgoingContext(context.Background(), "k", "order-7"), &testpb.Req{Text: "x"}); err != nil {
+				t.Fatal(err)
+			}
+			spans := exp.GetSpans()
+			if len(spans) != 1 {
+				t.Fatalf("got %d spans, want 1", len(spans))
+			}
+			got := map[string]string{}
+			for _, kv := range spans[0].Attributes {
+				got[string(kv.Key)] = kv.Value.Emit()
+			}
+			if got["restate.invocation.target"] != tc.wantTarget {
+				t.Errorf("restate.invocation.target = %q, want %q", got["restate.invocation.target"], tc.wantTarget)
+			}
+			if key := got["restate.invocation.key"]; key != tc.wantKey {
+				t.Errorf("restate.invocation.key = %q, want %q", key, tc.wantKey)
+			}
+		})
+	}
+}
+
+// startTraced serves the test routes with tp (nil: tracing off), after opts change the options.
+func startTraced(t *testing.T, ingress *fake, tp *sdktrace.TracerProvider, opts ...func(*Options)) *outbound {
 	t.Helper()
 	o := outboundOptions(t, routesYAML, ingress, nil)
 	if tp != nil {
 		o.Tracing = tp
+	}
+	for _, f := range opts {
+		f(&o)
 	}
 	return serve(t, o)
 }

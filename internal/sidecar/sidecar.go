@@ -278,7 +278,8 @@ func (s *Sidecar) goFn(fn func()) {
 }
 
 func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error {
-	po := durable.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String(), Tracing: s.tracing.TracerProvider()}
+	po := durable.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String(), Tracing: s.tracing.TracerProvider(),
+		TraceKeys: s.tracing.RecordKeys()}
 	var mgmt *invocations.Server
 	if oc.Ingress != "" {
 		access, err := clientOptions(oc.Access, s.log)
