@@ -25,7 +25,8 @@ import (
 // one before it: the outbound sidecar's client span (OTLP/HTTP), Restate's ingress,
 // invocation-start and one attempt span per attempt, and per attempt the inbound sidecar's
 // server span and its client span (OTLP/gRPC), which is the app's parent. The app fails the
-// first attempt with a retryable code, so the invocation has two attempts.
+// first attempt with a retryable code, so the invocation has two attempts, and the server
+// spans are numbered 1 and 2 (restate.invocation.attempt).
 func TestTraceAcrossRestate(t *testing.T) {
 	ctx := testCtx(t)
 	rcv, err := testenv.StartOTLPReceiver()
@@ -140,12 +141,12 @@ tracing: {otlpEndpoint: %q, protocol: http/protobuf, serviceName: shop-sidecar}
 		if !appParents[cl.SpanID] {
 			t.Errorf("client span %s is not a parent the app saw (%v)", cl.SpanID, appParents)
 		}
-		codesSeen = append(codesSeen, cl.Attrs["rpc.grpc.status_code"]+"/"+srv.Attrs["rpc.grpc.status_code"])
+		codesSeen = append(codesSeen, srv.Attrs["restate.invocation.attempt"]+":"+cl.Attrs["rpc.grpc.status_code"]+"/"+srv.Attrs["rpc.grpc.status_code"])
 	}
 	// The attempts' order in the export is not the order they ran in: compare as a set.
 	slices.Sort(codesSeen)
-	if got := strings.Join(codesSeen, " "); got != "0/0 14/14" {
-		t.Errorf("app call/attempt codes %q, want 0/0 14/14 (one failed attempt, one that succeeded)", got)
+	if got, want := strings.Join(codesSeen, " "), "1:14/14 2:0/0"; got != want {
+		t.Errorf("attempt:app call/attempt codes %q, want %q (attempt 1 failed, attempt 2 succeeded)", got, want)
 	}
 	if resp.GetMetadata()["traceparent"] == "" {
 		t.Errorf("the app's answer has no traceparent")
@@ -272,5 +273,76 @@ func TestTracingFromEnv(t *testing.T) {
 	}
 	if got.Attrs["restate_grpc.mode"] != "passthrough" || got.Attrs["rpc.grpc.status_code"] != "0" {
 		t.Errorf("span attributes %v, want a passthrough span with code 0", got.Attrs)
+	}
+}
+
+// TestInboundSpanParent: when the caller's sidecar makes no span (its tracing is off), the
+// inbound sidecar's server span is still a child of Restate's attempt span when Restate
+// traces; when Restate does not trace (and sends no traceparent), a child of the caller's own
+// span, from the headers Restate keeps with the invocation.
+func TestInboundSpanParent(t *testing.T) {
+	rcv, err := testenv.StartOTLPReceiver()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rcv.Close)
+	untraced, err := testenv.StartRestate(t.TempDir(), testenv.RestateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(untraced.Stop)
+	for _, tc := range []struct {
+		name, service string
+		restate       *testenv.Restate
+		traces        bool // Restate exports spans (to env.traces)
+	}{
+		{"restate traces", "rgtest.v1.EchoParentTraced", env.restate, true},
+		{"restate does not trace", "rgtest.v1.EchoParentUntraced", untraced, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			keys := ""
+			if tc.restate.IdentityKey != "" {
+				keys = "identityKeys: [" + tc.restate.IdentityKey + "]"
+			}
+			if _, err := startInbound(ctx, fmt.Sprintf(`
+inbound:
+  app: %s
+  listen: 127.0.0.1:%%d
+  %s
+  register: {admin: %s, uri: "http://127.0.0.1:%%d"}
+  services: [{name: rgtest.v1.Echo, as: %s, handlers: {Call: ""}}]
+tracing: {otlpEndpoint: "http://%s", serviceName: parent-sidecar}
+`, env.appAddr, keys, tc.restate.Admin, tc.service, rcv.GRPCAddr)); err != nil {
+				t.Fatal(err)
+			}
+			out, err := startSidecar(ctx, fmt.Sprintf("outbound: {listen: 127.0.0.1:0, ingress: %s, routes: [{match: rgtest.v1.Echo/Call, service: %s}]}\n",
+				tc.restate.Ingress, tc.service))
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn := dial(out)
+			t.Cleanup(func() { conn.Close() })
+			traceID, callerSpan := randHex(16), randHex(8)
+			if _, _, err := invoke(ctx, conn, echoCall, &testpb.Req{Text: uniq(t, "parent")}, "traceparent", "00-"+traceID+"-"+callerSpan+"-01"); err != nil {
+				t.Fatal(err)
+			}
+			var tr trace
+			eventually(t, 45*time.Second, "the inbound sidecar's spans exported, and Restate's attempt span when it traces", func() bool {
+				tr = collect(traceID, rcv)
+				return len(tr.kind("parent-sidecar", tracepb.Span_SPAN_KIND_SERVER)) == 1 && (!tc.traces || len(tr.named("invocation-attempt ")) == 1)
+			})
+			srv := tr.kind("parent-sidecar", tracepb.Span_SPAN_KIND_SERVER)[0]
+			want, what := callerSpan, "the caller's span"
+			if tc.traces {
+				want, what = tr.named("invocation-attempt ")[0].SpanID, "Restate's attempt span"
+			}
+			if srv.Parent != want {
+				t.Errorf("inbound server span's parent %s, want %s %s", srv.Parent, what, want)
+			}
+			if got := srv.Attrs["restate.invocation.attempt"]; got != "1" {
+				t.Errorf("restate.invocation.attempt = %q, want 1", got)
+			}
+		})
 	}
 }

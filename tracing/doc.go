@@ -18,7 +18,7 @@
 //	inbound sidecar   CLIENT  pkg.Svc/Method   the call to the app, whose traceparent it is
 //
 // A passthrough call has one CLIENT span on the outbound sidecar, whose context the upstream
-// gets. Restate does not tell a deployment which attempt it runs, so the server spans carry
-// the invocation id but no attempt number: the attempts are told apart by their parents,
-// Restate's attempt spans.
+// gets. The server spans carry the invocation id and the attempt number
+// (restate.invocation.attempt, 1 for the first), which Restate sends only in the protocol's
+// StartMessage: the inbound endpoint reads it there, when tracing is on, before sdk-go does.
 package tracing

@@ -26,8 +26,13 @@ const (
 	AttrInvocationID     = attribute.Key("restate.invocation.id")
 	AttrInvocationTarget = attribute.Key("restate.invocation.target")
 	AttrInvocationKey    = attribute.Key("restate.invocation.key")
-	AttrRestateService   = attribute.Key("restate.service")
-	AttrRestateHandler   = attribute.Key("restate.handler")
+	// AttrInvocationAttempt is the attempt an inbound server span serves, 1 for the first:
+	// Restate's retry count since the invocation's last journaled step, plus one. The sidecar's
+	// one step is the app's answer, so this counts the attempts to get it. Restate does not
+	// store the count: a restart of Restate starts it again.
+	AttrInvocationAttempt = attribute.Key("restate.invocation.attempt")
+	AttrRestateService    = attribute.Key("restate.service")
+	AttrRestateHandler    = attribute.Key("restate.handler")
 
 	AttrRoute          = attribute.Key("restate_grpc.route")
 	AttrMode           = attribute.Key("restate_grpc.mode")

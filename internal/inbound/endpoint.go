@@ -55,6 +55,8 @@ type Endpoint struct {
 	version  string
 	handler  http.Handler
 	log      *slog.Logger
+	// attempts reads each attempt's retry count for its span: only when tracing is on.
+	attempts bool
 }
 
 type service struct {
@@ -69,7 +71,7 @@ type method struct{ name, kind string }
 
 // New resolves the services' methods and builds the endpoint.
 func New(ctx context.Context, o Options) (*Endpoint, error) {
-	e := &Endpoint{log: o.Logger}
+	e := &Endpoint{log: o.Logger, attempts: o.Tracing != nil}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -175,6 +177,9 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p := "/" + r.URL.Path[loc[1]:]
 		r.URL.Path, r.URL.RawPath = p, ""
 		r.RequestURI = r.URL.RequestURI()
+	}
+	if e.attempts && r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/invoke/") {
+		r = withRetryCount(r)
 	}
 	e.handler.ServeHTTP(w, r)
 }

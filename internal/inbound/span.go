@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	restate "github.com/restatedev/sdk-go"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/metadata"
@@ -27,7 +28,8 @@ type attemptKey struct{}
 
 // startAttempt starts the span under Restate's attempt span, whose traceparent sdk-go put in
 // ctx; without one (Restate's tracing is off) under the caller's own trace context, which
-// Restate keeps with the invocation's headers.
+// Restate keeps with the invocation's headers. Its attempt number is Restate's retry count
+// plus one.
 func (f forwarder) startAttempt(ctx restate.Context, path string) *attempt {
 	if f.tp == nil {
 		return nil
@@ -36,8 +38,11 @@ func (f forwarder) startAttempt(ctx restate.Context, path string) *attempt {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		parent = tracing.Propagator.Extract(ctx, invocationHeaders{ctx.Request()})
 	}
-	_, span := tracing.Start(parent, f.tp, trace.SpanKindServer, path,
-		tracing.AttrInvocationID.String(ctx.Request().ID), tracing.AttrRestateService.String(f.s.restateName))
+	attrs := []attribute.KeyValue{tracing.AttrInvocationID.String(ctx.Request().ID), tracing.AttrRestateService.String(f.s.restateName)}
+	if c, ok := retryCount(ctx); ok {
+		attrs = append(attrs, tracing.AttrInvocationAttempt.Int64(int64(c)+1))
+	}
+	_, span := tracing.Start(parent, f.tp, trace.SpanKindServer, path, attrs...)
 	return &attempt{span: span}
 }
 
