@@ -49,6 +49,7 @@ var Annotations = []Annotation{
 	{"identity-keys", "`inbound.identityKeys`", "keys, comma-separated", "Restate request-identity keys (publickeyv1_...): unsigned requests are refused"},
 	{"otlp-endpoint", "`tracing.otlpEndpoint`", "URL", "the OTLP collector for the sidecar's spans"},
 	{"log-level", "`logLevel`", "`debug` \\| `info` \\| `warn` \\| `error`", "the sidecar's log level"},
+	{"shutdown-grace", "`shutdown.grace`", "a duration (`25s`)", "how long calls in flight may finish after SIGTERM; default from the injector: a little below the pod's `terminationGracePeriodSeconds`"},
 	{"proxy-cpu", "injector: CPU request", "a quantity (`100m`)", "the sidecar container's CPU request; default from the injector's config"},
 	{"proxy-cpu-limit", "injector: CPU limit", "a quantity", "the sidecar container's CPU limit"},
 	{"proxy-memory", "injector: memory request", "a quantity (`64Mi`)", "the sidecar container's memory request"},
@@ -217,6 +218,14 @@ func ParseAnnotations(ann map[string]string, env Env) (*Pod, error) {
 	if v, ok := get("log-level"); ok {
 		c.LogLevel = v
 		fields["logLevel"] = "log-level"
+	}
+	if v, ok := get("shutdown-grace"); ok {
+		if d, err := ParseDuration(v); err != nil {
+			bad("shutdown-grace", "%v", err)
+		} else {
+			c.Shutdown.Grace = Duration(d)
+		}
+		fields["shutdown.grace"] = "shutdown-grace"
 	}
 	if c.Outbound == nil && c.Inbound == nil && p.Inject {
 		bad("inject", "the sidecar has nothing to do: set restate-grpc.io/outbound (or ingress-url, or a transparent interception) or restate-grpc.io/inbound (with app-port)")

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -77,6 +78,25 @@ func TestParseAnnotations(t *testing.T) {
 			name:    "unknown annotation and bad values",
 			ann:     map[string]string{p + "inject": "yes please", p + "ingres-url": "x", p + "interception": "sidecar", p + "proxy-memory": "lots", p + "app-port": "0", p + "outbound": "{}"},
 			wantErr: []string{p + "ingres-url: unknown annotation (known: " + knownNames() + ")", p + `inject: want true or false, got "yes please"`, p + `interception: "sidecar" is not one of explicit, proxy-env, iptables`, p + `proxy-memory: want a Kubernetes quantity such as 100m or 64Mi, got "lots"`, p + `app-port: want a port 1-65535, got "0"`},
+		},
+		{
+			name: "shutdown grace",
+			ann:  map[string]string{p + "ingress-url": "http://a:8080", p + "shutdown-grace": "PT55S"},
+			check: func(t *testing.T, got *Pod) {
+				if g := got.Config.Shutdown.Grace.Std(); g != 55*time.Second {
+					t.Errorf("shutdown.grace %s, want 55s", g)
+				}
+			},
+		},
+		{
+			name:    "shutdown grace out of range",
+			ann:     map[string]string{p + "ingress-url": "http://a:8080", p + "shutdown-grace": "2h"},
+			wantErr: []string{p + "shutdown-grace: shutdown.grace: must be between 1s and 1h (a few seconds below the pod's terminationGracePeriodSeconds), got 2h0m0s"},
+		},
+		{
+			name:    "shutdown grace not a duration",
+			ann:     map[string]string{p + "ingress-url": "http://a:8080", p + "shutdown-grace": "soon"},
+			wantErr: []string{p + `shutdown-grace: bad duration "soon": want a Go duration ("5s") or ISO 8601 ("PT5S")`},
 		},
 		{
 			name:    "a section that is not the config's",

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -89,9 +90,10 @@ func (in *Injector) Inject(pod *corev1.Pod, t Target) (*corev1.Pod, error) {
 	// The injector's defaults are written into the pod, so its annotations are the whole
 	// config, for the sidecar and for whoever reads the pod.
 	for name, v := range map[string]string{
-		"interception": in.cfg.Interception,
-		"ingress-url":  in.cfg.IngressURL,
-		"admin-url":    in.cfg.AdminURL,
+		"interception":   in.cfg.Interception,
+		"ingress-url":    in.cfg.IngressURL,
+		"admin-url":      in.cfg.AdminURL,
+		"shutdown-grace": shutdownGrace(terminationGrace(pod)).String(),
 	} {
 		if _, ok := out.Annotations[config.AnnotationPrefix+name]; !ok && v != "" {
 			out.Annotations[config.AnnotationPrefix+name] = v
@@ -143,6 +145,13 @@ func (in *Injector) checkPod(pod *corev1.Pod, p *config.Pod) error {
 			})
 		}
 	}
+	if g, tg := p.Config.Shutdown.Grace.Std(), terminationGrace(pod); g >= tg {
+		errs.Problems = append(errs.Problems, config.Problem{
+			Field: config.AnnotationPrefix + "shutdown-grace",
+			Message: fmt.Sprintf("%s is not below the pod's terminationGracePeriodSeconds (%s): the kubelet would kill the sidecar before its calls drain; leave it out for %s",
+				g, tg, shutdownGrace(tg)),
+		})
+	}
 	if p.Interception == config.InterceptIPTables {
 		for _, c := range appContainers(pod) {
 			if uid := runAsUser(pod, c); uid != nil && *uid == ProxyUID {
@@ -157,6 +166,24 @@ func (in *Injector) checkPod(pod *corev1.Pod, p *config.Pod) error {
 		return &errs
 	}
 	return nil
+}
+
+// terminationGrace is how long the kubelet waits between SIGTERM and SIGKILL for the pod.
+func terminationGrace(pod *corev1.Pod) time.Duration {
+	if s := pod.Spec.TerminationGracePeriodSeconds; s != nil {
+		return time.Duration(*s) * time.Second
+	}
+	return corev1.DefaultTerminationGracePeriodSeconds * time.Second
+}
+
+// shutdownGrace is the sidecar's drain for a pod the kubelet kills tg after SIGTERM: 5s less,
+// so the sidecar exits 0 (its calls answered or cut) and flushes its spans before the
+// SIGKILL; half of tg when that is shorter; at least the 1s shutdown.grace allows. A native
+// sidecar gets its SIGTERM only once the app's containers have stopped, later than tg's
+// start, and is then bounded by what is left of tg: the drain ends early when its calls are
+// done, and the app, being gone, makes no new ones.
+func shutdownGrace(tg time.Duration) time.Duration {
+	return min(max(tg-5*time.Second, tg/2, time.Second), time.Hour)
 }
 
 func runAsUser(pod *corev1.Pod, c *corev1.Container) *int64 {

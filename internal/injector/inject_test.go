@@ -57,6 +57,9 @@ func TestGolden(t *testing.T) {
 		{in: "bad-route.yaml", native: true},
 		{in: "bad-annotations.yaml", golden: "bad-annotations-skip", config: "onInvalid: skip", native: true},
 		{in: "workloads.yaml", native: true},
+		{in: "grace.yaml", native: true},
+		{in: "grace-short.yaml", native: true},
+		{in: "bad-grace.yaml", native: true},
 		// API servers before 1.29: a plain container placed first holds the app.
 		{in: "plain.yaml", golden: "plain-1.28", native: false},
 		{in: "existing-containers.yaml", golden: "existing-containers-1.28", native: false},
