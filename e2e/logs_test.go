@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
 // TestLogsAppDown: while the app is down and Restate retries a call, the inbound sidecar logs
@@ -45,4 +48,45 @@ func TestLogsAppDown(t *testing.T) {
 func (r *faultRig) inboundLogCount(s string) int {
 	b, _ := os.ReadFile(r.inbound.logPath())
 	return strings.Count(string(b), s)
+}
+
+// TestLogsFailedCall: a call the app refuses for good logs one INFO line on each side, with
+// the route and the invocation: the outbound sidecar's `durable call failed` and the inbound
+// sidecar's `inbound call failed`, and nothing about the call above INFO.
+func TestLogsFailedCall(t *testing.T) {
+	r := newFaultRig(t)
+	prefix := uniq(t, "refused")
+	key := prefix + "-0"
+	ctx := testCtx(t)
+	_, _, err := invoke(ctx, r.conn, echoCall, &testpb.Req{Text: key, FailCode: int32(codes.NotFound)})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("got %v, want NOT_FOUND", err)
+	}
+	ids := r.executions(t, prefix)[key]
+	if len(ids) != 1 {
+		t.Fatalf("the app ran the call %d times, want once", len(ids))
+	}
+	id := ids[0]
+	for _, tc := range []struct {
+		p    *proc
+		want string
+	}{
+		{r.outbound, `level=INFO msg="durable call failed" method=/rgtest.v1.Echo/Call route=rgtest.v1.Echo/Call invocation=` + id + ` code=NotFound`},
+		{r.inbound, `level=INFO msg="inbound call failed" method=/rgtest.v1.Echo/Call route=rgtest.v1.Echo/Call invocation=` + id + ` code=NotFound`},
+	} {
+		var log string
+		eventually(t, 5*time.Second, tc.p.label+" logged the failure", func() bool {
+			b, _ := os.ReadFile(tc.p.logPath())
+			log = string(b)
+			return strings.Contains(log, tc.want)
+		})
+		if n := strings.Count(log, "call failed"); n != 1 {
+			t.Errorf("%s logged %d failed-call lines, want 1", tc.p.label, n)
+		}
+		for _, line := range strings.Split(log, "\n") {
+			if strings.Contains(line, id) && (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR")) {
+				t.Errorf("%s logged above INFO for the call: %s", tc.p.label, line)
+			}
+		}
+	}
 }

@@ -88,7 +88,7 @@ func New(ctx context.Context, o Options) (*Endpoint, error) {
 		srv = srv.WithIdentityV1(o.Config.IdentityKeys...)
 	}
 	for _, s := range e.services {
-		srv = srv.Bind(definition(s, o.App, o.Tracing))
+		srv = srv.Bind(definition(s, forwarder{s: s, app: o.App, tp: o.Tracing, log: e.log}))
 	}
 	h, err := srv.Handler()
 	if err != nil {
@@ -214,10 +214,9 @@ func (e *Endpoint) Register(ctx context.Context, admin *restatehttp.Admin, uri s
 	}
 }
 
-// definition builds the sdk-go definition of s, every handler forwarding to the app.
-func definition(s service, app grpc.ClientConnInterface, tp trace.TracerProvider) restate.ServiceDefinition {
+// definition builds the sdk-go definition of s, every handler forwarding to the app with f.
+func definition(s service, f forwarder) restate.ServiceDefinition {
 	codec := restate.WithCodec(Codec)
-	f := forwarder{s: s, app: app, tp: tp}
 	switch s.kind {
 	case config.KindObject:
 		def := restate.NewObject(s.restateName)
@@ -264,6 +263,7 @@ type forwarder struct {
 	s   service
 	app grpc.ClientConnInterface
 	tp  trace.TracerProvider
+	log *slog.Logger
 }
 
 // forward calls the app once. Each Restate attempt calls it again with the same invocation id,
@@ -310,6 +310,7 @@ func (f forwarder) call(ctx context.Context, req *restate.Request, path, key str
 		// Retryable: Restate retries with its policy, the caller keeps waiting.
 		return nil, fmt.Errorf("app answered %s: %s", st.Code(), st.Message())
 	}
+	f.logFailed(req.ID, path, st)
 	return nil, restate.ToTerminalError(errors.New(st.Message()),
 		restate.WithErrorCode(restate.Code(httpCode(st.Code()))),
 		restate.WithMetadataMap(restatehttp.StatusMetadata(st)))

@@ -9,7 +9,8 @@ import (
 )
 
 // TestSDKLogLevels: sdk-go's lines of each attempt go to debug, the rest at their own level,
-// so an app that is down and retried logs no ERROR.
+// so an app that is down and retried logs no ERROR, and a failed call logs the sidecar's line
+// (logFailed) only.
 func TestSDKLogLevels(t *testing.T) {
 	records := []struct {
 		level slog.Level
@@ -28,7 +29,6 @@ func TestSDKLogLevels(t *testing.T) {
 		want  string
 	}{
 		{slog.LevelInfo, `
-level=WARN msg="Invocation returned a terminal failure" invocationID=inv_1
 level=WARN msg="Error when consuming output" invocationID=inv_1`},
 		{slog.LevelDebug, `
 level=DEBUG msg="Handling invocation" invocationID=inv_1
@@ -36,7 +36,7 @@ level=DEBUG msg="Invocation returned a non-terminal failure" invocationID=inv_1
 level=DEBUG msg="Invocation panicked, returning error to Restate" invocationID=inv_1
 level=DEBUG msg="Invocation completed successfully" invocationID=inv_1
 level=DEBUG msg="Suspending invocation" invocationID=inv_1
-level=WARN msg="Invocation returned a terminal failure" invocationID=inv_1
+level=DEBUG msg="Invocation returned a terminal failure" invocationID=inv_1
 level=WARN msg="Error when consuming output" invocationID=inv_1`},
 	} {
 		var buf bytes.Buffer
