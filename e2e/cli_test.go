@@ -47,6 +47,14 @@ func TestInvocationsCLI(t *testing.T) {
 			0, regexp.MustCompile(`^invocation  ` + id + `\n$`), ""},
 		{"attach by id", []string{"attach", "-addr", addr, id},
 			0, regexp.MustCompile(`^invocation  ` + id + `\npayload     \d+ bytes\n            0a [0-9a-f ]+\n`), ""},
+		{"output decoded with the app's reflection", []string{"output", "-addr", addr, "-reflect", env.appAddr, "-service", "rgtest.v1.Echo", "-handler", "Call", "-idempotency-key", idem},
+			0, regexp.MustCompile(`^invocation  ` + id + `\npayload     rgtest.v1.Resp\n\{\n  "text": +"` + idem + `",\n`), ""},
+		{"attach by id decoded with a descriptor set", []string{"attach", "-addr", addr, "-descriptor-set", filepath.Join(env.dir, "test.pb"), "-method", "rgtest.v1.Echo/Call", id},
+			0, regexp.MustCompile(`^invocation  ` + id + `\npayload     rgtest.v1.Resp\n\{\n  "text": +"` + idem + `",\n`), ""},
+		{"by id, its method not named", []string{"attach", "-addr", addr, "-proto-set", filepath.Join(env.dir, "test.pb"), id},
+			0, regexp.MustCompile(`^invocation  ` + id + `\npayload     \d+ bytes\n            0a `), "payload not decoded: its method is not known: name it with --method"},
+		{"a method the descriptors lack", []string{"attach", "-addr", addr, "-reflect", env.appAddr, "-method", "/rgtest.v1.Missing/Call", id},
+			0, regexp.MustCompile(`^invocation  ` + id + `\npayload     \d+ bytes\n`), "payload not decoded: server reflection for rgtest.v1.Missing"},
 		{"output of an unknown id", []string{"output", "-addr", addr, "inv_1dulJCO0YId82jI7FnElglZwS7eO9Mjr3e"},
 			1, regexp.MustCompile(`^$`), "NotFound: restate: invocation not found"},
 		{"cancel a finished invocation", []string{"cancel", "-addr", addr, id},
@@ -77,6 +85,19 @@ func TestInvocationsCLI(t *testing.T) {
 		var resp testpb.Resp
 		if err := proto.Unmarshal(got.Payload, &resp); err != nil || resp.GetText() != idem {
 			t.Errorf("payload decodes to %v (%v), want the Echo answer %q", &resp, err, idem)
+		}
+	})
+	t.Run("json decoded", func(t *testing.T) {
+		out, errOut, code := run("output", "-addr", addr, "-json", "-reflect", env.appAddr, "-method", "/rgtest.v1.Echo/Call", id)
+		var got struct {
+			InvocationID string `json:"invocationId"`
+			Type         string `json:"type"`
+			Payload      struct {
+				Text string `json:"text"`
+			} `json:"payload"`
+		}
+		if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || got.InvocationID != id || got.Type != "rgtest.v1.Resp" || got.Payload.Text != idem {
+			t.Errorf("output -json -reflect: exit %d, stdout %q (%v), stderr %q; want invocation %s, type rgtest.v1.Resp, payload.text %q", code, out, err, errOut, id, idem)
 		}
 	})
 }

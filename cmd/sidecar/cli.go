@@ -116,7 +116,7 @@ func longFlags(root *cobra.Command, args []string) []string {
 // lookupFlag finds a long flag of cmd, its own or inherited from its parents.
 func lookupFlag(cmd *cobra.Command, name string) *pflag.Flag {
 	for _, fs := range []*pflag.FlagSet{cmd.Flags(), cmd.PersistentFlags(), cmd.InheritedFlags()} {
-		if f := fs.Lookup(name); f != nil {
+		if f := fs.Lookup(string(fs.GetNormalizeFunc()(fs, name))); f != nil { // aliases too
 			return f
 		}
 	}

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -14,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/restate-grpc/restate-grpc/api/invocationsv1"
+	"github.com/restate-grpc/restate-grpc/internal/descriptors"
 )
 
 // invocationTarget is how the invocation a verb acts on is named, from the flags.
@@ -21,6 +26,9 @@ type invocationTarget struct {
 	addr, service, key, handler, idem, workflow, workflowID string
 	asJSON                                                  bool
 	timeout                                                 time.Duration
+	// Where the payload's type comes from: a descriptor set file or the app's reflection, and
+	// the method whose response it is.
+	protoSet, reflect, method string
 }
 
 // invocationsCmd is the CLI of the management API served on the outbound listener.
@@ -33,7 +41,12 @@ func invocationsCmd() *cobra.Command {
 
 Name the invocation by its id (the restate-invocation-id header of a durable answer), or by
   --service S [--key K] --handler H --idempotency-key I    a call made with an idempotency key
-  --workflow W --workflow-id ID                             a workflow`,
+  --workflow W --workflow-id ID                             a workflow
+
+A result's payload is printed as JSON, as grpcurl prints a response, when its type is known:
+descriptors from --proto-set FILE (protoc --include_imports --descriptor_set_out=FILE) or from
+the app's server reflection (--reflect ADDR), and the method from --method /pkg.Service/Method,
+by default a call's --service/--handler or a workflow's Run. Otherwise it is raw bytes.`,
 		Args: cobra.ArbitraryArgs,
 		// A verb is required; cobra itself reports unknown ones only for the root command.
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -53,6 +66,15 @@ Name the invocation by its id (the restate-invocation-id header of a durable ans
 	f.StringVar(&o.workflowID, "workflow-id", "", "workflow id")
 	f.BoolVar(&o.asJSON, "json", false, "print JSON")
 	f.DurationVar(&o.timeout, "timeout", time.Minute, "how long to wait (attach waits for the invocation to end)")
+	f.StringVar(&o.protoSet, "proto-set", "", "FileDescriptorSet of the payload's types (alias --descriptor-set)")
+	f.StringVar(&o.reflect, "reflect", "", "the app's gRPC address, whose server reflection describes the payload's types")
+	f.StringVar(&o.method, "method", "", "the method whose response the payload is, /pkg.Service/Method; default the call's or workflow's")
+	cmd.SetGlobalNormalizationFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "descriptor-set" {
+			name = "proto-set"
+		}
+		return pflag.NormalizedName(name)
+	})
 	for _, v := range []struct{ verb, short string }{
 		{"attach", "Wait for an invocation to end and print its result"},
 		{"output", "Print an invocation's result if it has ended"},
@@ -116,13 +138,65 @@ func invoke(ctx context.Context, verb string, o invocationTarget, args []string,
 		}
 		return errQuiet
 	}
+	var decoded []byte
+	var typ string
+	if r, ok := resp.(*pb.Result); ok && (o.protoSet != "" || o.reflect != "") {
+		if decoded, typ, err = o.decode(ctx, r.GetPayload()); err != nil {
+			fmt.Fprintf(stderr, "payload not decoded: %v\n", err)
+		}
+	}
 	if o.asJSON {
 		b, _ := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(resp)
+		if decoded != nil {
+			// As grpcurl: the response as JSON in place of its bytes.
+			b, _ = json.Marshal(struct {
+				InvocationID string          `json:"invocationId"`
+				Type         string          `json:"type"`
+				Payload      json.RawMessage `json:"payload"`
+			}{resp.(*pb.Result).GetInvocationId(), typ, decoded})
+		}
 		fmt.Fprintf(stdout, "%s\n", b)
+		return nil
+	}
+	if decoded != nil {
+		fmt.Fprintf(stdout, "invocation  %s\npayload     %s\n%s\n", resp.(*pb.Result).GetInvocationId(), typ, decoded)
 		return nil
 	}
 	printResult(stdout, verb, resp)
 	return nil
+}
+
+// decode reads payload as the response of o's method, described by o's descriptors.
+func (o invocationTarget) decode(ctx context.Context, payload []byte) ([]byte, string, error) {
+	method := o.method
+	switch {
+	case method != "":
+		if !strings.HasPrefix(method, "/") {
+			method = "/" + method
+		}
+	case o.service != "" && o.handler != "":
+		method = "/" + o.service + "/" + o.handler
+	case o.workflow != "":
+		method = "/" + o.workflow + "/Run"
+	default:
+		return nil, "", errors.New("its method is not known: name it with --method /pkg.Service/Method")
+	}
+	var r descriptors.Resolver
+	if o.protoSet != "" {
+		files, err := descriptors.Load(o.protoSet)
+		if err != nil {
+			return nil, "", err
+		}
+		r = files
+	} else {
+		conn, err := grpc.NewClient(o.reflect, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, "", err
+		}
+		defer conn.Close()
+		r = descriptors.NewReflection(conn)
+	}
+	return descriptors.ResponseJSON(ctx, r, method, payload, !o.asJSON)
 }
 
 func printResult(w io.Writer, verb string, resp proto.Message) {
