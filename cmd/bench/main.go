@@ -18,7 +18,9 @@
 // With -processes -against REV it also measures passthrough (B) and durable (D) calls through
 // sidecars built at git revision REV, in the same rounds, and prints b/B and d/D: a change's
 // effect, free of the run-to-run drift of this machine and of Restate.
-// Usage: go run ./cmd/bench [-processes [-against REV]] [-duration 10s] [-paths arbcsdefn] [-conc 1,16,64]
+// Then it starts an outbound and an inbound sidecar process -startups times each (default 5)
+// and prints the time from the exec to the first /readyz 200.
+// Usage: go run ./cmd/bench [-processes [-against REV]] [-duration 10s] [-paths arbcsdefn] [-conc 1,16,64] [-startups 5]
 package main
 
 import (
@@ -380,7 +382,7 @@ outbound:
 		fmt.Printf("both sidecars and the app's gRPC hop add %s at p50, concurrency 1, over a native service\n", ms(d.p50-n.p50))
 	}
 	printTargets(byKey, o.levels)
-	return nil
+	return printStartup(*startups, dir, appAddr, rs)
 }
 
 // printTargets judges the results by the targets of issue 2, for the paths measured.
