@@ -42,31 +42,47 @@ func waitExit(t *testing.T, p *proc, sent time.Time, within time.Duration) (int,
 	}
 }
 
+// drainLoad is the load of a drain test: durable calls through r, each with its key, and their
+// codes.
+type drainLoad struct {
+	r   *faultRig
+	mu  sync.Mutex
+	got map[string]codes.Code
+	wg  sync.WaitGroup // the calls
+}
+
+// startDrain makes inFlight calls of prefix-aNNN that the app runs for 2s each, waits until
+// all of them run in the app (the sidecars accepted them all), and sends p SIGTERM; it returns
+// the load and when the signal went.
+func startDrain(t *testing.T, r *faultRig, p *proc, prefix string, inFlight int) (*drainLoad, time.Time) {
+	l := &drainLoad{r: r, got: map[string]codes.Code{}}
+	for i := range inFlight {
+		l.wg.Go(func() { l.call(fmt.Sprintf("%s-a%03d", prefix, i), 2*time.Second) })
+	}
+	eventually(t, 30*time.Second, "every call running", func() bool { return len(r.executions(t, prefix)) >= inFlight })
+	sent := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	return l, sent
+}
+
+// call makes one call (drainCall) and records its code.
+func (l *drainLoad) call(key string, sleep time.Duration) codes.Code {
+	code := drainCall(l.r.conn, key, sleep)
+	l.mu.Lock()
+	l.got[key] = code
+	l.mu.Unlock()
+	return code
+}
+
 // TestDrainOutbound: SIGTERM to an outbound sidecar under load lets every call it accepted
 // finish, refuses the ones that come after as UNAVAILABLE before they reach Restate (gRPC
 // clients retry that), and exits 0.
 func TestDrainOutbound(t *testing.T) {
 	r := newFaultRig(t)
 	prefix := uniq(t, "drain")
-	const inFlight = 64
-	var mu sync.Mutex
-	got := map[string]codes.Code{}
-	var wg sync.WaitGroup
-	for i := range inFlight {
-		wg.Go(func() {
-			key := fmt.Sprintf("%s-a%03d", prefix, i)
-			code := drainCall(r.conn, key, 2*time.Second)
-			mu.Lock()
-			got[key] = code
-			mu.Unlock()
-		})
-	}
-	// Every one of them runs in the app: the sidecar accepted them all.
-	eventually(t, 30*time.Second, "every call running", func() bool { return len(r.executions(t, prefix)) >= inFlight })
-	sent := time.Now()
-	if err := r.outbound.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	l, sent := startDrain(t, r, r.outbound, prefix, 64)
 	// More callers keep calling while it drains, until it has exited.
 	exited := make(chan struct{})
 	var late sync.WaitGroup
@@ -78,12 +94,7 @@ func TestDrainOutbound(t *testing.T) {
 					return
 				default:
 				}
-				key := fmt.Sprintf("%s-b%d-%03d", prefix, c, i)
-				code := drainCall(r.conn, key, 100*time.Millisecond)
-				mu.Lock()
-				got[key] = code
-				mu.Unlock()
-				if code == codes.Unavailable {
+				if l.call(fmt.Sprintf("%s-b%d-%03d", prefix, c, i), 100*time.Millisecond) == codes.Unavailable {
 					time.Sleep(20 * time.Millisecond) // as a client's retry backoff
 				}
 			}
@@ -91,7 +102,7 @@ func TestDrainOutbound(t *testing.T) {
 	}
 	code, took := waitExit(t, r.outbound, sent, 30*time.Second)
 	close(exited)
-	wg.Wait()
+	l.wg.Wait()
 	late.Wait()
 	if code != 0 {
 		t.Errorf("exit code %d after %s, want 0", code, took)
@@ -100,7 +111,7 @@ func TestDrainOutbound(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	execs := r.executions(t, prefix)
 	counts := map[string]int{}
-	for key, c := range got {
+	for key, c := range l.got {
 		counts[c.String()]++
 		_, ran := execs[key]
 		switch {
@@ -112,7 +123,7 @@ func TestDrainOutbound(t *testing.T) {
 			t.Errorf("%s was refused UNAVAILABLE but ran: half done", key)
 		}
 	}
-	t.Logf("exit %d after %s; %d calls by code: %v", code, took, len(got), counts)
+	t.Logf("exit %d after %s; %d calls by code: %v", code, took, len(l.got), counts)
 	if counts["Unavailable"] == 0 {
 		t.Errorf("no call was refused while draining: the late callers hit nothing")
 	}
@@ -181,24 +192,7 @@ outbound:
 func TestDrainInbound(t *testing.T) {
 	r := newFaultRig(t)
 	prefix := uniq(t, "drain")
-	const inFlight = 32
-	var mu sync.Mutex
-	got := map[string]codes.Code{}
-	var wg sync.WaitGroup
-	call := func(key string, sleep time.Duration) {
-		code := drainCall(r.conn, key, sleep)
-		mu.Lock()
-		got[key] = code
-		mu.Unlock()
-	}
-	for i := range inFlight {
-		wg.Go(func() { call(fmt.Sprintf("%s-a%03d", prefix, i), 2*time.Second) })
-	}
-	eventually(t, 30*time.Second, "every call running", func() bool { return len(r.executions(t, prefix)) >= inFlight })
-	sent := time.Now()
-	if err := r.inbound.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	l, sent := startDrain(t, r, r.inbound, prefix, 32)
 	// New invocations while it drains: each caller waits on its own until Restate has it run.
 	exited := make(chan struct{})
 	var late sync.WaitGroup
@@ -212,7 +206,7 @@ func TestDrainInbound(t *testing.T) {
 				case <-time.After(50 * time.Millisecond):
 				}
 				lateCalls.Add(1)
-				wg.Go(func() { call(fmt.Sprintf("%s-b%d-%03d", prefix, c, i), 100*time.Millisecond) })
+				l.wg.Go(func() { l.call(fmt.Sprintf("%s-b%d-%03d", prefix, c, i), 100*time.Millisecond) })
 			}
 		})
 	}
@@ -230,10 +224,10 @@ func TestDrainInbound(t *testing.T) {
 	}
 	r.inbound.restart()
 	waitReady(t, r.inHealth)
-	wg.Wait()
+	l.wg.Wait()
 	execs := r.executions(t, prefix)
 	counts := map[string]int{}
-	for key, c := range got {
+	for key, c := range l.got {
 		counts[c.String()]++
 		if c != codes.OK {
 			t.Errorf("%s: got %v, want OK (Restate retries an attempt the sidecar did not take)", key, c)
@@ -242,7 +236,7 @@ func TestDrainInbound(t *testing.T) {
 			t.Errorf("%s answered but never ran in the app", key)
 		}
 	}
-	t.Logf("exit %d after %s; %d calls (%d made while it drained) by code: %v", code, took, len(got), lateCalls.Load(), counts)
+	t.Logf("exit %d after %s; %d calls (%d made while it drained) by code: %v", code, took, len(l.got), lateCalls.Load(), counts)
 	if lateCalls.Load() == 0 {
 		t.Errorf("no call was made while the sidecar drained")
 	}
