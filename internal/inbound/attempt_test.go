@@ -77,3 +77,18 @@ func TestRetryCount(t *testing.T) {
 		})
 	}
 }
+
+// FuzzRetryCount: whatever a peer sends, reading the retry count neither fails nor changes
+// the body sdk-go reads.
+func FuzzRetryCount(f *testing.F) {
+	f.Add(startFrame(startMessageType, 0, 3))
+	f.Add(startFrame(startMessageType, 100, 0)[:20])
+	f.Add([]byte{0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x38})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r := withRetryCount(httptest.NewRequest(http.MethodPost, "/invoke/a.B/C", bytes.NewReader(body)))
+		retryCount(r.Context())
+		if rest, err := io.ReadAll(r.Body); err != nil || !bytes.Equal(rest, body) {
+			t.Errorf("body read again: %x (error %v), want %x", rest, err, body)
+		}
+	})
+}
