@@ -20,7 +20,7 @@
 // effect, free of the run-to-run drift of this machine and of Restate.
 // Then it starts an outbound and an inbound sidecar process -startups times each (default 5)
 // and prints the time from the exec to the first /readyz 200.
-// Usage: go run ./cmd/bench [-processes [-against REV]] [-duration 10s] [-paths arbcsdefn] [-conc 1,16,64] [-startups 5]
+// Usage: go run ./cmd/bench [-processes [-against REV]] [-duration 10s] [-paths arbcsdefn] [-conc 1,16,64] [-startups 5] [-trace-ratio 0.1]
 package main
 
 import (
@@ -170,6 +170,12 @@ func run(o options) error {
 	if _, err := admin.Register(ctx, "http://"+nl.Addr().String()); err != nil {
 		return err
 	}
+
+	spans, stopTracing, err := startTracing(*traceRatio)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 
 	// The app and the sidecars: in this process, or each in its own as deployed.
 	var parts runner = &inProcess{ctx: ctx, log: quiet}
@@ -382,6 +388,7 @@ outbound:
 		fmt.Printf("both sidecars and the app's gRPC hop add %s at p50, concurrency 1, over a native service\n", ms(d.p50-n.p50))
 	}
 	printTargets(byKey, o.levels)
+	fmt.Printf("\n%s\n", spans())
 	return printStartup(*startups, dir, appAddr, rs)
 }
 
