@@ -133,11 +133,29 @@ func (l *link) serve() {
 	var ce connError
 	if errors.As(err, &ce) {
 		l.s.log().Debug("outbound connection broke the protocol", "remote", c.RemoteAddr().String(), "error", err)
+		l.broke(false, ce.code)
 		l.with(func() {
 			l.down.fw.WriteGoAway(l.down.lastID, ce.code, []byte(ce.reason))
 			l.down.closing = true
 			l.down.touch()
 		})
+	}
+}
+
+// refuseStream refuses stream id before the Director sees it, and counts it towards the
+// connection's reset limit.
+func (l *link) refuseStream(id uint32, code http2.ErrCode) error {
+	l.down.writeRST(id, code)
+	if l.s.Refused != nil {
+		l.s.Refused(code)
+	}
+	return l.spend(l.down, "refused streams")
+}
+
+// broke tells Server.Broke of a connection closed for what its peer did.
+func (l *link) broke(upstream bool, code http2.ErrCode) {
+	if l.s.Broke != nil {
+		l.s.Broke(upstream, code)
 	}
 }
 
@@ -341,11 +359,9 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	switch {
 	case f.Truncated:
 		// As grpc-go's server answers a header list over its limit.
-		l.down.writeRST(id, http2.ErrCodeFrameSize)
-		return l.spend(l.down, "refused streams")
+		return l.refuseStream(id, http2.ErrCodeFrameSize)
 	case l.draining || uint32(len(l.down.streams)) >= l.lim.MaxConcurrentStreams:
-		l.down.writeRST(id, http2.ErrCodeRefusedStream)
-		return l.spend(l.down, "refused streams")
+		return l.refuseStream(id, http2.ErrCodeRefusedStream)
 	}
 	if err := checkRequest(f); err != nil {
 		return err
@@ -461,6 +477,7 @@ func (l *link) readUpstream(p *peer) {
 	case errors.As(err, &ce):
 		l.s.log().Warn("upstream broke the protocol", "upstream", p.name, "calls", len(p.streams), "error", err)
 		msg = "broke the protocol: " + err.Error()
+		l.broke(true, ce.code)
 		l.with(func() {
 			l.unlist(p)
 			p.fw.WriteGoAway(0, ce.code, []byte(ce.reason))
