@@ -18,6 +18,7 @@ import (
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
+	"github.com/restate-grpc/restate-grpc/internal/metrics"
 	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
@@ -56,6 +57,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Tracing makes a client span per durable call; nil makes none (tracing off).
 	Tracing trace.TracerProvider
+	// Metrics records the calls, the relay's streams and the listener's refusals; nil
+	// records nothing.
+	Metrics *metrics.Registry
 }
 
 // Handler serves the outbound listener.
@@ -71,6 +75,9 @@ type Handler struct {
 	tp     trace.TracerProvider
 	// relayed holds the span of each passthrough stream from its decision to its observation.
 	relayed sync.Map // *proxy.Request -> trace.Span
+	metrics *metrics.Registry
+	// routeMetrics records each route's calls, in the order of routes.
+	routeMetrics []*metrics.Route
 
 	// onCall, when set (by tests), sees each durable call's context as Handle gets it.
 	onCall func(context.Context)
@@ -93,6 +100,9 @@ func New(o Options) (*Handler, error) {
 		log:    o.Logger,
 		self:   o.Self,
 		tp:     o.Tracing,
+
+		metrics:      o.Metrics,
+		routeMetrics: o.Metrics.Routes(o.Config.Routes),
 	}
 	if h.self == "" {
 		h.self = o.Config.Listen
@@ -140,9 +150,17 @@ func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
 	if h.onCall != nil {
 		h.onCall(stream.Context())
 	}
-	err = h.durable(stream, method, &h.routes[i])
+	err = h.durable(stream, method, &h.routes[i], h.routeMetric(i))
 	logFailed(h.log, method, h.routes[i].Match, err)
 	return err
+}
+
+// routeMetric is what records route i's calls; nil without metrics.
+func (h *Handler) routeMetric(i int) *metrics.Route {
+	if h.routeMetrics == nil {
+		return nil
+	}
+	return h.routeMetrics[i]
 }
 
 // invocation builds the Restate invocation of one call.

@@ -89,3 +89,14 @@ func Routes(samples []Sample) []RouteCounts {
 	})
 	return out
 }
+
+// InFlight returns the durable calls in flight of a scrape by route.
+func InFlight(samples []Sample) map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range samples {
+		if s.Name == NameInFlight {
+			out[s.Labels[promRoute]] += s.Value
+		}
+	}
+	return out
+}
