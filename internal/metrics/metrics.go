@@ -70,7 +70,9 @@ const numH2Codes = 15
 // New returns a Registry whose Handler serves every metric it records.
 func New() (*Registry, error) {
 	reg := prometheus.NewRegistry()
-	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutTargetInfo())
+	// No otel_scope_* labels: no two scopes share a metric name (the relay's grpc.server.*
+	// instruments are grpc-go's own, from its scope), so they would only lengthen every series.
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutTargetInfo(), otelprom.WithoutScopeInfo())
 	if err != nil {
 		return nil, fmt.Errorf("metrics: prometheus exporter: %w", err)
 	}
