@@ -62,19 +62,7 @@ func TestDurableMetrics(t *testing.T) {
 				t.Fatal(err)
 			}
 			sum := func(name string, labels map[string]string) float64 {
-				var v float64
-			next:
-				for _, s := range samples {
-					if s.Name != name {
-						continue
-					}
-					for k, want := range labels {
-						if s.Labels[k] != want {
-							continue next
-						}
-					}
-					v += s.Value
-				}
+				v, _ := metrics.Sum(samples, name, labels)
 				return v
 			}
 			route := map[string]string{"restate_grpc_route": "rgtest.v1.Counter/*", "restate_grpc_target_kind": "object", "restate_grpc_mode": "call"}

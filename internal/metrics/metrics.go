@@ -14,6 +14,8 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	grpcotel "google.golang.org/grpc/stats/opentelemetry"
+
+	"github.com/restate-grpc/restate-grpc/tracing"
 )
 
 // ScopeName names the meter of the sidecar's own metrics.
@@ -22,9 +24,9 @@ const ScopeName = "github.com/restate-grpc/restate-grpc"
 // Label keys. The sidecar's own metrics share the route, mode and target kind keys with its
 // spans, and the code key with grpc-go's metrics (gRFC A66).
 const (
-	LabelRoute      = attribute.Key("restate_grpc.route")
-	LabelMode       = attribute.Key("restate_grpc.mode")
-	LabelTargetKind = attribute.Key("restate_grpc.target.kind")
+	LabelRoute      = tracing.AttrRoute
+	LabelMode       = tracing.AttrMode
+	LabelTargetKind = tracing.AttrTargetKind
 	LabelStatus     = attribute.Key("grpc.status")
 	LabelMethod     = attribute.Key("grpc.method")
 	LabelPeer       = attribute.Key("peer")

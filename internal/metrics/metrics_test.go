@@ -38,23 +38,6 @@ func scrape(t *testing.T, r *Registry) []Sample {
 	return s
 }
 
-// value is the sum of the series of name whose labels include want; found says whether any.
-func value(samples []Sample, name string, want map[string]string) (v float64, found bool) {
-next:
-	for _, s := range samples {
-		if s.Name != name {
-			continue
-		}
-		for k, w := range want {
-			if s.Labels[k] != w {
-				continue next
-			}
-		}
-		v, found = v+s.Value, true
-	}
-	return v, found
-}
-
 // TestExposition records through every path and reads the numbers back in Prometheus's
 // format, under the names and labels README documents.
 func TestExposition(t *testing.T) {
@@ -109,7 +92,7 @@ func TestExposition(t *testing.T) {
 		{"grpc_server_call_rcvd_total_compressed_message_size_bytes_sum", map[string]string{"grpc_method": "echo.Echo/Say"}, 10},
 		{"grpc_server_call_sent_total_compressed_message_size_bytes_sum", map[string]string{"grpc_method": "echo.Echo/Say"}, 20},
 	} {
-		v, found := value(got, c.name, c.labels)
+		v, found := Sum(got, c.name, c.labels)
 		if !found || v != c.want {
 			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, found, c.want)
 		}
@@ -139,7 +122,7 @@ func TestMethodsBounded(t *testing.T) {
 	if n := len(methods); n != maxMethods+1 {
 		t.Errorf("%d methods labelled, want %d (maxMethods and other)", n, maxMethods+1)
 	}
-	if v, _ := value(got, "grpc_server_call_started_total", map[string]string{"grpc_method": otherMethod}); v != 10 {
+	if v, _ := Sum(got, "grpc_server_call_started_total", map[string]string{"grpc_method": otherMethod}); v != 10 {
 		t.Errorf("streams labelled other = %v, want 10", v)
 	}
 }

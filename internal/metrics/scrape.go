@@ -60,6 +60,23 @@ func ReadText(r io.Reader) ([]Sample, error) {
 	return out, nil
 }
 
+// Sum adds up the series of name whose labels include labels; found says whether there was any.
+func Sum(samples []Sample, name string, labels map[string]string) (v float64, found bool) {
+next:
+	for _, s := range samples {
+		if s.Name != name {
+			continue
+		}
+		for k, want := range labels {
+			if s.Labels[k] != want {
+				continue next
+			}
+		}
+		v, found = v+s.Value, true
+	}
+	return v, found
+}
+
 // RouteCounts are one route's durable calls by mode and status, as `sidecar status` shows them.
 type RouteCounts struct {
 	Route, Mode, TargetKind, Status string

@@ -339,12 +339,10 @@ func TestMetricsEndpoint(t *testing.T) {
 	_, health := start(t, fmt.Sprintf("health: {checkInterval: 100ms}\noutbound: {listen: 127.0.0.1:0, ingress: http://%s}\n", closedAddr(t)))
 	var samples []metrics.Sample
 	value := func(name, label, v string) float64 {
-		for _, s := range samples {
-			if s.Name == name && s.Labels[label] == v {
-				return s.Value
-			}
+		if got, found := metrics.Sum(samples, name, map[string]string{label: v}); found {
+			return got
 		}
-		return -1
+		return -1 // none
 	}
 	var errs float64
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
