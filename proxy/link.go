@@ -61,7 +61,10 @@ type stream struct {
 	respHeaders bool // the response headers went downstream
 	rstAfter    bool // up reset the stream (NO_ERROR) while its trailers still waited for window
 	limit       msgLimit
-	obs         *observed // nil unless Server.Observe watches it
+	obs         *observed // nil unless Server.Observe watches it; then &observed
+	// observed is the stream's observation, kept in the stream so that observing a stream
+	// allocates nothing of its own.
+	observed observed
 }
 
 // half is one direction of a stream.
@@ -366,7 +369,7 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	if err := checkRequest(f); err != nil {
 		return err
 	}
-	d, obs := l.decide(f)
+	d, obs, observing := l.decide(f)
 	if d.Status != nil {
 		l.answer(id, d.Status, ended)
 		return nil
@@ -375,7 +378,7 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	// refuse answers a stream the relay cannot pass on; its observer sees it end so.
 	refuse := func(st *status.Status) error {
 		l.answer(id, st, ended)
-		if obs != nil {
+		if observing {
 			obs.end(StreamEnd{Code: st.Code(), HasCode: true, Duration: time.Since(obs.start)})
 		}
 		return nil
@@ -388,7 +391,10 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	if n, ok := p.fits(fields); !ok {
 		return refuse(status.Newf(codes.ResourceExhausted, "request header list of %d bytes is larger than upstream %s accepts (%d)", n, p.name, p.maxHeaderList))
 	}
-	s := &stream{id: id, up: p, limit: msgLimit{max: d.MaxRequestMessage}, obs: obs}
+	s := &stream{id: id, up: p, limit: msgLimit{max: d.MaxRequestMessage}, observed: obs}
+	if observing {
+		s.obs = &s.observed
+	}
 	s.req = half{from: l.down, to: p, win: p.initWin, end: ended, done: ended}
 	s.resp = half{from: p, to: l.down, win: l.down.initWin}
 	l.down.streams[id] = s

@@ -1,6 +1,8 @@
 package durable
 
 import (
+	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -9,7 +11,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/metrics"
+	"github.com/restate-grpc/restate-grpc/internal/testservice"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
@@ -96,5 +100,59 @@ func TestDurableMetrics(t *testing.T) {
 				t.Errorf(`grpc_server_call_started_total{grpc_method="other"} = %v, want 1`, v)
 			}
 		})
+	}
+}
+
+// TestPassthroughMetricsCost: recording a passthrough call's metrics allocates nothing: a
+// call through a relay with metrics allocates, in the whole process (caller, relay, upstream),
+// no more than one without (AllocsPerRun rounds down: the background's few allocations over
+// 500 calls do not count).
+func TestPassthroughMetricsCost(t *testing.T) {
+	app := testservice.NewApp()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := app.Serve(l)
+	t.Cleanup(srv.Stop)
+	c, err := config.Parse([]byte("outbound:\n  upstreams: {rgtest.v1.Echo: " + l.Addr().String() + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := metrics.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := map[bool]float64{}
+	for _, on := range []bool{false, true} {
+		o := Options{Config: c.Outbound, Logger: slog.New(slog.DiscardHandler)}
+		if on {
+			o.Metrics = reg
+		}
+		out := serve(t, o)
+		ctx := context.Background()
+		req := &testpb.Req{Text: "cost"}
+		call := func() {
+			if _, err := out.echo.Call(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 50 {
+			call() // connections up, the label set seen
+		}
+		allocs[on] = testing.AllocsPerRun(500, call)
+	}
+	t.Logf("allocations per passthrough call, whole process: %v without metrics, %v with", allocs[false], allocs[true])
+	if allocs[true] > allocs[false] {
+		t.Errorf("a passthrough call allocates %v times with metrics, %v without: recording allocates", allocs[true], allocs[false])
+	}
+	w := httptest.NewRecorder()
+	reg.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	samples, err := metrics.ReadText(w.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := metrics.Sum(samples, "grpc_server_call_duration_seconds_count", map[string]string{"grpc_method": "rgtest.v1.Echo/Call", "grpc_status": "OK"}); v < 550 {
+		t.Errorf("the relay recorded %v calls, want at least 550", v)
 	}
 }
