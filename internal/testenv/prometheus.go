@@ -86,6 +86,7 @@ func StartPrometheus(t *testing.T, targets map[string]string) *Prometheus {
 		b, _ := os.ReadFile(logPath)
 		t.Fatalf("prometheus (log %s): %v\n%s", logPath, err, b)
 	}
+	t.Logf("prometheus at %s, scraping %v (log %s)", p.URL, targets, logPath)
 	return p
 }
 
