@@ -76,7 +76,7 @@ type Handler struct {
 	// relayed holds the span of each passthrough stream from its decision to its observation.
 	relayed sync.Map // *proxy.Request -> trace.Span
 	metrics *metrics.Registry
-	// routeMetrics records each route's calls, in the order of routes.
+	// routeMetrics records each route's calls, in the order of routes (nils without metrics).
 	routeMetrics []*metrics.Route
 
 	// onCall, when set (by tests), sees each durable call's context as Handle gets it.
@@ -150,17 +150,9 @@ func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
 	if h.onCall != nil {
 		h.onCall(stream.Context())
 	}
-	err = h.durable(stream, method, &h.routes[i], h.routeMetric(i))
+	err = h.durable(stream, method, &h.routes[i], h.routeMetrics[i])
 	logFailed(h.log, method, h.routes[i].Match, err)
 	return err
-}
-
-// routeMetric is what records route i's calls; nil without metrics.
-func (h *Handler) routeMetric(i int) *metrics.Route {
-	if h.routeMetrics == nil {
-		return nil
-	}
-	return h.routeMetrics[i]
 }
 
 // invocation builds the Restate invocation of one call.

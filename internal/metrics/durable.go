@@ -47,12 +47,13 @@ type endSets struct {
 	rec []metric.RecordOption
 }
 
-// Routes binds the label sets of each route, in order; nil without a Registry.
+// Routes binds the label sets of each route, in order; without a Registry every one is nil,
+// and records nothing.
 func (r *Registry) Routes(routes []config.Route) []*Route {
-	if r == nil {
-		return nil
-	}
 	out := make([]*Route, len(routes))
+	if r == nil {
+		return out
+	}
 	for i, rt := range routes {
 		route, kind := LabelRoute.String(rt.Match), LabelTargetKind.String(rt.Target)
 		m := &Route{r: r, inFlight: addSet(route), sends: addSet(route)}

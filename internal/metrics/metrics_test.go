@@ -159,11 +159,10 @@ func TestRecordingAllocs(t *testing.T) {
 func TestNilRegistry(t *testing.T) {
 	var r *Registry
 	routes := r.Routes(testRoutes)
-	var rt *Route
-	if routes != nil {
-		rt = routes[0]
+	if len(routes) != len(testRoutes) || routes[0] != nil {
+		t.Fatalf("a nil Registry's routes: %v, want %d nils", routes, len(testRoutes))
 	}
-	rt.Start().End(true, nil)
+	routes[0].Start().End(true, nil)
 	r.Stream("/a.B/C").End(proxy.StreamEnd{})
 	if f := r.Stream("/a.B/C").EndFunc(); f != nil {
 		t.Error("a nil Registry's stream has an end func")
