@@ -250,7 +250,7 @@ func startInbound(ctx context.Context, cfg string) (*sidecar.Sidecar, error) {
 		l.Close()
 		return nil, err
 	}
-	s, err := sidecar.Start(ctx, sidecar.Options{Config: c, Listeners: sidecar.Listeners{Inbound: l}, Logger: testLogger()})
+	s, err := sidecar.Start(ctx, sidecar.Options{Config: c, Listeners: sidecar.Listeners{Inbound: l}, Health: "127.0.0.1:0", Logger: testLogger()})
 	if err != nil {
 		l.Close()
 		return nil, err

@@ -10,4 +10,6 @@
 //     CA of its own that cert-manager keeps.
 //   - restate: a single-node Restate server.
 //   - examples: the demo's two apps (examples/orders), annotated for injection.
+//   - monitoring: the sidecars' Prometheus alerting rules (alerts.yaml, a plain rules file,
+//     checked and unit-tested with promtool) as a ConfigMap for a Prometheus to mount.
 package manifests

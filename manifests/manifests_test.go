@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 }
 
 // kustomizations are every directory a user applies with kubectl apply -k.
-var kustomizations = []string{"injector", "injector/cert-manager", "restate", "examples"}
+var kustomizations = []string{"injector", "injector/cert-manager", "restate", "examples", "monitoring"}
 
 // object is one object a kustomization builds, decoded.
 type object struct {
@@ -163,6 +163,7 @@ func TestKustomizationsBuild(t *testing.T) {
 		}},
 		{"restate", []string{"Namespace/restate", "Service/restate", "Service/restate-cluster", "StatefulSet/restate"}},
 		{"examples", []string{"Deployment/orders", "Deployment/shop", "Namespace/restate-grpc-examples", "Service/orders"}},
+		{"monitoring", []string{"ConfigMap/restate-grpc-alerts"}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			got := kinds(build(t, tc.dir))
@@ -660,6 +661,9 @@ func TestApply(t *testing.T) {
 	k := testenv.SharedKube(t)
 	for _, dir := range kustomizations {
 		t.Run(dir, func(t *testing.T) {
+			if dir == "monitoring" {
+				createNamespace(t, k, "monitoring") // Prometheus's, which the kustomization does not make
+			}
 			for _, o := range build(t, dir) {
 				if o.GVK.Group == "cert-manager.io" {
 					t.Logf("%s: not applied (no cert-manager CRDs in the test API server), only decoded", o)

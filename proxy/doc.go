@@ -61,4 +61,8 @@
 //
 // Server.Observe, when set, learns each decided stream's Request and Decision as it starts,
 // and how it ended (StreamEnd); it runs as the Director does, with the connection locked.
+// Observing allocates nothing of the relay's own: the record lives in the stream. Server.Refused
+// learns each stream refused before the Director saw it (REFUSED_STREAM, FRAME_SIZE_ERROR), and
+// Server.Broke each connection closed for what its peer did (the GOAWAY's code): the listener's
+// metrics.
 package proxy

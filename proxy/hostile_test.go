@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -217,6 +218,25 @@ type hostileRelay struct {
 	addr string
 	cc   *grpc.ClientConn
 	raw  *rawUpstream
+	// seen holds what Server.Refused and Server.Broke were told, as "RST_STREAM CODE" and
+	// "GOAWAY CODE" ("upstream GOAWAY CODE"), until taken.
+	mu   sync.Mutex
+	seen []string
+}
+
+func (h *hostileRelay) note(e string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen = append(h.seen, e)
+}
+
+// told returns what Refused and Broke were told since the last call, each once.
+func (h *hostileRelay) told() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := slices.Compact(h.seen)
+	h.seen = nil
+	return seen
 }
 
 func newHostileRelay(t *testing.T) *hostileRelay {
@@ -225,6 +245,7 @@ func newHostileRelay(t *testing.T) *hostileRelay {
 		return nil
 	})
 	raw := newRawUpstream(t)
+	h := &hostileRelay{}
 	local := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec), grpc.UnknownServiceHandler(func(_ any, s grpc.ServerStream) error {
 		var b []byte
 		if err := s.RecvMsg(&b); err != nil {
@@ -242,8 +263,19 @@ func newHostileRelay(t *testing.T) *hostileRelay {
 			return proxy.Decision{Local: true}
 		}
 		return proxy.Decision{Upstream: good}
-	}, local, func(r *proxy.Server) { r.Limits = hostileLimits })
-	return &hostileRelay{addr: cc.Target(), cc: cc, raw: raw}
+	}, local, func(r *proxy.Server) {
+		r.Limits = hostileLimits
+		r.Refused = func(c http2.ErrCode) { h.note("RST_STREAM " + c.String()) }
+		r.Broke = func(upstream bool, c http2.ErrCode) {
+			if upstream {
+				h.note("upstream GOAWAY " + c.String())
+				return
+			}
+			h.note("GOAWAY " + c.String())
+		}
+	})
+	h.addr, h.cc, h.raw = cc.Target(), cc, raw
+	return h
 }
 
 // serves checks that the relay still serves a passthrough call and a local one.
@@ -454,6 +486,15 @@ func TestHostilePeers(t *testing.T) {
 			}
 			c.Close()
 			h.serves(t)
+			// The connection closes and the streams refused before the Director saw them
+			// are what Broke and Refused are told of; the other stream errors are not.
+			var want []string
+			if !tt.lives || tt.want == "RST_STREAM REFUSED_STREAM" || tt.name == "header list over SETTINGS_MAX_HEADER_LIST_SIZE" {
+				want = []string{tt.want}
+			}
+			if got := h.told(); !slices.Equal(got, want) {
+				t.Errorf("Refused and Broke were told %q, want %q", got, want)
+			}
 			settles(t, base)
 		})
 	}
@@ -526,6 +567,13 @@ func TestHostilePeers(t *testing.T) {
 			}
 			cc.Close()
 			h.serves(t)
+			var want []string
+			if strings.HasPrefix(tt.want, "GOAWAY") {
+				want = []string{"upstream " + tt.want}
+			}
+			if got := h.told(); !slices.Equal(got, want) {
+				t.Errorf("Broke was told %q, want %q", got, want)
+			}
 			settles(t, base)
 		})
 	}

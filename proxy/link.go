@@ -61,7 +61,10 @@ type stream struct {
 	respHeaders bool // the response headers went downstream
 	rstAfter    bool // up reset the stream (NO_ERROR) while its trailers still waited for window
 	limit       msgLimit
-	obs         *observed // nil unless Server.Observe watches it
+	obs         *observed // nil unless Server.Observe watches it; then &observed
+	// observed is the stream's observation, kept in the stream so that observing a stream
+	// allocates nothing of its own.
+	observed observed
 }
 
 // half is one direction of a stream.
@@ -133,11 +136,29 @@ func (l *link) serve() {
 	var ce connError
 	if errors.As(err, &ce) {
 		l.s.log().Debug("outbound connection broke the protocol", "remote", c.RemoteAddr().String(), "error", err)
+		l.broke(false, ce.code)
 		l.with(func() {
 			l.down.fw.WriteGoAway(l.down.lastID, ce.code, []byte(ce.reason))
 			l.down.closing = true
 			l.down.touch()
 		})
+	}
+}
+
+// refuseStream refuses stream id before the Director sees it, and counts it towards the
+// connection's reset limit.
+func (l *link) refuseStream(id uint32, code http2.ErrCode) error {
+	l.down.writeRST(id, code)
+	if l.s.Refused != nil {
+		l.s.Refused(code)
+	}
+	return l.spend(l.down, "refused streams")
+}
+
+// broke tells Server.Broke of a connection closed for what its peer did.
+func (l *link) broke(upstream bool, code http2.ErrCode) {
+	if l.s.Broke != nil {
+		l.s.Broke(upstream, code)
 	}
 }
 
@@ -341,16 +362,14 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	switch {
 	case f.Truncated:
 		// As grpc-go's server answers a header list over its limit.
-		l.down.writeRST(id, http2.ErrCodeFrameSize)
-		return l.spend(l.down, "refused streams")
+		return l.refuseStream(id, http2.ErrCodeFrameSize)
 	case l.draining || uint32(len(l.down.streams)) >= l.lim.MaxConcurrentStreams:
-		l.down.writeRST(id, http2.ErrCodeRefusedStream)
-		return l.spend(l.down, "refused streams")
+		return l.refuseStream(id, http2.ErrCodeRefusedStream)
 	}
 	if err := checkRequest(f); err != nil {
 		return err
 	}
-	d, obs := l.decide(f)
+	d, obs, observing := l.decide(f)
 	if d.Status != nil {
 		l.answer(id, d.Status, ended)
 		return nil
@@ -359,7 +378,7 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	// refuse answers a stream the relay cannot pass on; its observer sees it end so.
 	refuse := func(st *status.Status) error {
 		l.answer(id, st, ended)
-		if obs != nil {
+		if observing {
 			obs.end(StreamEnd{Code: st.Code(), HasCode: true, Duration: time.Since(obs.start)})
 		}
 		return nil
@@ -372,7 +391,10 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	if n, ok := p.fits(fields); !ok {
 		return refuse(status.Newf(codes.ResourceExhausted, "request header list of %d bytes is larger than upstream %s accepts (%d)", n, p.name, p.maxHeaderList))
 	}
-	s := &stream{id: id, up: p, limit: msgLimit{max: d.MaxRequestMessage}, obs: obs}
+	s := &stream{id: id, up: p, limit: msgLimit{max: d.MaxRequestMessage}, observed: obs}
+	if observing {
+		s.obs = &s.observed
+	}
 	s.req = half{from: l.down, to: p, win: p.initWin, end: ended, done: ended}
 	s.resp = half{from: p, to: l.down, win: l.down.initWin}
 	l.down.streams[id] = s
@@ -461,6 +483,7 @@ func (l *link) readUpstream(p *peer) {
 	case errors.As(err, &ce):
 		l.s.log().Warn("upstream broke the protocol", "upstream", p.name, "calls", len(p.streams), "error", err)
 		msg = "broke the protocol: " + err.Error()
+		l.broke(true, ce.code)
 		l.with(func() {
 			l.unlist(p)
 			p.fw.WriteGoAway(0, ce.code, []byte(ce.reason))

@@ -38,9 +38,9 @@ type observed struct {
 }
 
 // decide asks the Director about the stream f starts, unless the connection is a loop, and
-// tells the observer. It returns the stream's observation: nil without one, or when the
-// Decision refuses the stream, which then ends here.
-func (l *link) decide(f *http2.MetaHeadersFrame) (Decision, *observed) {
+// tells the observer. It returns the stream's observation, and whether there is one: none
+// without an observer, or when the Decision refuses the stream, which then ends here.
+func (l *link) decide(f *http2.MetaHeadersFrame) (Decision, observed, bool) {
 	r := &Request{Method: f.PseudoValue("path"), Authority: f.PseudoValue("authority"), Header: f.Fields, Destination: l.from.dest}
 	var d Decision
 	if l.looped() {
@@ -52,17 +52,17 @@ func (l *link) decide(f *http2.MetaHeadersFrame) (Decision, *observed) {
 		l.down.live.idleSince = clock() // a refused stream is one all the same
 	}
 	if l.s.Observe == nil {
-		return d, nil
+		return d, observed{}, false
 	}
 	end := l.s.Observe(r, d)
 	switch {
 	case end == nil:
-		return d, nil
+		return d, observed{}, false
 	case d.Status != nil:
 		end(StreamEnd{Code: d.Status.Code(), HasCode: true})
-		return d, nil
+		return d, observed{}, false
 	}
-	return d, &observed{end: end, start: time.Now()}
+	return d, observed{end: end, start: time.Now()}, true
 }
 
 // answered notes the relay's own answer to an observed stream; o may be nil.

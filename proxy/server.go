@@ -90,6 +90,15 @@ type Server struct {
 	// the Director does: they must be quick and must not block (hand anything slow to a
 	// goroutine of your own). Streams refused before the Director runs are not observed.
 	Observe func(*Request, Decision) func(StreamEnd)
+	// Refused, when set, is told of each stream refused before the Director sees it, with
+	// its RST_STREAM's code: REFUSED_STREAM past MaxConcurrentStreams or while draining,
+	// FRAME_SIZE_ERROR for a header list over MaxHeaderListSize. It runs as Observe does.
+	Refused func(http2.ErrCode)
+	// Broke, when set, is told of each connection the relay closes because its peer broke
+	// HTTP/2 or a limit (ENHANCE_YOUR_CALM: resets or empty frames past
+	// MaxResetsPerSecond), with the GOAWAY's code; upstream says which side the peer was.
+	// It runs on the connection's reading goroutine, and must not block.
+	Broke func(upstream bool, code http2.ErrCode)
 
 	heldAcks time.Duration // ackHold, unless a test sets it
 

@@ -38,6 +38,17 @@ if [ "$(uname -s)" = Linux ] && ! /usr/bin/python3 -c 'import grpc' 2>/dev/null;
       "on Debian: apt-get install -y python3-grpcio" >&2
   fi
 fi
+# The metrics tests run a real Prometheus server scraping a sidecar, and promtool checks and
+# tests the alerting rules in manifests/monitoring (Debian's prometheus ships both).
+if ! (need prometheus && need promtool); then
+  if [ "$(id -u)" -eq 0 ] && need apt-get; then
+    echo "tools: installing prometheus (server and promtool)"
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2
+  else
+    echo "tools: prometheus or promtool is missing (the metrics tests run them);" \
+      "on Debian: apt-get install -y prometheus" >&2
+  fi
+fi
 GRPC_JS_VERSION=1.14.7
 if ! grep -qs "\"version\": \"$GRPC_JS_VERSION\"" "$tools/node_modules/@grpc/grpc-js/package.json"; then
   if need npm; then

@@ -69,7 +69,7 @@ as a deployment. Flags are written --flag; -flag, as in earlier versions, works 
 	root.SetErr(stderr)
 	// Flag errors are the command line's fault (exit 2) like any error cobra makes itself.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.AddCommand(runCmd(), checkCmd(), waitCmd(), invocationsCmd(), injectCmd(), injectorCmd(), iptablesCmd(), versionCmd())
+	root.AddCommand(runCmd(), checkCmd(), waitCmd(), invocationsCmd(), injectCmd(), injectorCmd(), iptablesCmd(), statusCmd(), versionCmd())
 	return root
 }
 

@@ -10,6 +10,10 @@
 // the invocation through the ingress (call, send, delayed send, attach), re-attaching when the
 // connection to Restate breaks.
 //
+// With Options.Metrics, each durable call is recorded by route (package metrics), the local
+// server carries grpc-go's metrics, and the relay's stream observer (span.go) records each
+// passthrough stream under the same grpc.server.* names.
+//
 // Payloads are never decoded: durable calls reach Handle as raw bytes, which go to the Restate
 // ingress as application/proto. Only a route that takes its key from a message field reads
 // that one field off the wire.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
+	"github.com/restate-grpc/restate-grpc/internal/metrics"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 )
 
@@ -22,10 +23,11 @@ const (
 	reattachBackoff = 100 * time.Millisecond
 )
 
-// durable runs a unary call as a Restate invocation.
-func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Route) (err error) {
+// durable runs a unary call as a Restate invocation; m records it.
+func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Route, m *metrics.Route) (err error) {
+	call, send := m.Start(), r.Mode == config.ModeSend // the route's mode until the call's own is known
 	ctx, span := h.startSpan(stream.Context(), method, r)
-	defer func() { span.end(err) }()
+	defer func() { span.end(err); call.End(send, err) }()
 	md, _ := metadata.FromIncomingContext(ctx)
 	ov, err := parseOverrides(md)
 	if err != nil {
@@ -47,6 +49,7 @@ func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Rou
 		return err
 	}
 	span.invocation(ctx, &inv)
+	send = inv.Send
 	callCtx, cancel := context.WithTimeout(ctx, r.Timeout.Std())
 	defer cancel()
 	var res *restatehttp.Result
@@ -98,9 +101,13 @@ func (h *Handler) invoke(ctx context.Context, inv restatehttp.Invocation) (*rest
 	backoff := reattachBackoff
 	for try := 1; ; try++ {
 		res, err := h.ingr.Invoke(ctx, inv)
+		if err != nil && restatehttp.IsTransport(err) {
+			h.metrics.IngressError()
+		}
 		if err == nil || inv.IdempotencyKey == "" || !restatehttp.IsTransport(err) || try == reattachTries {
 			return res, err
 		}
+		h.metrics.Reattach()
 		h.log.Warn("connection to restate broke; re-attaching", "target", inv.Target, "idempotency-key", inv.IdempotencyKey, "try", try, "error", err)
 		select {
 		case <-ctx.Done():

@@ -18,6 +18,7 @@ import (
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
+	"github.com/restate-grpc/restate-grpc/internal/metrics"
 	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
@@ -58,6 +59,9 @@ type Options struct {
 	Tracing trace.TracerProvider
 	// TraceKeys puts each call's object key or workflow id on its span (tracing.recordKeys).
 	TraceKeys bool
+	// Metrics records the calls, the relay's streams and the listener's refusals; nil
+	// records nothing.
+	Metrics *metrics.Registry
 }
 
 // Handler serves the outbound listener.
@@ -75,6 +79,9 @@ type Handler struct {
 	traceKeys bool
 	// relayed holds the span of each passthrough stream from its decision to its observation.
 	relayed sync.Map // *proxy.Request -> trace.Span
+	metrics *metrics.Registry
+	// routeMetrics records each route's calls, in the order of routes (nils without metrics).
+	routeMetrics []*metrics.Route
 
 	// onCall, when set (by tests), sees each durable call's context as Handle gets it.
 	onCall func(context.Context)
@@ -98,7 +105,9 @@ func New(o Options) (*Handler, error) {
 		self:   o.Self,
 		tp:     o.Tracing,
 
-		traceKeys: o.TraceKeys,
+		traceKeys:    o.TraceKeys,
+		metrics:      o.Metrics,
+		routeMetrics: o.Metrics.Routes(o.Config.Routes),
 	}
 	if h.self == "" {
 		h.self = o.Config.Listen
@@ -146,7 +155,7 @@ func (h *Handler) Handle(_ any, stream grpc.ServerStream) error {
 	if h.onCall != nil {
 		h.onCall(stream.Context())
 	}
-	err = h.durable(stream, method, &h.routes[i])
+	err = h.durable(stream, method, &h.routes[i], h.routeMetrics[i])
 	logFailed(h.log, method, h.routes[i].Match, err)
 	return err
 }

@@ -42,6 +42,7 @@ func NewServer(h *Handler, register func(grpc.ServiceRegistrar), log *slog.Logge
 		grpc.UnknownServiceHandler(h.Handle),
 		grpc.ChainUnaryInterceptor(recoverU, limitU),
 		grpc.ChainStreamInterceptor(recoverS, limitS, interceptors.ProtoOnly()),
+		h.metrics.ServerOption(),
 	)
 	if register != nil {
 		register(local)
@@ -53,7 +54,7 @@ func NewServer(h *Handler, register func(grpc.ServiceRegistrar), log *slog.Logge
 	pipe := proxy.NewPipe()
 	return &Server{
 		relay: &proxy.Server{Director: h.direct(own), Local: pipe.Dial, Dial: dialRaw, Limits: relayLimits(h.cfg.Limits), Logger: log,
-			Destination: intercept.Destination, Observe: h.observe()},
+			Destination: intercept.Destination, Observe: h.observe(), Refused: h.metrics.RefusedStream, Broke: h.metrics.PeerClosed},
 		local: local,
 		pipe:  pipe,
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/metrics"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 	"github.com/restate-grpc/restate-grpc/proxy"
 	"github.com/restate-grpc/restate-grpc/tracing"
@@ -96,19 +97,26 @@ func (h *Handler) startRelaySpan(r *proxy.Request, addr string) []hpack.HeaderFi
 // modePassthrough is restate_grpc.mode of a relayed stream.
 const modePassthrough = "passthrough"
 
-// observe is the relay's stream observer: it ends the span startRelaySpan started with how
-// the stream ended. Nil when tracing is off, so the relay observes nothing.
+// observe is the relay's stream observer: it records each passthrough stream's metrics and
+// ends the span startRelaySpan started with how the stream ended. Nil when tracing and
+// metrics are off, so the relay observes nothing. The local server's streams (durable calls,
+// the sidecar's own services) are its own to record.
 func (h *Handler) observe() func(*proxy.Request, proxy.Decision) func(proxy.StreamEnd) {
-	if h.tp == nil {
+	if h.tp == nil && h.metrics == nil {
 		return nil
 	}
-	return func(r *proxy.Request, _ proxy.Decision) func(proxy.StreamEnd) {
+	return func(r *proxy.Request, d proxy.Decision) func(proxy.StreamEnd) {
+		var rec *metrics.Stream
+		if !d.Local {
+			rec = h.metrics.Stream(r.Method)
+		}
 		v, ok := h.relayed.LoadAndDelete(r)
 		if !ok {
-			return nil
+			return rec.EndFunc() // nothing to allocate per stream when there is no span
 		}
 		span := v.(trace.Span)
 		return func(e proxy.StreamEnd) {
+			rec.End(e)
 			if !e.HasCode {
 				// No gRPC status: the stream was reset, by the caller, the upstream or the relay.
 				span.SetStatus(otelcodes.Error, "stream reset: "+e.ResetCode.String())

@@ -14,6 +14,9 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/metrics"
 )
 
 // The checks /healthz and /readyz list.
@@ -114,6 +117,26 @@ func probeApp(ctx context.Context, app grpc.ClientConnInterface) (bool, string) 
 	return true, "serving"
 }
 
+// checkStates is the state of every check, for the metrics.
+func (s *Sidecar) checkStates() []metrics.Check {
+	list, _ := s.checks.report()
+	out := make([]metrics.Check, len(list))
+	for i, c := range list {
+		out[i] = metrics.Check{Name: c.Name, OK: c.OK}
+	}
+	return out
+}
+
+// countAppErrors counts the calls to the app (Restate's attempts and the probes) that did not
+// reach it: UNAVAILABLE is what grpc-go makes of a connection that fails.
+func (s *Sidecar) countAppErrors(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoke grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoke(ctx, method, req, reply, cc, opts...)
+	if err != nil && status.Code(err) == codes.Unavailable {
+		s.metrics.AppError()
+	}
+	return err
+}
+
 // probe is a check refreshed in the background.
 type probe struct {
 	name string
@@ -158,7 +181,7 @@ func (s *Sidecar) healthHandler() http.Handler {
 	// sidecar that does not answer at all, so none of them fails it.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		list, _ := s.checks.report()
-		writeReport(w, s.log, http.StatusOK, Report{Status: "alive", Checks: list})
+		writeJSON(w, s.log, http.StatusOK, Report{Status: "alive", Checks: list})
 	})
 	// The app may start once the outbound listener serves; the inbound side, which may need the
 	// app itself (its reflection) before it registers, is not waited for. The injector's
@@ -167,18 +190,51 @@ func (s *Sidecar) healthHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		list, ready := s.checks.report()
 		if !ready {
-			writeReport(w, s.log, http.StatusServiceUnavailable, Report{Status: "unready", Checks: list})
+			writeJSON(w, s.log, http.StatusServiceUnavailable, Report{Status: "unready", Checks: list})
 			return
 		}
-		writeReport(w, s.log, http.StatusOK, Report{Status: "ready", Checks: list})
+		writeJSON(w, s.log, http.StatusOK, Report{Status: "ready", Checks: list})
+	})
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	// The effective config (defaults filled in), for `sidecar status`; the health port is the
+	// pod's, so tokens are never shown.
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, s.log, http.StatusOK, Redacted(s.config))
 	})
 	return mux
 }
 
-func writeReport(w http.ResponseWriter, log *slog.Logger, code int, r Report) {
-	b, err := json.Marshal(r)
+// redactedValue replaces a secret in Redacted's copy.
+const redactedValue = "REDACTED"
+
+// Redacted returns a copy of c without its secrets: the bearer tokens (their files' paths
+// stay, they say where the token comes from).
+func Redacted(c *config.Config) *config.Config {
+	r := *c
+	redact := func(a *config.Access) {
+		if a.BearerToken != "" {
+			a.BearerToken = redactedValue
+		}
+	}
+	if c.Outbound != nil {
+		o := *c.Outbound
+		redact(&o.Access)
+		r.Outbound = &o
+	}
+	if c.Inbound != nil && c.Inbound.Register != nil {
+		in, reg := *c.Inbound, *c.Inbound.Register
+		redact(&reg.Access)
+		in.Register = &reg
+		r.Inbound = &in
+	}
+	return &r
+}
+
+// writeJSON writes v, a report or the config, which always encode.
+func writeJSON(w http.ResponseWriter, log *slog.Logger, code int, v any) {
+	b, err := json.Marshal(v)
 	if err != nil {
-		log.Error("encoding the health report", "error", err) // a bug: Report always encodes
+		log.Error("encoding a health port answer", "error", err) // a bug
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
+	"github.com/restate-grpc/restate-grpc/internal/metrics"
 	"github.com/restate-grpc/restate-grpc/internal/sidecar"
 	"github.com/restate-grpc/restate-grpc/internal/testlog"
 	"github.com/restate-grpc/restate-grpc/internal/testservice"
@@ -284,4 +285,89 @@ func fieldOf(line, key string) string {
 	}
 	v, _, _ = strings.Cut(v, " ")
 	return v
+}
+
+// TestConfigEndpoint: /config serves the effective config, defaults filled in, with the bearer
+// tokens redacted and the config the sidecar runs on left as it was.
+func TestConfigEndpoint(t *testing.T) {
+	yaml := fmt.Sprintf(`
+outbound: {listen: 127.0.0.1:0, ingress: http://%s, access: {bearerToken: out-secret}}
+inbound:
+  app: %s
+  listen: 127.0.0.1:0
+  register: {admin: http://%s, uri: "http://127.0.0.1:1", access: {bearerToken: in-secret}}
+  services: [{name: rgtest.v1.Echo}]
+`, closedAddr(t), closedAddr(t), closedAddr(t))
+	_, health := start(t, yaml)
+	resp, err := http.Get("http://" + health + "/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET /config: %s %s %s", resp.Status, resp.Header.Get("Content-Type"), body)
+	}
+	if strings.Contains(string(body), "secret") {
+		t.Errorf("/config shows a token: %s", body)
+	}
+	var got config.Config
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, got, want string }{
+		{"outbound.access.bearerToken", got.Outbound.Access.BearerToken, "REDACTED"},
+		{"inbound.register.access.bearerToken", got.Inbound.Register.Access.BearerToken, "REDACTED"},
+		{"outbound.unmatched, a default", got.Outbound.Unmatched, config.UnmatchedPassthrough},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	orig, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := sidecar.Redacted(orig); orig.Outbound.Access.BearerToken != "out-secret" || orig.Inbound.Register.Access.BearerToken != "in-secret" || r == orig {
+		t.Error("Redacted changed the config it was given")
+	}
+}
+
+// TestMetricsEndpoint: /metrics shows the checks, and an unreachable ingress as connection
+// errors.
+func TestMetricsEndpoint(t *testing.T) {
+	_, health := start(t, fmt.Sprintf("health: {checkInterval: 100ms}\noutbound: {listen: 127.0.0.1:0, ingress: http://%s}\n", closedAddr(t)))
+	var samples []metrics.Sample
+	value := func(name, label, v string) float64 {
+		if got, found := metrics.Sum(samples, name, map[string]string{label: v}); found {
+			return got
+		}
+		return -1 // none
+	}
+	var errs float64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get("http://" + health + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		samples, err = metrics.ReadText(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if errs = value(metrics.NameConnErrors, "peer", "ingress"); errs >= 2 {
+			break
+		}
+	}
+	if errs < 2 {
+		t.Errorf("%s{peer=ingress} = %v after 10s of probes of a closed port, want at least 2", metrics.NameConnErrors, errs)
+	}
+	for _, c := range []struct {
+		check string
+		want  float64
+	}{{"outbound", 1}, {"ingress", 0}} {
+		if got := value(metrics.NameCheckOK, "check", c.check); got != c.want {
+			t.Errorf("%s{check=%s} = %v, want %v", metrics.NameCheckOK, c.check, got, c.want)
+		}
+	}
 }

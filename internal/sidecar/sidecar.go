@@ -21,6 +21,7 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/inbound"
 	"github.com/restate-grpc/restate-grpc/internal/intercept"
 	"github.com/restate-grpc/restate-grpc/internal/invocations"
+	"github.com/restate-grpc/restate-grpc/internal/metrics"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
 	"github.com/restate-grpc/restate-grpc/tracing"
@@ -29,7 +30,8 @@ import (
 // Options configure a Sidecar.
 type Options struct {
 	Config *config.Config
-	// Health is the address of /healthz and /readyz; empty disables them.
+	// Health is the address of /healthz, /readyz, /metrics and /config; empty disables them,
+	// and the metrics with them.
 	Health string
 	// Listeners, where set, are served instead of binding the configured addresses: a caller
 	// that needs the address before the sidecar starts (to put it in inbound.register.uri)
@@ -76,11 +78,15 @@ type Sidecar struct {
 	mu                              sync.Mutex
 	errs                            []error
 	tracing                         *tracing.Provider
+	// metrics is nil without a health port: nothing would serve them.
+	metrics *metrics.Registry
+	// config is the effective config, as /config shows it with its secrets redacted.
+	config *config.Config
 }
 
 // Start binds every listener (so a bad address fails here) and serves until ctx ends.
 func Start(ctx context.Context, o Options) (*Sidecar, error) {
-	s := &Sidecar{log: o.Logger, grace: o.Config.Shutdown.Grace.Std(), interval: o.Config.Health.CheckInterval.Std()}
+	s := &Sidecar{log: o.Logger, grace: o.Config.Shutdown.Grace.Std(), interval: o.Config.Health.CheckInterval.Std(), config: o.Config}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -91,6 +97,14 @@ func Start(ctx context.Context, o Options) (*Sidecar, error) {
 	}
 	if s.tracing.TracerProvider() != nil {
 		s.log.Info("exporting spans", "endpoint", s.tracing.Endpoint, "protocol", s.tracing.Protocol)
+	}
+	if o.Health != "" || o.Listeners.Health != nil {
+		if s.metrics, err = metrics.New(); err != nil {
+			return nil, err
+		}
+		if err := s.metrics.ObserveChecks(s.checkStates); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
 	}
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.ctx = ctx
@@ -198,6 +212,9 @@ func (s *Sidecar) OutboundAddr() net.Addr { return addr(s.outbound) }
 // InboundAddr is the inbound endpoint's address (nil without inbound).
 func (s *Sidecar) InboundAddr() net.Addr { return addr(s.inbound) }
 
+// HealthAddr is the health port's address (nil without one).
+func (s *Sidecar) HealthAddr() net.Addr { return addr(s.health) }
+
 func addr(l net.Listener) net.Addr {
 	if l == nil {
 		return nil
@@ -242,6 +259,7 @@ func (s *Sidecar) Wait() error {
 	if err := s.tracing.Shutdown(context.Background()); err != nil {
 		s.log.Warn("spans not exported", "error", err)
 	}
+	s.metrics.Shutdown(context.Background()) // a pull exporter: nothing is lost
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return errors.Join(s.errs...)
@@ -279,7 +297,7 @@ func (s *Sidecar) goFn(fn func()) {
 
 func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error {
 	po := durable.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String(), Tracing: s.tracing.TracerProvider(),
-		TraceKeys: s.tracing.RecordKeys()}
+		TraceKeys: s.tracing.RecordKeys(), Metrics: s.metrics}
 	var mgmt *invocations.Server
 	if oc.Ingress != "" {
 		access, err := clientOptions(oc.Access, s.log)
@@ -297,6 +315,7 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 			ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 			defer cancel()
 			if err := c.Health(ctx); err != nil {
+				s.metrics.IngressError()
 				return false, err.Error()
 			}
 			return true, "answering at " + oc.Ingress
@@ -370,7 +389,9 @@ func (s *Sidecar) closeOnDrained(conn *grpc.ClientConn) {
 func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 	// A panic below the app client fails that one attempt (Restate retries it), not the
 	// sidecar; the app gets the caller's credentials, never the hop's to Restate.
-	app, err := durable.DialPlaintext(ic.App, grpc.WithChainUnaryInterceptor(interceptors.ClientRecovery(s.log), interceptors.AppMetadata()))
+	opts := append([]grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptors.ClientRecovery(s.log), interceptors.AppMetadata(), s.countAppErrors)},
+		s.metrics.DialOptions()...)
+	app, err := durable.DialPlaintext(ic.App, opts...)
 	if err != nil {
 		s.inboundDrained()
 		s.fail(fmt.Errorf("inbound.app: %w", err))
