@@ -31,7 +31,7 @@ status=${PIPESTATUS[0]}
 # hand with: go test -run='^$' -fuzz='^FuzzLink$' ./proxy
 for target in "FuzzParse ./internal/config" "FuzzParseDuration ./internal/config" \
   "FuzzParseOverrides ./internal/durable" "FuzzStatusFromResponse ./internal/restatehttp" \
-  "FuzzFieldValue ./internal/descriptors"; do
+  "FuzzFieldValue ./internal/descriptors" "FuzzRetryCount ./internal/inbound"; do
   set -- $target
   # go test passes when no target matches (a target that moved): that counts as a failure.
   if go test -run='^$' -fuzz="^$1\$" -fuzztime="${FUZZTIME:-10s}" "$2" >"$out.fuzz" 2>&1 &&
