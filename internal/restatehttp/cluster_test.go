@@ -15,7 +15,6 @@ import (
 	"time"
 
 	restate "github.com/restatedev/sdk-go"
-	"github.com/restatedev/sdk-go/server"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -107,45 +106,21 @@ func serveApp(c *testenv.Cluster, app *clusterApp) error {
 			}
 			return append([]byte("slept "), in...), nil
 		}, restate.WithBinary))
-	h, err := server.NewRestate().WithLogger(slog.DiscardHandler, true).Bind(svc).Handler()
+	uri, _, err := testenv.ServeSDK(svc) // serves until the test binary ends
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	go srv.Serve(l) // ends with the test binary
 	admin, err := NewClusterAdmin(c.Admins(), Options{Logger: quiet})
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err = admin.Register(ctx, "http://"+l.Addr().String()); err != nil {
+	if _, err = admin.Register(ctx, uri); err != nil {
 		return err
 	}
 	// Every node has loaded the schema before a test counts which node answered.
-	for _, n := range c.Nodes {
-		cl, err := NewClient(n.Ingress, Options{Logger: quiet})
-		if err != nil {
-			return err
-		}
-		for {
-			_, err := echo(ctx, cl, "ready", "")
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return fmt.Errorf("node %s never served rgtest.Cluster: %v", n.Name, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	return nil
+	return c.WaitServices(ctx, "rgtest.Cluster")
 }
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -325,6 +300,9 @@ func TestClusterKilledInFlight(t *testing.T) {
 			t.Fatal("the slow calls never started")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if len(k) > 0 || len(p) > 0 {
+		t.Fatal("a call was answered before its node was killed: the test shows nothing")
 	}
 	victim.Kill()
 	t.Cleanup(func() { restart(t, victim) })
