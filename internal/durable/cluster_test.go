@@ -22,8 +22,9 @@ import (
 // connections, on a real 3-node cluster. The call of a route with autoIdempotencyKey carries
 // the sidecar's own key, so it is re-issued on another node and attached to the invocation
 // already running: its caller gets the answer, and one invocation ran. The call of a route
-// without one cannot be re-sent safely: its caller gets UNAVAILABLE.
-func TestClusterAutoKeyFailover(t *testing.T) {
+// without one cannot be re-sent safely: its caller gets UNAVAILABLE. Then, with two nodes of
+// three killed, a call is bounded by its route's timeout.
+func TestClusterFailover(t *testing.T) {
 	c, err := testenv.StartCluster(t.TempDir(), testenv.ClusterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +54,10 @@ func TestClusterAutoKeyFailover(t *testing.T) {
 	}
 	uri, stop, err := testenv.ServeSDK(
 		restate.NewService("rgtest.v1.Echo", restate.WithProto).Handler("Call", restate.NewServiceHandler(slow)),
-		restate.NewService("rgtest.v1.Plain", restate.WithProto).Handler("Add", restate.NewServiceHandler(slow)))
+		restate.NewService("rgtest.v1.Plain", restate.WithProto).Handler("Add", restate.NewServiceHandler(slow)).
+			Handler("Status", restate.NewServiceHandler(func(ctx restate.Context, req *testpb.Req) (*testpb.Resp, error) {
+				return &testpb.Resp{Text: "status"}, nil
+			})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +75,7 @@ func TestClusterAutoKeyFailover(t *testing.T) {
   routes:
     - {match: rgtest.v1.Echo/*, autoIdempotencyKey: true}
     - {match: rgtest.v1.Counter/*, service: rgtest.v1.Plain}
+    - {match: rgtest.v1.Flow/Status, service: rgtest.v1.Plain, timeout: 2s}
 `))
 		if err != nil {
 			t.Fatal(err)
@@ -117,6 +122,24 @@ func TestClusterAutoKeyFailover(t *testing.T) {
 		t.Errorf("call without a key with its node killed = %v, %v; want UNAVAILABLE", p.resp, p.err)
 	}
 	if err := victim.Restart(); err != nil {
-		t.Error(err)
+		t.Fatal(err)
+	}
+
+	// Two nodes of three down: the cluster has lost its quorum, and the survivor takes calls
+	// that hang while its health endpoints say 200. A caller without a deadline is answered
+	// at the route's timeout.
+	if r, err := plainOut.flow.Status(ctx, &testpb.Req{Text: "before"}); err != nil || r.GetText() != "status" {
+		t.Fatalf("call with every node up = %v, %v", r, err)
+	}
+	c.Nodes[0].Kill()
+	c.Nodes[2].Kill()
+	start := time.Now()
+	_, err = plainOut.flow.Status(context.Background(), &testpb.Req{Text: "no quorum"})
+	took := time.Since(start)
+	if st := status.Convert(err); st.Code() != codes.DeadlineExceeded || !strings.Contains(st.Message(), "lost its quorum") {
+		t.Errorf("call without quorum = %v, want DEADLINE_EXCEEDED that names a lost quorum", err)
+	}
+	if took < 2*time.Second || took > 4*time.Second {
+		t.Errorf("call without quorum answered after %s, want the route's timeout of 2s", took.Round(time.Millisecond))
 	}
 }

@@ -28,6 +28,7 @@ import (
 var shared struct {
 	once sync.Once
 	dir  string
+	uri  string // the deployment's
 	c    *testenv.Cluster
 	app  *clusterApp
 	err  error
@@ -79,7 +80,7 @@ func cluster(t *testing.T) (*testenv.Cluster, *clusterApp) {
 			return
 		}
 		shared.app = &clusterApp{ids: map[string]map[string]bool{}}
-		shared.err = serveApp(shared.c, shared.app)
+		shared.uri, shared.err = serveApp(shared.c, shared.app)
 	})
 	if shared.err != nil {
 		t.Fatal(shared.err)
@@ -87,7 +88,7 @@ func cluster(t *testing.T) (*testenv.Cluster, *clusterApp) {
 	return shared.c, shared.app
 }
 
-func serveApp(c *testenv.Cluster, app *clusterApp) error {
+func serveApp(c *testenv.Cluster, app *clusterApp) (string, error) {
 	svc := restate.NewService("rgtest.Cluster").
 		Handler("Echo", restate.NewServiceHandler(func(ctx restate.Context, in []byte) ([]byte, error) {
 			app.record(ctx, in)
@@ -108,19 +109,19 @@ func serveApp(c *testenv.Cluster, app *clusterApp) error {
 		}, restate.WithBinary))
 	uri, _, err := testenv.ServeSDK(svc) // serves until the test binary ends
 	if err != nil {
-		return err
+		return "", err
 	}
 	admin, err := NewClusterAdmin(c.Admins(), Options{Logger: quiet})
 	if err != nil {
-		return err
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err = admin.Register(ctx, uri); err != nil {
-		return err
+		return "", err
 	}
 	// Every node has loaded the schema before a test counts which node answered.
-	return c.WaitServices(ctx, "rgtest.Cluster")
+	return uri, c.WaitServices(ctx, "rgtest.Cluster")
 }
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -364,7 +365,7 @@ func TestClusterServiceUnknownNode(t *testing.T) {
 	}
 }
 
-// TestClusterAdmin: registration, lookup, attach and cancel work through a list whose first
+// TestClusterAdmin: registration, a query, lookup, attach and cancel work through a list whose first
 // node is down (nothing listens there: a dead node's refused connection).
 func TestClusterAdmin(t *testing.T) {
 	c, _ := cluster(t)
@@ -384,6 +385,10 @@ func TestClusterAdmin(t *testing.T) {
 	}
 	if err := admin.Query(ctx, "SELECT name FROM sys_service WHERE name = 'rgtest.Cluster'", &rows); err != nil || len(rows) != 1 {
 		t.Fatalf("query through a list with a dead node = %v, %v", rows, err)
+	}
+	// Registering again, through the dead node first, changes nothing: Restate has the URI.
+	if d, err := admin.Register(ctx, shared.uri); err != nil || d.Created {
+		t.Errorf("registering the deployment again = %+v, %v; want it found, not created", d, err)
 	}
 	ingr, err := NewClusterClient([]string{dead, c.Nodes[0].Ingress}, Options{Logger: quiet})
 	if err != nil {
