@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,6 +150,13 @@ func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.next.RoundTrip(r)
 }
 
+func (c *counting) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.calls)
+	clear(c.probes)
+}
+
 func (c *counting) count(host string) (calls, probes int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -162,15 +170,15 @@ func echo(ctx context.Context, c *Client, text, key string) (*Result, error) {
 		Body: []byte(text), ContentType: "application/octet-stream", IdempotencyKey: key})
 }
 
-// loopbackResolver answers for name with the cluster's node addresses, as a headless
-// Service's DNS name does.
-func loopbackResolver(name string, c *testenv.Cluster) func(ctx context.Context, host string) ([]string, error) {
+// loopbackResolver answers for name with the addresses of the cluster's first *nodes nodes
+// (and ::1, as for localhost), as a headless Service's DNS name does with its ready pods.
+func loopbackResolver(name string, c *testenv.Cluster, nodes *atomic.Int32) func(ctx context.Context, host string) ([]string, error) {
 	return func(ctx context.Context, host string) ([]string, error) {
 		if host != name {
 			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 		}
-		var addrs []string
-		for _, n := range c.Nodes {
+		addrs := []string{"::1"}
+		for _, n := range c.Nodes[:nodes.Load()] {
 			addrs = append(addrs, strings.Split(hostOf(n.Ingress), ":")[0])
 		}
 		return addrs, nil
@@ -178,20 +186,38 @@ func loopbackResolver(name string, c *testenv.Cluster) func(ctx context.Context,
 }
 
 // TestClusterName: one URL whose name resolves to the three nodes spreads the calls over all
-// of them, each call with its Host header.
+// of them (over their IPv4 addresses, where the name has IPv6 ones too); a node the name
+// resolves to later gets calls once the name is looked up again.
 func TestClusterName(t *testing.T) {
 	c, _ := cluster(t)
 	count := newCounting()
 	_, port, _ := net.SplitHostPort(hostOf(c.Nodes[0].Ingress))
+	var resolved atomic.Int32
+	resolved.Store(2)
 	cl, err := NewClusterClient([]string{"http://restate-nodes.test:" + port}, Options{
 		HTTPClient: &http.Client{Transport: count}, Logger: quiet,
-		Resolver: loopbackResolver("restate-nodes.test", c),
+		Resolver: loopbackResolver("restate-nodes.test", c, &resolved), ResolveInterval: 200 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	for i := range 4 {
+		if _, err := echo(ctx, cl, fmt.Sprint("two ", i), ""); err != nil {
+			t.Fatalf("call %d with the name on two nodes: %v", i, err)
+		}
+	}
+	if got, _ := count.count(hostOf(c.Nodes[2].Ingress)); got != 0 {
+		t.Fatalf("node %s, not yet in the name, got %d calls", c.Nodes[2].Name, got)
+	}
+	resolved.Store(3)
+	time.Sleep(300 * time.Millisecond) // past the resolve interval: the next call looks it up again
+	if _, err := echo(ctx, cl, "look up", ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the lookup is done aside
+	count.reset()
 	const calls = 30
 	for i := range calls {
 		res, err := echo(ctx, cl, fmt.Sprint("name ", i), "")
