@@ -45,7 +45,8 @@ type Cluster struct {
 	Nodes       []*ClusterNode
 	IdentityKey string // publickeyv1_..., when Identity
 
-	ctl string // restatectl
+	ctl        string // restatectl
+	partitions int
 }
 
 // ClusterNode is one node of a Cluster. Kill, Restart, Stop and Pid are those of its server.
@@ -76,7 +77,7 @@ func StartCluster(dir string, o ClusterOptions) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{ctl: ctl}
+	c := &Cluster{ctl: ctl, partitions: o.Partitions}
 	var keyFile string
 	if o.Identity {
 		keyFile = filepath.Join(dir, "identity.pem")
@@ -278,8 +279,26 @@ func (c *Cluster) Stop() {
 	wg.Wait()
 }
 
-// MetadataLeader is the index in Nodes of the metadata servers' Raft leader, as restatectl sees it.
+// MetadataLeader is the index in Nodes of the metadata servers' Raft leader, as restatectl sees
+// it. It waits until there is one that runs: after its node is killed, the others elect anew.
 func (c *Cluster) MetadataLeader(ctx context.Context) (int, error) {
+	for {
+		i, err := c.metadataLeader(ctx)
+		if err == nil && c.Nodes[i].Running() {
+			return i, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("restatectl still names killed node %s", c.Nodes[i].Name)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("metadata leader: %w (%v)", err, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) metadataLeader(ctx context.Context) (int, error) {
 	out, err := c.restatectl(ctx, "metadata-server", "list-servers")
 	if err != nil {
 		return 0, err
@@ -316,8 +335,26 @@ func metadataLeader(out string) (string, error) {
 }
 
 // PartitionLeaders maps each partition id to the index in Nodes of its leader, as the
-// partition processors report it (restatectl's partition_state table).
+// partition processors report it (restatectl's partition_state table). It waits until every
+// partition has one on a running node: after a start or a failover they are elected one by one.
 func (c *Cluster) PartitionLeaders(ctx context.Context) (map[int]int, error) {
+	for {
+		leaders, err := c.partitionLeaders(ctx)
+		if err == nil && len(leaders) == c.partitions {
+			return leaders, nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("%d of %d partitions have a leader: %v", len(leaders), c.partitions, leaders)
+			}
+			return leaders, fmt.Errorf("partition leaders: %w (%v)", err, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) partitionLeaders(ctx context.Context) (map[int]int, error) {
 	out, err := c.restatectl(ctx, "sql", "--json", "SELECT partition_id, gen_node_id FROM partition_state WHERE effective_mode = 'Leader'")
 	if err != nil {
 		return nil, err
@@ -335,10 +372,9 @@ func (c *Cluster) PartitionLeaders(ctx context.Context) (map[int]int, error) {
 		if err != nil {
 			return nil, err
 		}
-		leaders[r.Partition] = i
-	}
-	if len(leaders) == 0 {
-		return nil, fmt.Errorf("no partition has a leader yet (restatectl: %q)", out)
+		if c.Nodes[i].Running() { // a killed node's last report may linger
+			leaders[r.Partition] = i
+		}
 	}
 	return leaders, nil
 }
