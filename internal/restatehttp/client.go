@@ -31,7 +31,6 @@ const ContentType = "application/proto"
 // requests over the nodes that answer.
 type Client struct {
 	nodes  *pool
-	hc     *http.Client
 	token  *tokenSource // the bearer token sent with every request
 	limit  int64
 	health string // the path of the health endpoint, which probes a node back into service
@@ -117,7 +116,7 @@ func newClient(urls []string, o Options, health string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{nodes: nodes, hc: hc, token: tok, limit: limit, health: health}
+	c := &Client{nodes: nodes, token: tok, limit: limit, health: health}
 	nodes.probe = c.probe
 	return c, nil
 }
@@ -196,12 +195,13 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 	if inv.IdempotencyKey != "" {
 		header.Set("Idempotency-Key", inv.IdempotencyKey)
 	}
-	probe, err := http.NewRequest(http.MethodPost, c.nodes.seeds[0].String()+p, nil)
+	// The header block is about the same on every node: measured against the first.
+	sized, err := http.NewRequest(http.MethodPost, c.nodes.seeds[0].String()+p, nil)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "building ingress request for %s: %v", inv.Target, err)
 	}
-	probe.Header = header
-	if err := c.checkHeader(probe, inv); err != nil {
+	sized.Header = header
+	if err := c.checkHeader(sized, inv); err != nil {
 		return nil, err
 	}
 	// With an idempotency key Restate answers a repeated call from the invocation it has, so
