@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -101,12 +102,13 @@ func recvUnary(stream grpc.ServerStream, method string, r *config.Route) ([]byte
 // key, it re-attaches (Restate answers a repeated call with the same key from the invocation
 // it already has) instead of failing the caller; without a key a repeat could run twice. The
 // client already re-issues a keyed call on the other nodes of a cluster at once; this waits
-// and tries again when none answered (a single node restarting, a cluster failing over).
+// and tries again when none answered (a single node restarting, a cluster failing over), or
+// when Restate could not route the call (its 503, which it says a keyed call may retry).
 func (h *Handler) invoke(ctx context.Context, inv restatehttp.Invocation) (*restatehttp.Result, error) {
 	backoff := reattachBackoff
 	for try := 1; ; try++ {
 		res, err := h.ingr.Invoke(ctx, inv)
-		if err == nil || inv.IdempotencyKey == "" || !restatehttp.IsTransport(err) || try == reattachTries {
+		if err == nil || inv.IdempotencyKey == "" || !(restatehttp.IsTransport(err) || unroutable(err)) || try == reattachTries {
 			return res, err
 		}
 		h.log.Warn("no restate node answered; re-attaching", "target", inv.Target, "idempotency-key", inv.IdempotencyKey, "try", try, "error", err)
@@ -117,6 +119,13 @@ func (h *Handler) invoke(ctx context.Context, inv restatehttp.Invocation) (*rest
 		}
 		backoff *= 2
 	}
+}
+
+// unroutable tells Restate's own 503: it could not route the call now (a partition without a
+// leader while a cluster fails over), and says a call with an idempotency key may be retried.
+func unroutable(err error) bool {
+	var ce *restatehttp.CallError
+	return errors.As(err, &ce) && ce.HTTPStatus == http.StatusServiceUnavailable && ce.RetryAfter > 0
 }
 
 // callCancellable runs a call whose invocation is cancelled when its caller goes away. The id

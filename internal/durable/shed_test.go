@@ -69,3 +69,40 @@ func TestDurableShedPushback(t *testing.T) {
 		})
 	}
 }
+
+// TestDurableUnroutableRetried: Restate's own 503 ("internal routing error ... If the request
+// has an 'idempotency-key', it can be safely retried", as while a cluster fails over) is
+// retried for a call with an idempotency key, and reaches a caller without one.
+func TestDurableUnroutableRetried(t *testing.T) {
+	tests := []struct {
+		name  string
+		md    []string
+		code  codes.Code
+		tries int
+	}{
+		{"with idempotency key", []string{"k", "alice", "idempotency-key", "add-1"}, codes.OK, 3},
+		{"without", []string{"k", "alice"}, codes.Unavailable, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var ingress *fake
+			ingress = newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+				if len(ingress.requests()) < 3 {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusServiceUnavailable)
+					w.Write([]byte(`{"code":503,"message":"internal routing error. If the request has an 'idempotency-key', it can be safely retried","source":"ingress"}`))
+					return
+				}
+				echoIngress(w, r, body)
+			})
+			o := startOutbound(t, routesYAML, ingress, nil)
+			_, _, err := o.do(testCtx(t), call{"Counter/Add", tc.md})
+			if got := status.Code(err); got != tc.code {
+				t.Fatalf("got %v, want %v", err, tc.code)
+			}
+			if n := len(ingress.requests()); n != tc.tries {
+				t.Errorf("the ingress got %d requests, want %d", n, tc.tries)
+			}
+		})
+	}
+}

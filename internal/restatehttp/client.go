@@ -225,13 +225,14 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 		}
 		return &Result{InvocationID: or(sr.InvocationID, id), Status: sr.Status}, nil
 	}
-	return nil, &CallError{InvocationID: id, st: StatusFromResponse(resp.StatusCode, body), RetryAfter: retryAfter(resp, body)}
+	return nil, &CallError{InvocationID: id, HTTPStatus: resp.StatusCode, st: StatusFromResponse(resp.StatusCode, body), RetryAfter: retryAfter(resp, body)}
 }
 
 // CallError is Restate's answer to a call that failed, with the invocation it names (empty
 // when Restate named none), so that the failure can be logged against its invocation.
 type CallError struct {
 	InvocationID string
+	HTTPStatus   int // Restate's answer
 	// RetryAfter, when positive, is how long Restate asked callers to wait before they try
 	// again (it shed the call), for grpc-retry-pushback-ms.
 	RetryAfter time.Duration
