@@ -18,7 +18,7 @@ bench: ## the benchmark table of BENCHMARKS.md
 build: ## build bin/sidecar, stamped with its version and commit
 	go build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/sidecar
 
-tools: ## install the pinned Restate server into .tools
+tools: ## install the pinned Restate server and restatectl into .tools
 	bash scripts/tools.sh
 
 proto: ## regenerate the committed protobuf code

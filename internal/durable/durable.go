@@ -2,7 +2,10 @@ package durable
 
 import (
 	"context"
+	"errors"
 	"io"
+	"net/http"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -63,8 +66,12 @@ func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Rou
 	}
 	if err != nil {
 		if ctx.Err() == nil && callCtx.Err() != nil {
-			err = status.Errorf(codes.DeadlineExceeded, "%s: no answer within the route's timeout of %s; the invocation goes on in Restate", inv.Target, r.Timeout.Std())
+			// Restate answers a call only when it has run: a call still running and a cluster
+			// that has lost its quorum (calls hang while its health endpoints say 200) look
+			// the same from here.
+			err = status.Errorf(codes.DeadlineExceeded, "%s: no answer within the route's timeout of %s: the invocation is still running, or Restate cannot make progress (a cluster that lost its quorum); an accepted invocation goes on in Restate", inv.Target, r.Timeout.Std())
 		}
+		h.pushback(ctx, stream, err)
 		return err
 	}
 	span.result(res)
@@ -96,7 +103,10 @@ func recvUnary(stream grpc.ServerStream, method string, r *config.Route) ([]byte
 
 // invoke runs inv. When the connection to the ingress breaks and the call has an idempotency
 // key, it re-attaches (Restate answers a repeated call with the same key from the invocation
-// it already has) instead of failing the caller; without a key a repeat could run twice.
+// it already has) instead of failing the caller; without a key a repeat could run twice. The
+// client already re-issues a keyed call on the other nodes of a cluster at once; this waits
+// and tries again when none answered (a single node restarting, a cluster failing over), or
+// when Restate could not route the call (its 503, which it says a keyed call may retry).
 func (h *Handler) invoke(ctx context.Context, inv restatehttp.Invocation) (*restatehttp.Result, error) {
 	backoff := reattachBackoff
 	for try := 1; ; try++ {
@@ -104,11 +114,11 @@ func (h *Handler) invoke(ctx context.Context, inv restatehttp.Invocation) (*rest
 		if err != nil && restatehttp.IsTransport(err) {
 			h.metrics.IngressError()
 		}
-		if err == nil || inv.IdempotencyKey == "" || !restatehttp.IsTransport(err) || try == reattachTries {
+		if err == nil || inv.IdempotencyKey == "" || !(restatehttp.IsTransport(err) || unroutable(err)) || try == reattachTries {
 			return res, err
 		}
 		h.metrics.Reattach()
-		h.log.Warn("connection to restate broke; re-attaching", "target", inv.Target, "idempotency-key", inv.IdempotencyKey, "try", try, "error", err)
+		h.log.Warn("no restate node answered; re-attaching", "target", inv.Target, "idempotency-key", inv.IdempotencyKey, "try", try, "error", err)
 		select {
 		case <-ctx.Done():
 			return nil, status.FromContextError(ctx.Err()).Err()
@@ -116,6 +126,13 @@ func (h *Handler) invoke(ctx context.Context, inv restatehttp.Invocation) (*rest
 		}
 		backoff *= 2
 	}
+}
+
+// unroutable tells Restate's own 503: it could not route the call now (a partition without a
+// leader while a cluster fails over), and says a call with an idempotency key may be retried.
+func unroutable(err error) bool {
+	var ce *restatehttp.CallError
+	return errors.As(err, &ce) && ce.HTTPStatus == http.StatusServiceUnavailable && ce.RetryAfter > 0
 }
 
 // callCancellable runs a call whose invocation is cancelled when its caller goes away. The id
@@ -218,4 +235,21 @@ func (h *Handler) checkOwner(ctx context.Context, method string, r *config.Route
 		return status.Errorf(codes.InvalidArgument, "%s: %s: invocation %s is one of %s, not of %s (route %q): its result is not this method's response; attach with the method it belongs to, or use the Invocations API", method, MDAttach, id, got, want, r.Match)
 	}
 	return nil
+}
+
+// MDRetryPushback is the trailer (gRFC A6) by which a caller's gRPC retry policy learns how
+// long to wait before it tries again.
+const MDRetryPushback = "grpc-retry-pushback-ms"
+
+// pushback sets grpc-retry-pushback-ms when Restate shed the call and asked for a wait that
+// still fits in the caller's deadline; a wait past it would only waste the retry.
+func (h *Handler) pushback(ctx context.Context, stream grpc.ServerStream, err error) {
+	var ce *restatehttp.CallError
+	if !errors.As(err, &ce) || ce.RetryAfter <= 0 {
+		return
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= ce.RetryAfter {
+		return
+	}
+	stream.SetTrailer(metadata.Pairs(MDRetryPushback, strconv.FormatInt(ce.RetryAfter.Milliseconds(), 10)))
 }
