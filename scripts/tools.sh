@@ -62,4 +62,10 @@ else
   mkdir -p "$tools"
   npm install --silent --no-audit --no-fund --prefix "$tools" "@restatedev/restate-server@$RESTATE_VERSION" >&2
 fi
+# The cluster tests ask restatectl (the same release) for the metadata and partition leaders.
+ctl=$tools/node_modules/@restatedev/restatectl-linux-x64/bin/restatectl
+if ! { [ -x "$ctl" ] && "$ctl" --version 2>/dev/null | grep -q "$RESTATE_VERSION"; }; then
+  echo "tools: installing @restatedev/restatectl@$RESTATE_VERSION into .tools"
+  npm install --silent --no-audit --no-fund --prefix "$tools" "@restatedev/restatectl@$RESTATE_VERSION" >&2
+fi
 "$bin" --version | head -1

@@ -44,6 +44,7 @@ type Restate struct {
 	logFile        *os.File
 	pod            *Pod
 	http           *http.Client // reaches the server where it listens
+	args           []string     // more restate-server arguments
 	cmd            *exec.Cmd
 	exited         chan struct{}
 }
@@ -146,7 +147,16 @@ bind-address = "%[4]s:%[1]d"
 }
 
 func (r *Restate) start() error {
-	args := []string{"--no-logo", "--base-dir", filepath.Join(r.dir, "data"), "-c", r.conf}
+	if err := r.spawn(); err != nil {
+		return err
+	}
+	return r.waitHealthy()
+}
+
+// spawn starts the server process without waiting for it: a cluster's nodes become healthy only
+// once enough of them run.
+func (r *Restate) spawn() error {
+	args := append([]string{"--no-logo", "--base-dir", filepath.Join(r.dir, "data"), "-c", r.conf}, r.args...)
 	if r.pod != nil {
 		r.cmd = r.pod.Command(context.Background(), 0, r.bin, args...)
 	} else {
@@ -159,6 +169,12 @@ func (r *Restate) start() error {
 	}
 	r.exited = make(chan struct{})
 	go func() { r.cmd.Wait(); close(r.exited) }()
+	return nil
+}
+
+// waitHealthy waits until the ingress and the admin API answer 200; a server that is not healthy
+// by then is stopped.
+func (r *Restate) waitHealthy() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, u := range []string{r.Ingress + "/restate/health", r.Admin + "/health"} {
