@@ -42,8 +42,8 @@ var Annotations = []Annotation{
 	{"interception", "injector", "`explicit` \\| `proxy-env` \\| `iptables`", "how the app's calls reach the sidecar; default from the injector's config"},
 	{"outbound-ports", "injector: `sidecar iptables --ports`", "ports, comma-separated", "iptables mode: the destination ports captured; empty: every TCP port"},
 	{"app-port", "`inbound.app` (127.0.0.1:PORT)", "a port", "the app's gRPC port, which the inbound side calls"},
-	{"ingress-url", "`outbound.ingress`", "URL", "the Restate ingress; default from the injector's config"},
-	{"admin-url", "`outbound.admin`, `inbound.register.admin`", "URL", "the Restate admin API; with an inbound section the sidecar registers the pod at `http://$(POD_IP):9080`"},
+	{"ingress-url", "`outbound.ingress`", "URL, or URLs comma-separated", "the Restate ingress (of a cluster: each node's, or a headless Service's); default from the injector's config"},
+	{"admin-url", "`outbound.admin`, `inbound.register.admin`", "URL, or URLs comma-separated", "the Restate admin API (of a cluster, as `ingress-url`); with an inbound section the sidecar registers the pod at `http://$(POD_IP):9080`"},
 	{"outbound", "`outbound`", "YAML or JSON", "the outbound section of the config file: routes, unmatched, upstreams, limits, ..."},
 	{"inbound", "`inbound`", "YAML or JSON", "the inbound section of the config file: services, register, ..."},
 	{"identity-keys", "`inbound.identityKeys`", "keys, comma-separated", "Restate request-identity keys (publickeyv1_...): unsigned requests are refused"},
@@ -165,11 +165,16 @@ func ParseAnnotations(ann map[string]string, env Env) (*Pod, error) {
 		*to = v
 		fields[field] = name
 	}
+	setURLs := func(name, field string, to *URLs, v string) {
+		s := to.String()
+		set(name, field, &s, SplitURLs(v).String())
+		*to = SplitURLs(s)
+	}
 	if v, ok := get("ingress-url"); ok {
 		if c.Outbound == nil {
 			c.Outbound = &Outbound{}
 		}
-		set("ingress-url", "outbound.ingress", &c.Outbound.Ingress, v)
+		setURLs("ingress-url", "outbound.ingress", &c.Outbound.Ingress, v)
 	}
 	if p.Interception != InterceptExplicit && c.Outbound == nil {
 		c.Outbound = &Outbound{} // the app's calls come to the listener: passthrough at least
@@ -185,7 +190,7 @@ func ParseAnnotations(ann map[string]string, env Env) (*Pod, error) {
 	}
 	if v, ok := get("admin-url"); ok {
 		if c.Outbound != nil {
-			set("admin-url", "outbound.admin", &c.Outbound.Admin, v)
+			setURLs("admin-url", "outbound.admin", &c.Outbound.Admin, v)
 		}
 		if in := c.Inbound; in != nil {
 			if in.Register == nil {
@@ -195,7 +200,7 @@ func ParseAnnotations(ann map[string]string, env Env) (*Pod, error) {
 				}
 				in.Register = &Register{URI: "http://$(POD_IP):" + port}
 			}
-			set("admin-url", "inbound.register.admin", &in.Register.Admin, v)
+			setURLs("admin-url", "inbound.register.admin", &in.Register.Admin, v)
 		}
 	}
 	if v, ok := get("identity-keys"); ok {
@@ -226,10 +231,10 @@ func ParseAnnotations(ann map[string]string, env Env) (*Pod, error) {
 	}
 	// A URL that is missing is asked for by its own annotation.
 	if o := c.Outbound; o != nil {
-		if o.Ingress == "" {
+		if len(o.Ingress) == 0 {
 			fields["outbound.ingress"] = "ingress-url"
 		}
-		if o.Admin == "" {
+		if len(o.Admin) == 0 {
 			fields["outbound.admin"] = "admin-url"
 		}
 	}

@@ -32,11 +32,24 @@ func TestParseAnnotations(t *testing.T) {
 				p + "outbound": "routes: [{match: orders.v1.OrderService/*, target: object, key: 'metadata:order-id'}]"},
 			check: func(t *testing.T, got *Pod) {
 				o := got.Config.Outbound
-				if o.Ingress != "http://restate:8080" || o.Listen != DefaultOutboundListen || o.Routes[0].Key.Metadata != "order-id" || o.Routes[0].Timeout.Std() != DefaultTimeout {
+				if o.Ingress.String() != "http://restate:8080" || o.Listen != DefaultOutboundListen || o.Routes[0].Key.Metadata != "order-id" || o.Routes[0].Timeout.Std() != DefaultTimeout {
 					t.Errorf("got outbound %+v", o)
 				}
 				if got.Config.Inbound != nil || got.Interception != InterceptExplicit || !got.Inject {
 					t.Errorf("got inbound %v, interception %q, inject %v", got.Config.Inbound, got.Interception, got.Inject)
+				}
+			},
+		},
+		{
+			name: "a cluster's nodes, comma-separated",
+			ann:  map[string]string{p + "ingress-url": "http://n1:8080, http://n2:8080", p + "admin-url": "http://n1:9070,http://n2:9070"},
+			check: func(t *testing.T, got *Pod) {
+				o := got.Config.Outbound
+				if d := cmp.Diff(URLs{"http://n1:8080", "http://n2:8080"}, o.Ingress); d != "" {
+					t.Errorf("ingress (-want +got):\n%s", d)
+				}
+				if d := cmp.Diff(URLs{"http://n1:9070", "http://n2:9070"}, o.Admin); d != "" {
+					t.Errorf("admin (-want +got):\n%s", d)
 				}
 			},
 		},
@@ -46,7 +59,7 @@ func TestParseAnnotations(t *testing.T) {
 				p + "inbound": "services: [{name: orders.v1.OrderService, kind: object}]"},
 			check: func(t *testing.T, got *Pod) {
 				in := got.Config.Inbound
-				want := &Register{Admin: "http://restate:9070", URI: "http://10.1.2.3:9080"}
+				want := &Register{Admin: URLs{"http://restate:9070"}, URI: "http://10.1.2.3:9080"}
 				if d := cmp.Diff(want, in.Register); d != "" || in.App != "127.0.0.1:50051" {
 					t.Errorf("got app %q, register (-want +got):\n%s", in.App, d)
 				}

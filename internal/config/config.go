@@ -79,11 +79,13 @@ type Outbound struct {
 	// Listen is the outbound listener address. Default 127.0.0.1:15001 (loopback: only the pod's
 	// own app may call out through it).
 	Listen string `json:"listen,omitempty"`
-	// Ingress is the Restate ingress URL, e.g. http://restate:8080.
-	Ingress string `json:"ingress,omitempty"`
+	// Ingress is the Restate ingress URL, e.g. http://restate:8080; for a Restate cluster a
+	// list, one URL per node, or one URL whose name resolves to every node (a headless
+	// Service): calls spread over the nodes that answer (README "A Restate cluster").
+	Ingress URLs `json:"ingress,omitempty"`
 	// Admin is the Restate admin API URL, e.g. http://restate:9070: needed to cancel and kill
-	// invocations (the management API, onCallerGone: cancel).
-	Admin string `json:"admin,omitempty"`
+	// invocations (the management API, onCallerGone: cancel). A list, as Ingress, for a cluster.
+	Admin URLs `json:"admin,omitempty"`
 	// Access is how the sidecar authenticates to the ingress and the admin API.
 	Access Access `json:"access,omitempty"`
 	// Unmatched says what happens to a call no route matches: passthrough (default) or reject.
@@ -171,6 +173,12 @@ type Route struct {
 	Delay Duration `json:"delay,omitempty"`
 	// IdempotencyKey is where the idempotency key comes from. Default metadata:idempotency-key.
 	IdempotencyKey Source `json:"idempotencyKey,omitempty"`
+	// AutoIdempotencyKey gives a call that brings no idempotency key one of the sidecar's own,
+	// random, one per call: then a call whose connection to a Restate node breaks is re-issued
+	// on another node and still runs once. It costs Restate throughput (it keeps each call's
+	// result for the service's idempotency retention; README "A Restate cluster"). Default
+	// false (DefaultAutoIdempotencyKey).
+	AutoIdempotencyKey *bool `json:"autoIdempotencyKey,omitempty"`
 	// Run is the workflow's run method (default "Run"): it takes no idempotency key, since the
 	// workflow id already makes it run once.
 	Run string `json:"run,omitempty"`
@@ -216,6 +224,14 @@ type InboundService struct {
 	FastPath bool `json:"fastPath,omitempty"`
 }
 
+// AutoKey reports whether calls without an idempotency key get one of the sidecar's own.
+func (r *Route) AutoKey() bool {
+	if r.AutoIdempotencyKey == nil {
+		return DefaultAutoIdempotencyKey
+	}
+	return *r.AutoIdempotencyKey
+}
+
 // RestateName is the Restate service name of s.
 func (s InboundService) RestateName() string {
 	if s.As != "" {
@@ -226,7 +242,9 @@ func (s InboundService) RestateName() string {
 
 // Register says where and as what the endpoint registers itself.
 type Register struct {
-	Admin string `json:"admin"`
+	// Admin is the Restate admin API; a list, as outbound.ingress, for a cluster: any node
+	// that answers registers the deployment for the whole cluster.
+	Admin URLs `json:"admin"`
 	// URI is how Restate reaches the endpoint; $(VAR) expands from the environment.
 	URI    string `json:"uri"`
 	Access Access `json:"access,omitempty"`
@@ -299,6 +317,9 @@ const (
 	DefaultIdempotencyKey       = "idempotency-key"
 	DefaultCheckInterval        = 2 * time.Second
 	DefaultShutdownGrace        = 25 * time.Second
+	// DefaultAutoIdempotencyKey is off: a unique key per call cost Restate about a fifth of its
+	// throughput (README "A Restate cluster").
+	DefaultAutoIdempotencyKey = false
 )
 
 // Log formats.
@@ -381,6 +402,9 @@ func (c *Config) setDefaults(env Env) {
 			}
 			if r.Timeout == 0 {
 				r.Timeout = Duration(DefaultTimeout)
+			}
+			if r.AutoIdempotencyKey == nil {
+				r.AutoIdempotencyKey = new(DefaultAutoIdempotencyKey)
 			}
 		}
 	}
@@ -511,11 +535,11 @@ func (c *Config) validate(env Env) error {
 	}
 	if o := c.Outbound; o != nil {
 		checkAddr(bad, "outbound.listen", o.Listen)
-		if len(o.Routes) > 0 || o.Ingress != "" {
-			checkURL(bad, "outbound.ingress", o.Ingress)
+		if len(o.Routes) > 0 || len(o.Ingress) > 0 {
+			checkURLs(bad, "outbound.ingress", o.Ingress)
 		}
-		if o.Admin != "" {
-			checkURL(bad, "outbound.admin", o.Admin)
+		if len(o.Admin) > 0 {
+			checkURLs(bad, "outbound.admin", o.Admin)
 		}
 		o.Access.validate(bad, "outbound.access", env)
 		oneOf(bad, "outbound.unmatched", o.Unmatched, UnmatchedPassthrough, UnmatchedReject)
@@ -554,7 +578,7 @@ func (c *Config) validate(env Env) error {
 			oneOf(bad, f+".target", r.Target, KindService, KindObject, KindWorkflow)
 			oneOf(bad, f+".mode", r.Mode, ModeCall, ModeSend)
 			oneOf(bad, f+".onCallerGone", r.OnCallerGone, OnCallerGoneKeep, OnCallerGoneCancel)
-			if r.OnCallerGone == OnCallerGoneCancel && o.Admin == "" {
+			if r.OnCallerGone == OnCallerGoneCancel && len(o.Admin) == 0 {
 				bad(f+".onCallerGone", "cancel needs outbound.admin, the Restate admin API that cancels invocations")
 			}
 			if r.Service != "" {
@@ -621,7 +645,7 @@ func (c *Config) validate(env Env) error {
 			}
 		}
 		if r := in.Register; r != nil {
-			checkURL(bad, "inbound.register.admin", r.Admin)
+			checkURLs(bad, "inbound.register.admin", r.Admin)
 			checkURL(bad, "inbound.register.uri", r.URI)
 			r.Access.validate(bad, "inbound.register.access", env)
 		}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestParseDuration(t *testing.T) {
@@ -100,6 +102,38 @@ func TestParseJSON(t *testing.T) {
 	}
 }
 
+// TestParseURLs: a Restate cluster's nodes come as a list or comma-separated; one URL stays
+// a string when the config is written out.
+func TestParseURLs(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       URLs
+		marshaled  string
+	}{
+		{"one", "outbound: {ingress: 'http://r:8080'}", URLs{"http://r:8080"}, "ingress: http://r:8080\n"},
+		{"list", "outbound: {ingress: ['http://r1:8080', 'http://r2:8080']}", URLs{"http://r1:8080", "http://r2:8080"}, "ingress:\n  - http://r1:8080\n  - http://r2:8080\n"},
+		{"comma-separated", "outbound: {ingress: 'http://r1:8080, http://r2:8080,'}", URLs{"http://r1:8080", "http://r2:8080"}, "ingress:\n  - http://r1:8080\n  - http://r2:8080\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, c.Outbound.Ingress); d != "" {
+				t.Errorf("ingress (-want +got):\n%s", d)
+			}
+			b, err := Marshal(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), tc.marshaled) {
+				t.Errorf("marshaled:\n%s\nwant it to hold %q", b, tc.marshaled)
+			}
+		})
+	}
+}
+
 // TestParseInvalid: every bad config is refused with a message naming the field and the fix.
 func TestParseInvalid(t *testing.T) {
 	tests := []struct {
@@ -153,6 +187,9 @@ func TestParseInvalid(t *testing.T) {
 		{"allowed destination bad port", "outbound: {allowDestinations: ['orders:http']}", `outbound.allowDestinations[0]: bad port "http"`},
 		{"allowed destination bad glob", "outbound: {allowDestinations: ['orders\\:50051']}", `bad glob "orders\\"`},
 		{"upstream destination bad port", "outbound: {upstreams: {'orders:0': '10.0.0.1:50051'}}", "outbound.upstreams.orders:0: a key with a colon is a destination"},
+		{"bad node in a list", "outbound: {ingress: ['http://r1:8080', 'r2:8080']}", `outbound.ingress[1]: want an http(s) URL`},
+		{"node listed twice", "outbound: {ingress: 'http://r1:8080, http://r1:8080/'}", `outbound.ingress[1]: "http://r1:8080/" is listed twice`},
+		{"ingress not a string or list", "outbound: {ingress: {a: b}}", "want a URL, comma-separated URLs or a list of URLs"},
 		{"bad identity key", "inbound: {app: '127.0.0.1:1', services: [{name: a.B}], identityKeys: [abc]}", "publickeyv1_"},
 	}
 	for _, tc := range tests {

@@ -2,7 +2,9 @@ package durable
 
 import (
 	"context"
+	"errors"
 	"io"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -60,8 +62,12 @@ func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Rou
 	}
 	if err != nil {
 		if ctx.Err() == nil && callCtx.Err() != nil {
-			err = status.Errorf(codes.DeadlineExceeded, "%s: no answer within the route's timeout of %s; the invocation goes on in Restate", inv.Target, r.Timeout.Std())
+			// Restate answers a call only when it has run: a call still running and a cluster
+			// that has lost its quorum (calls hang while its health endpoints say 200) look
+			// the same from here.
+			err = status.Errorf(codes.DeadlineExceeded, "%s: no answer within the route's timeout of %s: the invocation is still running, or Restate cannot make progress (a cluster that lost its quorum); an accepted invocation goes on in Restate", inv.Target, r.Timeout.Std())
 		}
+		h.pushback(ctx, stream, err)
 		return err
 	}
 	span.result(res)
@@ -93,7 +99,9 @@ func recvUnary(stream grpc.ServerStream, method string, r *config.Route) ([]byte
 
 // invoke runs inv. When the connection to the ingress breaks and the call has an idempotency
 // key, it re-attaches (Restate answers a repeated call with the same key from the invocation
-// it already has) instead of failing the caller; without a key a repeat could run twice.
+// it already has) instead of failing the caller; without a key a repeat could run twice. The
+// client already re-issues a keyed call on the other nodes of a cluster at once; this waits
+// and tries again when none answered (a single node restarting, a cluster failing over).
 func (h *Handler) invoke(ctx context.Context, inv restatehttp.Invocation) (*restatehttp.Result, error) {
 	backoff := reattachBackoff
 	for try := 1; ; try++ {
@@ -101,7 +109,7 @@ func (h *Handler) invoke(ctx context.Context, inv restatehttp.Invocation) (*rest
 		if err == nil || inv.IdempotencyKey == "" || !restatehttp.IsTransport(err) || try == reattachTries {
 			return res, err
 		}
-		h.log.Warn("connection to restate broke; re-attaching", "target", inv.Target, "idempotency-key", inv.IdempotencyKey, "try", try, "error", err)
+		h.log.Warn("no restate node answered; re-attaching", "target", inv.Target, "idempotency-key", inv.IdempotencyKey, "try", try, "error", err)
 		select {
 		case <-ctx.Done():
 			return nil, status.FromContextError(ctx.Err()).Err()
@@ -211,4 +219,21 @@ func (h *Handler) checkOwner(ctx context.Context, method string, r *config.Route
 		return status.Errorf(codes.InvalidArgument, "%s: %s: invocation %s is one of %s, not of %s (route %q): its result is not this method's response; attach with the method it belongs to, or use the Invocations API", method, MDAttach, id, got, want, r.Match)
 	}
 	return nil
+}
+
+// MDRetryPushback is the trailer (gRFC A6) by which a caller's gRPC retry policy learns how
+// long to wait before it tries again.
+const MDRetryPushback = "grpc-retry-pushback-ms"
+
+// pushback sets grpc-retry-pushback-ms when Restate shed the call and asked for a wait that
+// still fits in the caller's deadline; a wait past it would only waste the retry.
+func (h *Handler) pushback(ctx context.Context, stream grpc.ServerStream, err error) {
+	var ce *restatehttp.CallError
+	if !errors.As(err, &ce) || ce.RetryAfter <= 0 {
+		return
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= ce.RetryAfter {
+		return
+	}
+	stream.SetTrailer(metadata.Pairs(MDRetryPushback, strconv.FormatInt(ce.RetryAfter.Milliseconds(), 10)))
 }

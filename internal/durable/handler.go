@@ -2,6 +2,7 @@ package durable
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net"
@@ -194,9 +195,16 @@ func (h *Handler) invocation(ctx context.Context, method string, r *config.Route
 			return inv, err
 		}
 		inv.IdempotencyKey = key
+		if key == "" && r.AutoKey() && ov.attach == "" {
+			inv.IdempotencyKey = autoKeyPrefix + rand.Text()
+		}
 	}
 	return inv, nil
 }
+
+// autoKeyPrefix starts the idempotency keys the sidecar makes (route autoIdempotencyKey): a
+// random one per call, never derived from the payload, or two equal calls would be one.
+const autoKeyPrefix = "restate-grpc-"
 
 // value reads a source of a call: a metadata header, or a field of the request message.
 func (h *Handler) value(ctx context.Context, method string, src config.Source, md metadata.MD, req []byte, mdesc protoreflect.MethodDescriptor) (string, bool, error) {

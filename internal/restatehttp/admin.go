@@ -1,7 +1,6 @@
 package restatehttp
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,10 +14,16 @@ type Admin struct {
 
 // NewAdmin returns a client of the admin API at baseURL (http://host:9070).
 func NewAdmin(baseURL string, o Options) (*Admin, error) {
+	return NewClusterAdmin([]string{baseURL}, o)
+}
+
+// NewClusterAdmin returns a client of the admin APIs of a Restate cluster's nodes, at urls:
+// one per node, or a name that resolves to every node. Any node answers for the cluster.
+func NewClusterAdmin(urls []string, o Options) (*Admin, error) {
 	if o.MaxResponseBytes == 0 {
 		o.MaxResponseBytes = 16 << 20 // deployment listings grow with the schema
 	}
-	c, err := NewClient(baseURL, o)
+	c, err := newClient(urls, o, "/health")
 	if err != nil {
 		return nil, fmt.Errorf("admin %w", err)
 	}
@@ -54,15 +59,15 @@ func (a *Admin) Register(ctx context.Context, uri string) (*Deployment, error) {
 	return &d, nil
 }
 
+// send sends a request to the admin API of any node that answers. Every admin request may be
+// sent again: registering a URI Restate has is a no-op, cancel and kill of an invocation
+// once cancelled or killed change nothing, and the rest read.
 func (a *Admin) send(ctx context.Context, method, path string, body []byte) (*http.Response, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, a.c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, nil, err
-	}
-	a.c.token.authorize(req.Header)
+	h := http.Header{}
+	a.c.token.authorize(h)
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		h.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Accept", "application/json")
-	return a.c.do(req)
+	h.Set("Accept", "application/json")
+	return a.c.roundTrip(ctx, request{method: method, path: path, header: h, body: body, replayable: true})
 }

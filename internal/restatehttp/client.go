@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -28,12 +27,14 @@ import (
 // and protoc-gen-go-restate services advertise them.
 const ContentType = "application/proto"
 
-// Client calls one Restate ingress.
+// Client calls a Restate ingress: one node's, or a cluster's (NewClusterClient), spreading
+// requests over the nodes that answer.
 type Client struct {
-	base  string
-	hc    *http.Client
-	token *tokenSource // the bearer token sent with every request
-	limit int64
+	nodes  *pool
+	hc     *http.Client
+	token  *tokenSource // the bearer token sent with every request
+	limit  int64
+	health string // the path of the health endpoint, which probes a node back into service
 }
 
 // Options configure a Client. The zero value is usable.
@@ -51,12 +52,30 @@ type Options struct {
 	CAFile string
 	// MaxResponseBytes bounds a response body; default 4 MiB.
 	MaxResponseBytes int
+	// Resolver looks up a URL's host name; a name with several addresses (a headless Service)
+	// is a node per address. Default net.DefaultResolver.LookupHost; tests hook it.
+	Resolver func(ctx context.Context, host string) ([]string, error)
+	// ResolveInterval is how often host names are looked up again; default
+	// DefaultResolveInterval.
+	ResolveInterval time.Duration
 }
 
 // NewClient returns a client of the ingress at baseURL (http://host:8080).
 func NewClient(baseURL string, o Options) (*Client, error) {
-	if err := config.CheckBaseURL(baseURL); err != nil {
-		return nil, fmt.Errorf("restate URL: %w", err)
+	return NewClusterClient([]string{baseURL}, o)
+}
+
+// NewClusterClient returns a client of the ingresses of a Restate cluster's nodes, at urls:
+// one per node, or a name that resolves to every node.
+func NewClusterClient(urls []string, o Options) (*Client, error) {
+	return newClient(urls, o, "/restate/health")
+}
+
+func newClient(urls []string, o Options, health string) (*Client, error) {
+	for _, u := range urls {
+		if err := config.CheckBaseURL(u); err != nil {
+			return nil, fmt.Errorf("restate URL: %w", err)
+		}
 	}
 	hc := o.HTTPClient
 	if hc == nil {
@@ -85,6 +104,7 @@ func NewClient(baseURL string, o Options) (*Client, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	o.Logger = log
 	tok, err := newTokenSource(o.BearerToken, o.BearerTokenFile, log)
 	if err != nil {
 		return nil, err
@@ -93,7 +113,13 @@ func NewClient(baseURL string, o Options) (*Client, error) {
 	if limit <= 0 {
 		limit = 4 << 20
 	}
-	return &Client{base: strings.TrimSuffix(baseURL, "/"), hc: hc, token: tok, limit: limit}, nil
+	nodes, err := newPool(urls, hc, o)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{nodes: nodes, hc: hc, token: tok, limit: limit, health: health}
+	nodes.probe = c.probe
+	return c, nil
 }
 
 // DefaultHTTPClient is an HTTP/1.1 client whose idle pool fits a busy sidecar: every waiting
@@ -161,22 +187,27 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 			p += fmt.Sprintf("?delay=%dms", inv.Delay.Milliseconds()) // as sdk-go sends it
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+p, bytes.NewReader(inv.Body))
+	header := http.Header{}
+	for k, vs := range inv.Header {
+		header[k] = vs
+	}
+	c.token.authorize(header)
+	header.Set("Content-Type", or(inv.ContentType, ContentType))
+	if inv.IdempotencyKey != "" {
+		header.Set("Idempotency-Key", inv.IdempotencyKey)
+	}
+	probe, err := http.NewRequest(http.MethodPost, c.nodes.seeds[0].String()+p, nil)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "building ingress request for %s: %v", inv.Target, err)
 	}
-	for k, vs := range inv.Header {
-		req.Header[k] = vs
-	}
-	c.token.authorize(req.Header)
-	req.Header.Set("Content-Type", or(inv.ContentType, ContentType))
-	if inv.IdempotencyKey != "" {
-		req.Header.Set("Idempotency-Key", inv.IdempotencyKey)
-	}
-	if err := c.checkHeader(req, inv); err != nil {
+	probe.Header = header
+	if err := c.checkHeader(probe, inv); err != nil {
 		return nil, err
 	}
-	resp, body, err := c.do(req)
+	// With an idempotency key Restate answers a repeated call from the invocation it has, so
+	// a call whose connection broke may go to another node; without one it might run twice.
+	resp, body, err := c.roundTrip(ctx, request{method: http.MethodPost, path: p, header: header, body: inv.Body,
+		replayable: inv.IdempotencyKey != "", unready: serviceUnknown})
 	if err != nil {
 		return nil, err
 	}
@@ -194,14 +225,17 @@ func (c *Client) Invoke(ctx context.Context, inv Invocation) (*Result, error) {
 		}
 		return &Result{InvocationID: or(sr.InvocationID, id), Status: sr.Status}, nil
 	}
-	return nil, &CallError{InvocationID: id, st: StatusFromResponse(resp.StatusCode, body)}
+	return nil, &CallError{InvocationID: id, st: StatusFromResponse(resp.StatusCode, body), RetryAfter: retryAfter(resp, body)}
 }
 
 // CallError is Restate's answer to a call that failed, with the invocation it names (empty
 // when Restate named none), so that the failure can be logged against its invocation.
 type CallError struct {
 	InvocationID string
-	st           *status.Status
+	// RetryAfter, when positive, is how long Restate asked callers to wait before they try
+	// again (it shed the call), for grpc-retry-pushback-ms.
+	RetryAfter time.Duration
+	st         *status.Status
 }
 
 func (e *CallError) Error() string              { return e.st.Err().Error() }
@@ -255,10 +289,85 @@ func (c *Client) checkHeader(req *http.Request, inv Invocation) error {
 	return nil
 }
 
-// do sends req and reads the whole body, bounded. Transport failures are UNAVAILABLE: the
-// ingress may come back, and a caller with an idempotency key may safely retry.
-func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
-	resp, err := c.hc.Do(req)
+// request is one request to Restate, to be sent to one node after another.
+type request struct {
+	method, path string
+	header       http.Header
+	body         []byte
+	// replayable says the request may be sent again to another node after its connection
+	// broke: reads, and calls Restate dedupes. Any request may go on when the connection to a
+	// node could not be made.
+	replayable bool
+	// unready, when set, tells an answer of a node not ready for the request: the next node
+	// is asked, and that one is taken out if another answers. When all say so, the first
+	// answer is the result.
+	unready func(resp *http.Response, body []byte) bool
+}
+
+// roundTrip sends r to the nodes in turn until one answers, and reads the whole answer,
+// bounded. Transport failures are UNAVAILABLE: the node may come back, and a caller with an
+// idempotency key may safely retry.
+func (c *Client) roundTrip(ctx context.Context, r request) (*http.Response, []byte, error) {
+	var (
+		lastErr   *TransportError
+		unready   []*node
+		firstResp *http.Response
+		firstBody []byte
+		failed    int
+	)
+	nodes := c.nodes.order()
+	for _, n := range nodes {
+		req, err := http.NewRequestWithContext(ctx, r.method, n.base+r.path, bytes.NewReader(r.body))
+		if err != nil {
+			return nil, nil, status.Errorf(codes.Internal, "building request: %v", err)
+		}
+		if r.body == nil {
+			req.Body, req.GetBody, req.ContentLength = nil, nil, 0
+		}
+		for k, vs := range r.header {
+			req.Header[k] = vs
+		}
+		if n.host != "" {
+			req.Host = n.host
+		}
+		resp, body, err := c.do(n, req)
+		if err != nil {
+			var te *TransportError
+			if !errors.As(err, &te) {
+				return nil, nil, err
+			}
+			c.nodes.failed(n, te.cause)
+			lastErr, failed = te, failed+1
+			if r.replayable || te.notSent {
+				continue
+			}
+			return nil, nil, err
+		}
+		if r.unready != nil && r.unready(resp, body) {
+			if firstResp == nil {
+				firstResp, firstBody = resp, body
+			}
+			unready = append(unready, n)
+			continue
+		}
+		c.nodes.ok(n)
+		for _, u := range unready {
+			c.nodes.failed(u, fmt.Errorf("answered HTTP %d %s where %s answered", firstResp.StatusCode, truncate(firstBody), n.base))
+		}
+		return resp, body, nil
+	}
+	if firstResp != nil {
+		return firstResp, firstBody, nil
+	}
+	if failed > 1 {
+		return nil, nil, &TransportError{st: status.Newf(codes.Unavailable, "restate unreachable: none of its %d nodes answered; the last, %s", failed, lastErr.st.Message()), cause: lastErr.cause, notSent: lastErr.notSent}
+	}
+	return nil, nil, lastErr
+}
+
+// do sends req to node n and reads the whole body, bounded.
+func (c *Client) do(n *node, req *http.Request) (*http.Response, []byte, error) {
+	resp, err := n.hc.Do(req)
 	if err != nil {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, nil, status.FromContextError(ctxErr).Err()
@@ -266,9 +375,9 @@ func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
 		var certErr *tls.CertificateVerificationError
 		if errors.As(err, &certErr) {
 			// Not a passing fault: retrying will not make the certificate trusted.
-			return nil, nil, status.Errorf(codes.Unavailable, "restate at %s has an untrusted certificate (set access.caFile): %v", c.base, unwrapURLError(err))
+			return nil, nil, status.Errorf(codes.Unavailable, "restate at %s has an untrusted certificate (set access.caFile): %v", n.base, unwrapURLError(err))
 		}
-		return nil, nil, &TransportError{status.Newf(codes.Unavailable, "restate unreachable at %s: %v", c.base, unwrapURLError(err))}
+		return nil, nil, &TransportError{st: status.Newf(codes.Unavailable, "restate unreachable at %s: %v", c.nodes.describe(n), unwrapURLError(err)), cause: err, notSent: notSent(err)}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, c.limit+1))
@@ -276,7 +385,7 @@ func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, nil, status.FromContextError(ctxErr).Err()
 		}
-		return nil, nil, &TransportError{status.Newf(codes.Unavailable, "reading restate's answer: %v", err)}
+		return nil, nil, &TransportError{st: status.Newf(codes.Unavailable, "reading the answer of restate at %s: %v", c.nodes.describe(n), err), cause: err}
 	}
 	if int64(len(body)) > c.limit {
 		return nil, nil, status.Errorf(codes.ResourceExhausted, "restate response larger than the %d-byte limit", c.limit)
@@ -284,9 +393,33 @@ func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
 	return resp, body, nil
 }
 
+// probe asks node n's health endpoint whether it serves again.
+func (c *Client) probe(ctx context.Context, n *node) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.base+c.health, nil)
+	if err != nil {
+		return err
+	}
+	if n.host != "" {
+		req.Host = n.host
+	}
+	c.token.authorize(req.Header)
+	resp, _, err := c.do(n, req)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %d", c.health, resp.StatusCode)
+	}
+	return nil
+}
+
 // TransportError is a failure to reach Restate or to read its answer, as opposed to an answer:
 // the request may or may not have arrived. It is UNAVAILABLE at the gRPC edge.
-type TransportError struct{ st *status.Status }
+type TransportError struct {
+	st      *status.Status
+	cause   error
+	notSent bool // the connection was never made: the request did not arrive
+}
 
 func (e *TransportError) Error() string              { return e.st.Message() }
 func (e *TransportError) GRPCStatus() *status.Status { return e.st }
@@ -313,19 +446,18 @@ func or(a, b string) string {
 }
 
 // Health asks the ingress whether it serves (GET /restate/health): a cheap request that
-// touches no service, for the sidecar's readiness checks.
+// touches no service, for the sidecar's readiness checks. Of a cluster, one node that serves
+// is enough.
 func (c *Client) Health(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/restate/health", nil)
-	if err != nil {
-		return err
-	}
-	c.token.authorize(req.Header)
-	resp, body, err := c.do(req)
+	h := http.Header{}
+	c.token.authorize(h)
+	resp, body, err := c.roundTrip(ctx, request{method: http.MethodGet, path: c.health, header: h, replayable: true,
+		unready: func(resp *http.Response, _ []byte) bool { return resp.StatusCode != http.StatusOK }})
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("restate ingress at %s answered %d: %s", c.base, resp.StatusCode, truncate(body))
+		return fmt.Errorf("restate at %s answered %d: %s", c.nodes.seeds[0], resp.StatusCode, truncate(body))
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
@@ -62,6 +63,9 @@ func StatusFromResponse(httpCode int, body []byte) *status.Status {
 		if httpCode == http.StatusRequestHeaderFieldsTooLarge {
 			msg += "; send less metadata"
 		}
+		if shed := shedding(httpCode); shed != "" {
+			msg = shed + ": " + msg
+		}
 		return status.New(httpCodeToGRPC(httpCode, ""), msg)
 	}
 	if st, ok := fromMetadata(eb.Metadata); ok {
@@ -99,7 +103,22 @@ func StatusFromResponse(httpCode int, body []byte) *status.Status {
 		(strings.HasPrefix(msg, "service ") || strings.HasPrefix(msg, "the service ")) {
 		return status.New(codes.Unimplemented, "restate: "+msg)
 	}
+	if shed := shedding(code); shed != "" {
+		return status.New(codes.Unavailable, shed+" (HTTP "+strconv.Itoa(code)+"): "+msg)
+	}
 	return status.New(httpCodeToGRPC(code, eb.Source), "restate: "+msg)
+}
+
+// shedding says what a 429 or 503 of Restate itself (or of a proxy in front of it) means to a
+// caller: the call was not taken, and a later one may be.
+func shedding(code int) string {
+	switch code {
+	case http.StatusTooManyRequests:
+		return "restate is overloaded and shed the call; retry later"
+	case http.StatusServiceUnavailable:
+		return "restate cannot take the call now (a node or partition is unavailable); retry later"
+	}
+	return ""
 }
 
 func fromMetadata(md map[string]string) (*status.Status, bool) {
@@ -172,6 +191,52 @@ func httpCodeToGRPC(code int, source string) codes.Code {
 		return codes.Unavailable
 	}
 	return codes.Unknown
+}
+
+// serviceUnknown tells the ingress's answer that it has no such service or handler: from a
+// node of a cluster that has not loaded the schema yet (a restarted one, for a moment), while
+// the others know it.
+func serviceUnknown(resp *http.Response, body []byte) bool {
+	if resp.StatusCode != http.StatusNotFound {
+		return false
+	}
+	var eb errorBody
+	if json.Unmarshal(body, &eb) != nil || eb.Source == "invocation" {
+		return false
+	}
+	return strings.HasSuffix(strings.SplitN(eb.Message, ",", 2)[0], "not found") && strings.HasPrefix(eb.Message, "service ") ||
+		strings.HasPrefix(eb.Message, "the service ") && strings.Contains(eb.Message, "was not found")
+}
+
+// DefaultPushback is how long a caller is asked to wait (grpc-retry-pushback-ms) when Restate
+// sheds a call (429, 503) without saying how long.
+const DefaultPushback = time.Second
+
+// maxPushback bounds what a Retry-After header may ask of callers.
+const maxPushback = time.Minute
+
+// retryAfter is the wait before a retry that Restate's answer asks for: its Retry-After
+// (seconds or an HTTP date), else DefaultPushback, for 429 and 503 of Restate itself (not
+// of a handler, whose status passes through as it is); 0 for any other answer.
+func retryAfter(resp *http.Response, body []byte) time.Duration {
+	if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
+		return 0
+	}
+	var eb errorBody
+	if json.Unmarshal(body, &eb) == nil && eb.Source == "invocation" {
+		return 0
+	}
+	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	if v == "" {
+		return DefaultPushback
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return min(time.Duration(s)*time.Second, maxPushback)
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return min(max(time.Until(t), 0), maxPushback)
+	}
+	return DefaultPushback
 }
 
 func truncate(b []byte) string {

@@ -1,7 +1,6 @@
 package restatehttp
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -103,13 +102,12 @@ func (c *Client) post(ctx context.Context, path string, r Ref) (*http.Response, 
 	if err != nil {
 		return nil, nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(b))
-	if err != nil {
-		return nil, nil, status.Errorf(codes.Internal, "building request: %v", err)
-	}
-	c.token.authorize(req.Header)
-	req.Header.Set("Content-Type", "application/json")
-	return c.do(req)
+	h := http.Header{}
+	c.token.authorize(h)
+	h.Set("Content-Type", "application/json")
+	// Attach, output and lookup only read: any node may answer, again after a broken
+	// connection.
+	return c.roundTrip(ctx, request{method: http.MethodPost, path: path, header: h, body: b, replayable: true})
 }
 
 // Cancel asks Restate to cancel the invocation: it stops at its next step, runs its

@@ -209,14 +209,14 @@ func addr(l net.Listener) net.Addr {
 func (s *Sidecar) addChecks(c *config.Config) {
 	if oc := c.Outbound; oc != nil {
 		s.checks.add(CheckOutbound, true, "starting")
-		if oc.Ingress != "" {
+		if len(oc.Ingress) > 0 {
 			s.checks.add(CheckIngress, c.Health.RequireIngress, "not probed yet")
 		}
 	}
 	if ic := c.Inbound; ic != nil {
 		s.checks.add(CheckInbound, true, "reading the app's services")
 		if ic.Register != nil {
-			s.checks.add(CheckRegistered, true, "registering with "+ic.Register.Admin)
+			s.checks.add(CheckRegistered, true, "registering with "+ic.Register.Admin.String())
 		}
 		s.checks.add(CheckApp, true, "not probed yet")
 	}
@@ -280,14 +280,14 @@ func (s *Sidecar) goFn(fn func()) {
 func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error {
 	po := durable.Options{Config: oc, Logger: s.log, Self: s.outbound.Addr().String(), Tracing: s.tracing.TracerProvider()}
 	var mgmt *invocations.Server
-	if oc.Ingress != "" {
+	if len(oc.Ingress) > 0 {
 		access, err := clientOptions(oc.Access, s.log)
 		if err != nil {
 			return fmt.Errorf("outbound.access: %w", err)
 		}
 		withLimit := access
 		withLimit.MaxResponseBytes = oc.MaxMessageBytes
-		c, err := restatehttp.NewClient(oc.Ingress, withLimit)
+		c, err := restatehttp.NewClusterClient(oc.Ingress, withLimit)
 		if err != nil {
 			return err
 		}
@@ -298,7 +298,7 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 			if err := c.Health(ctx); err != nil {
 				return false, err.Error()
 			}
-			return true, "answering at " + oc.Ingress
+			return true, "answering at " + oc.Ingress.String()
 		}, changed: func(ok bool, detail string) {
 			if ok {
 				s.log.Info("restate ingress reachable again", "ingress", oc.Ingress)
@@ -307,8 +307,8 @@ func (s *Sidecar) startOutbound(ctx context.Context, oc *config.Outbound) error 
 			}
 		}}})
 		var admin invocations.Admin // nil unless configured: Cancel and Kill then say how
-		if oc.Admin != "" {
-			a, err := restatehttp.NewAdmin(oc.Admin, access)
+		if len(oc.Admin) > 0 {
+			a, err := restatehttp.NewClusterAdmin(oc.Admin, access)
 			if err != nil {
 				return err
 			}
@@ -413,7 +413,7 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			s.fail(fmt.Errorf("inbound.register.access: %w", err))
 			return
 		}
-		admin, err := restatehttp.NewAdmin(ic.Register.Admin, access)
+		admin, err := restatehttp.NewClusterAdmin(ic.Register.Admin, access)
 		if err != nil {
 			s.fail(err)
 			return
