@@ -101,7 +101,10 @@ func (r *Rig) Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 	stats := r.Run(ctx, Load{Prefix: prefix, Rate: o.Rate, Duration: o.Duration, Keyed: true, Unkeyed: o.Unkeyed, Work: 20 * time.Millisecond})
 	cancel()
 	wg.Wait()
-	res.Usage = append(res.Usage, r.Usage(time.Since(start))...)
+	// The last sample, unless the sampler just took one.
+	if at := time.Since(start); len(res.Usage) == 0 || at-res.Usage[len(res.Usage)-1].At > time.Second {
+		res.Usage = append(res.Usage, r.Usage(at)...)
+	}
 	if faultErr != nil {
 		return res, faultErr
 	}
