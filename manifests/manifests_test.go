@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -677,40 +678,68 @@ func TestRestateCluster(t *testing.T) {
 		}
 	}
 
-	if len(c.Command) != 3 || c.Command[0] != "/bin/sh" || c.Command[1] != "-c" {
-		t.Fatalf("command: got %q, want /bin/sh -c SCRIPT", c.Command)
+	// The other pods' admin APIs, as host/port, which restate-0 asks before it provisions.
+	var peers []string
+	for _, pod := range pods[1:] {
+		peers = append(peers, fmt.Sprintf("%s.%s.%s.svc.cluster.local/%d", pod, sts.Spec.ServiceName, sts.Namespace, containerPort(c, "admin")))
+	}
+	if got := strings.Fields(env["PEERS"]); !slices.Equal(got, peers) {
+		t.Errorf("PEERS: got %q, want %q", got, peers)
+	}
+
+	if len(c.Command) != 3 || c.Command[0] != "/bin/bash" || c.Command[1] != "-c" {
+		t.Fatalf("command: got %q, want /bin/bash -c SCRIPT", c.Command)
 	}
 	const server = "exec /usr/local/bin/restate-server"
 	if !strings.HasSuffix(strings.TrimSpace(c.Command[2]), server) {
 		t.Fatalf("the start script does not end in %q:\n%s", server, c.Command[2])
 	}
-	// The script with its last line printing the environment restate-server would get.
+	// The script with its last line printing the environment restate-server would get, run
+	// for each pod, with the peers' admin APIs down (a new cluster) and with one of them up
+	// (restate-0 restarted, perhaps on an empty volume, while the cluster runs).
 	script := strings.TrimSuffix(strings.TrimSpace(c.Command[2]), server) + "exec env"
-	sh := testenv.Tool(t, "sh")
-	ids := map[string]string{}
-	for i, pod := range pods {
-		cmd := exec.Command(sh, "-c", script)
-		cmd.Env = []string{"POD_NAME=" + pod, "RESTATE_AUTO_PROVISION=" + env["RESTATE_AUTO_PROVISION"]}
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("the start script as %s: %v", pod, err)
+	bash := testenv.Tool(t, "bash")
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.Close()
+	asPeer := func(l net.Listener) string { return strings.Replace(l.Addr().String(), ":", "/", 1) }
+	for _, peersUp := range []bool{false, true} {
+		ids := map[string]string{}
+		peerList := asPeer(down) + " " + asPeer(down)
+		if peersUp {
+			peerList = asPeer(down) + " " + asPeer(up)
 		}
-		got := map[string]string{}
-		for l := range strings.Lines(string(out)) {
-			if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok {
-				got[k] = v
+		for i, pod := range pods {
+			cmd := exec.Command(bash, "-c", script)
+			cmd.Env = []string{"POD_NAME=" + pod, "RESTATE_AUTO_PROVISION=" + env["RESTATE_AUTO_PROVISION"], "PEERS=" + peerList, "PATH=" + os.Getenv("PATH")}
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("the start script as %s: %v", pod, err)
 			}
-		}
-		id := got["RESTATE_FORCE_NODE_ID"]
-		if want := fmt.Sprint(i + 1); id != want {
-			t.Errorf("%s: RESTATE_FORCE_NODE_ID %q, want %s (ordinal+1)", pod, id, want)
-		}
-		if other, dup := ids[id]; dup {
-			t.Errorf("%s and %s both get node id %s", other, pod, id)
-		}
-		ids[id] = pod
-		if got, want := got["RESTATE_AUTO_PROVISION"], fmt.Sprint(i == 0); got != want {
-			t.Errorf("%s: RESTATE_AUTO_PROVISION %q, want %s (only restate-0 provisions)", pod, got, want)
+			got := map[string]string{}
+			for l := range strings.Lines(string(out)) {
+				if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok {
+					got[k] = v
+				}
+			}
+			id := got["RESTATE_FORCE_NODE_ID"]
+			if want := fmt.Sprint(i + 1); id != want {
+				t.Errorf("%s: RESTATE_FORCE_NODE_ID %q, want %s (ordinal+1)", pod, id, want)
+			}
+			if other, dup := ids[id]; dup {
+				t.Errorf("%s and %s both get node id %s", other, pod, id)
+			}
+			ids[id] = pod
+			if got, want := got["RESTATE_AUTO_PROVISION"], fmt.Sprint(i == 0 && !peersUp); got != want {
+				t.Errorf("%s, a peer's admin API up %v: RESTATE_AUTO_PROVISION %q, want %s (only restate-0 provisions, and only a cluster of none)", pod, peersUp, got, want)
+			}
 		}
 	}
 }
