@@ -41,7 +41,9 @@ type pool struct {
 	every   time.Duration
 	probe   func(ctx context.Context, n *node) error // set by the client: its health check
 	log     *slog.Logger
+	names   bool // some seed has a host name
 
+	first     sync.Once // the first lookup
 	mu        sync.Mutex
 	nodes     []*node
 	next      int
@@ -85,6 +87,7 @@ func newPool(urls []string, hc *http.Client, o Options) (*pool, error) {
 		}
 		u.Path, u.RawPath = "", ""
 		p.seeds = append(p.seeds, u)
+		p.names = p.names || net.ParseIP(u.Hostname()) == nil
 		p.nodes = append(p.nodes, &node{base: u.String(), hc: hc})
 	}
 	return p, nil
@@ -94,10 +97,14 @@ func newPool(urls []string, hc *http.Client, o Options) (*pool, error) {
 // then those out of service, the one due back soonest first, as a last resort. It starts
 // probes of nodes due back and a new lookup of the names when one is due.
 func (p *pool) order() []*node {
+	if p.names {
+		// The first request waits for the names: one may resolve only to the nodes.
+		p.first.Do(p.lookup)
+	}
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.resolving && now.Sub(p.resolved) >= p.every && p.hasNames() {
+	if !p.resolving && now.Sub(p.resolved) >= p.every && p.names {
 		p.resolving = true
 		go p.lookup()
 	}
@@ -171,15 +178,6 @@ func (p *pool) probeBack(n *node) {
 	}
 	n.fails++
 	n.downUntil = time.Now().Add(backoff(n.fails))
-}
-
-func (p *pool) hasNames() bool {
-	for _, u := range p.seeds {
-		if net.ParseIP(u.Hostname()) == nil {
-			return true
-		}
-	}
-	return false
 }
 
 // lookup resolves the seeds' host names and rebuilds the node list: a name with several

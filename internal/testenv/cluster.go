@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +28,10 @@ type ClusterOptions struct {
 	Identity bool
 	// TracingEndpoint, when set, is every node's OTLP tracing endpoint (otlp+http://...).
 	TracingEndpoint string
+	// SharedPorts puts node i on loopback address 127.0.0.(i+1), every node on the same
+	// ports, as the pods behind a Kubernetes headless Service: one name (resolved by a test's
+	// resolver to those addresses) and one port reach them all.
+	SharedPorts bool
 }
 
 // Cluster is a running Restate cluster on loopback ports: the configuration of
@@ -74,18 +79,35 @@ func StartCluster(dir string, o ClusterOptions) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	hosts := make([]string, o.Nodes)
+	for i := range hosts {
+		hosts[i] = "127.0.0.1"
+		if o.SharedPorts {
+			hosts[i] = fmt.Sprintf("127.0.0.%d", i+1)
+		}
+	}
 	ports := make([][3]int, o.Nodes) // node, ingress, admin
 	var metadata []string
 	for i := range ports {
 		for j := range ports[i] {
-			if ports[i][j], err = FreePort(); err != nil {
-				return nil, err
+			switch {
+			case o.SharedPorts && i > 0:
+				ports[i][j] = ports[0][j]
+			case o.SharedPorts:
+				if ports[i][j], err = freePortOn(hosts); err != nil {
+					return nil, err
+				}
+			default:
+				if ports[i][j], err = FreePort(); err != nil {
+					return nil, err
+				}
 			}
 		}
-		metadata = append(metadata, fmt.Sprintf("%q", fmt.Sprintf("http://127.0.0.1:%d/", ports[i][0])))
+		metadata = append(metadata, fmt.Sprintf("%q", fmt.Sprintf("http://%s:%d/", hosts[i], ports[i][0])))
 	}
 	for i, p := range ports {
-		n := &ClusterNode{ID: i + 1, Name: fmt.Sprintf("n%d", i+1), Node: fmt.Sprintf("http://127.0.0.1:%d", p[0])}
+		h := hosts[i]
+		n := &ClusterNode{ID: i + 1, Name: fmt.Sprintf("n%d", i+1), Node: fmt.Sprintf("http://%s:%d", h, p[0])}
 		ndir := filepath.Join(dir, n.Name)
 		if err := os.MkdirAll(ndir, 0o700); err != nil {
 			return nil, err
@@ -99,26 +121,26 @@ default-num-partitions = %d
 default-replication = 2
 disable-telemetry = true
 rocksdb-total-memory-size = "256 MiB"
-bind-address = "127.0.0.1:%d"
+bind-address = "%s:%d"
 advertised-address = "%s/"
-`, n.Name, n.ID, i == 0, o.Partitions, p[0], n.Node)
+`, n.Name, n.ID, i == 0, o.Partitions, h, p[0], n.Node)
 		if o.TracingEndpoint != "" {
 			conf += fmt.Sprintf("tracing-endpoint = %q\n", o.TracingEndpoint)
 		}
 		conf += fmt.Sprintf(`[metadata-client]
 addresses = [%s]
 [admin]
-bind-address = "127.0.0.1:%d"
+bind-address = "%[2]s:%[3]d"
 [admin.query-engine]
 memory-size = "128 MiB"
 [ingress]
-bind-address = "127.0.0.1:%d"
-`, strings.Join(metadata, ", "), p[2], p[1])
+bind-address = "%[2]s:%[4]d"
+`, strings.Join(metadata, ", "), h, p[2], p[1])
 		if keyFile != "" {
 			conf += fmt.Sprintf("[worker.invoker]\nrequest-identity-private-key-pem-file = %q\n", keyFile)
 		}
 		r := &Restate{
-			Ingress: fmt.Sprintf("http://127.0.0.1:%d", p[1]), Admin: fmt.Sprintf("http://127.0.0.1:%d", p[2]),
+			Ingress: fmt.Sprintf("http://%s:%d", h, p[1]), Admin: fmt.Sprintf("http://%s:%d", h, p[2]),
 			IdentityKey: c.IdentityKey, bin: bin, dir: ndir, conf: filepath.Join(ndir, "restate.toml"),
 			http: http.DefaultClient, args: []string{"--listen-mode", "tcp"},
 		}
@@ -145,6 +167,29 @@ bind-address = "127.0.0.1:%d"
 		}
 	}
 	return c, nil
+}
+
+// freePortOn returns a port nobody listens on right now at any of hosts.
+func freePortOn(hosts []string) (int, error) {
+	for range 20 {
+		p, err := FreePort()
+		if err != nil {
+			return 0, err
+		}
+		free := true
+		for _, h := range hosts[1:] {
+			l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(p)))
+			if err != nil {
+				free = false
+				break
+			}
+			l.Close()
+		}
+		if free {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("no port free on all of %v", hosts)
 }
 
 // RestatectlBinary finds the pinned restatectl: $RESTATECTL_BIN, or the one scripts/tools.sh
