@@ -206,9 +206,15 @@ func (r *Rig) Report(s *Stats, prefix string) (*Report, error) {
 	return rep, nil
 }
 
-// executions reads the app's journal: for every call of prefix, the invocation ids it ran with.
+// executions reads the app's journal for the calls of prefix.
 func (r *Rig) executions(prefix string) (map[string][]string, error) {
-	f, err := os.Open(r.journal)
+	return ReadJournal(r.journal, prefix)
+}
+
+// ReadJournal reads a testapp -journal file: for every request text starting with prefix+"-",
+// the invocation ids it was executed with, one per execution.
+func ReadJournal(path, prefix string) (map[string][]string, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
