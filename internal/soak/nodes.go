@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // IngressConns counts the established TCP connections to each node's ingress (in node order),
@@ -59,8 +60,20 @@ type Roles struct {
 	Used int
 }
 
-// Roles asks the cluster for its leaders and /proc for the sidecar's connections.
+// Roles asks the cluster for its leaders and /proc for the sidecar's connections. Right after
+// a restart the leaders may not be known yet: it asks again for up to 30s.
 func (r *Rig) Roles(ctx context.Context) (Roles, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ro, err := r.roles(ctx)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return ro, err
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func (r *Rig) roles(ctx context.Context) (Roles, error) {
 	var ro Roles
 	var err error
 	if ro.MetadataLeader, err = r.Cluster.MetadataLeader(ctx); err != nil {
