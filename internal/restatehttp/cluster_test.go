@@ -11,11 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	restate "github.com/restatedev/sdk-go"
-	"github.com/restatedev/sdk-go/server"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -29,6 +29,7 @@ import (
 var shared struct {
 	once sync.Once
 	dir  string
+	uri  string // the deployment's
 	c    *testenv.Cluster
 	app  *clusterApp
 	err  error
@@ -80,7 +81,7 @@ func cluster(t *testing.T) (*testenv.Cluster, *clusterApp) {
 			return
 		}
 		shared.app = &clusterApp{ids: map[string]map[string]bool{}}
-		shared.err = serveApp(shared.c, shared.app)
+		shared.uri, shared.err = serveApp(shared.c, shared.app)
 	})
 	if shared.err != nil {
 		t.Fatal(shared.err)
@@ -88,7 +89,7 @@ func cluster(t *testing.T) (*testenv.Cluster, *clusterApp) {
 	return shared.c, shared.app
 }
 
-func serveApp(c *testenv.Cluster, app *clusterApp) error {
+func serveApp(c *testenv.Cluster, app *clusterApp) (string, error) {
 	svc := restate.NewService("rgtest.Cluster").
 		Handler("Echo", restate.NewServiceHandler(func(ctx restate.Context, in []byte) ([]byte, error) {
 			app.record(ctx, in)
@@ -107,45 +108,21 @@ func serveApp(c *testenv.Cluster, app *clusterApp) error {
 			}
 			return append([]byte("slept "), in...), nil
 		}, restate.WithBinary))
-	h, err := server.NewRestate().WithLogger(slog.DiscardHandler, true).Bind(svc).Handler()
+	uri, _, err := testenv.ServeSDK(svc) // serves until the test binary ends
 	if err != nil {
-		return err
+		return "", err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	go srv.Serve(l) // ends with the test binary
 	admin, err := NewClusterAdmin(c.Admins(), Options{Logger: quiet})
 	if err != nil {
-		return err
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err = admin.Register(ctx, "http://"+l.Addr().String()); err != nil {
-		return err
+	if _, err = admin.Register(ctx, uri); err != nil {
+		return "", err
 	}
 	// Every node has loaded the schema before a test counts which node answered.
-	for _, n := range c.Nodes {
-		cl, err := NewClient(n.Ingress, Options{Logger: quiet})
-		if err != nil {
-			return err
-		}
-		for {
-			_, err := echo(ctx, cl, "ready", "")
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return fmt.Errorf("node %s never served rgtest.Cluster: %v", n.Name, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	return nil
+	return uri, c.WaitServices(ctx, "rgtest.Cluster")
 }
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -173,6 +150,13 @@ func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.next.RoundTrip(r)
 }
 
+func (c *counting) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.calls)
+	clear(c.probes)
+}
+
 func (c *counting) count(host string) (calls, probes int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -186,15 +170,15 @@ func echo(ctx context.Context, c *Client, text, key string) (*Result, error) {
 		Body: []byte(text), ContentType: "application/octet-stream", IdempotencyKey: key})
 }
 
-// loopbackResolver answers for name with the cluster's node addresses, as a headless
-// Service's DNS name does.
-func loopbackResolver(name string, c *testenv.Cluster) func(ctx context.Context, host string) ([]string, error) {
+// loopbackResolver answers for name with the addresses of the cluster's first *nodes nodes
+// (and ::1, as for localhost), as a headless Service's DNS name does with its ready pods.
+func loopbackResolver(name string, c *testenv.Cluster, nodes *atomic.Int32) func(ctx context.Context, host string) ([]string, error) {
 	return func(ctx context.Context, host string) ([]string, error) {
 		if host != name {
 			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 		}
-		var addrs []string
-		for _, n := range c.Nodes {
+		addrs := []string{"::1"}
+		for _, n := range c.Nodes[:nodes.Load()] {
 			addrs = append(addrs, strings.Split(hostOf(n.Ingress), ":")[0])
 		}
 		return addrs, nil
@@ -202,20 +186,38 @@ func loopbackResolver(name string, c *testenv.Cluster) func(ctx context.Context,
 }
 
 // TestClusterName: one URL whose name resolves to the three nodes spreads the calls over all
-// of them, each call with its Host header.
+// of them (over their IPv4 addresses, where the name has IPv6 ones too); a node the name
+// resolves to later gets calls once the name is looked up again.
 func TestClusterName(t *testing.T) {
 	c, _ := cluster(t)
 	count := newCounting()
 	_, port, _ := net.SplitHostPort(hostOf(c.Nodes[0].Ingress))
+	var resolved atomic.Int32
+	resolved.Store(2)
 	cl, err := NewClusterClient([]string{"http://restate-nodes.test:" + port}, Options{
 		HTTPClient: &http.Client{Transport: count}, Logger: quiet,
-		Resolver: loopbackResolver("restate-nodes.test", c),
+		Resolver: loopbackResolver("restate-nodes.test", c, &resolved), ResolveInterval: 200 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	for i := range 4 {
+		if _, err := echo(ctx, cl, fmt.Sprint("two ", i), ""); err != nil {
+			t.Fatalf("call %d with the name on two nodes: %v", i, err)
+		}
+	}
+	if got, _ := count.count(hostOf(c.Nodes[2].Ingress)); got != 0 {
+		t.Fatalf("node %s, not yet in the name, got %d calls", c.Nodes[2].Name, got)
+	}
+	resolved.Store(3)
+	time.Sleep(300 * time.Millisecond) // past the resolve interval: the next call looks it up again
+	if _, err := echo(ctx, cl, "look up", ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the lookup is done aside
+	count.reset()
 	const calls = 30
 	for i := range calls {
 		res, err := echo(ctx, cl, fmt.Sprint("name ", i), "")
@@ -326,6 +328,9 @@ func TestClusterKilledInFlight(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if len(k) > 0 || len(p) > 0 {
+		t.Fatal("a call was answered before its node was killed: the test shows nothing")
+	}
 	victim.Kill()
 	t.Cleanup(func() { restart(t, victim) })
 	start := time.Now()
@@ -386,7 +391,7 @@ func TestClusterServiceUnknownNode(t *testing.T) {
 	}
 }
 
-// TestClusterAdmin: registration, lookup, attach and cancel work through a list whose first
+// TestClusterAdmin: registration, a query, lookup, attach and cancel work through a list whose first
 // node is down (nothing listens there: a dead node's refused connection).
 func TestClusterAdmin(t *testing.T) {
 	c, _ := cluster(t)
@@ -406,6 +411,10 @@ func TestClusterAdmin(t *testing.T) {
 	}
 	if err := admin.Query(ctx, "SELECT name FROM sys_service WHERE name = 'rgtest.Cluster'", &rows); err != nil || len(rows) != 1 {
 		t.Fatalf("query through a list with a dead node = %v, %v", rows, err)
+	}
+	// Registering again, through the dead node first, changes nothing: Restate has the URI.
+	if d, err := admin.Register(ctx, shared.uri); err != nil || d.Created {
+		t.Errorf("registering the deployment again = %+v, %v; want it found, not created", d, err)
 	}
 	ingr, err := NewClusterClient([]string{dead, c.Nodes[0].Ingress}, Options{Logger: quiet})
 	if err != nil {

@@ -198,6 +198,11 @@ func (p *pool) lookup() {
 		}
 		slices.Sort(addrs)
 		addrs = slices.Compact(addrs)
+		// A name with IPv4 and IPv6 addresses (localhost; a dual-stack pod) is one node per
+		// IPv4 address, not two nodes for one server, of which one may not listen.
+		if v4 := slices.DeleteFunc(slices.Clone(addrs), func(a string) bool { ip := net.ParseIP(a); return ip == nil || ip.To4() == nil }); len(v4) > 0 {
+			addrs = v4
+		}
 		if len(addrs) > maxNodes {
 			addrs = addrs[:maxNodes]
 		}

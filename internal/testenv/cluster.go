@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +16,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	restate "github.com/restatedev/sdk-go"
+	"github.com/restatedev/sdk-go/server"
 )
 
 // ClusterOptions configure a Restate cluster.
@@ -369,4 +374,85 @@ func (c *Cluster) restatectl(ctx context.Context, args ...string) (string, error
 		return "", fmt.Errorf("restatectl %s: %v: %s", strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out), nil
+}
+
+// Register registers the deployment at uri through the first running node's admin API and
+// waits until every running node's ingress knows services: a node serves the schema a moment
+// after another registered it.
+func (c *Cluster) Register(ctx context.Context, uri string, services ...string) error {
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		body := fmt.Sprintf(`{"uri":%q}`, uri)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.Admin+"/deployments", strings.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("registering %s with %s: %w", uri, n.Name, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("registering %s with %s: %s %s", uri, n.Name, resp.Status, b)
+		}
+		return c.WaitServices(ctx, services...)
+	}
+	return errors.New("no node of the cluster is running")
+}
+
+// WaitServices waits until every running node's ingress knows services. It asks for a handler
+// no service has: "service not found" until the node has the schema, "handler not found"
+// after, and no invocation either way.
+func (c *Cluster) WaitServices(ctx context.Context, services ...string) error {
+	for _, n := range c.Nodes {
+		for _, svc := range services {
+			for n.Running() {
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.Ingress+"/"+svc+"/NoSuchHandler", nil)
+				if err != nil {
+					return err
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if !strings.Contains(string(b), "service '"+svc+"' not found") {
+						break
+					}
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("node %s does not know service %s: %w", n.Name, svc, ctx.Err())
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ServeSDK serves an sdk-go endpoint of defs on a loopback port (HTTP/1.1 and h2c, as Restate
+// calls deployments) and returns its URI; stop ends it.
+func ServeSDK(defs ...restate.ServiceDefinition) (uri string, stop func(), err error) {
+	rs := server.NewRestate().WithLogger(slog.DiscardHandler, true)
+	for _, d := range defs {
+		rs = rs.Bind(d)
+	}
+	h, err := rs.Handler()
+	if err != nil {
+		return "", nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(l) }()
+	return "http://" + l.Addr().String(), func() { srv.Close(); <-done }, nil
 }

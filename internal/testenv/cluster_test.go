@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	restate "github.com/restatedev/sdk-go"
-	"github.com/restatedev/sdk-go/server"
 
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
 )
@@ -32,32 +29,16 @@ func TestCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := server.NewRestate().WithLogger(slog.DiscardHandler, true).Bind(restate.NewService("echo.Echo").Handler("Say",
+	uri, stop, err := testenv.ServeSDK(restate.NewService("echo.Echo").Handler("Say",
 		restate.NewServiceHandler(func(ctx restate.Context, in []byte) ([]byte, error) {
 			return append([]byte("echo "), in...), nil
-		}, restate.WithBinary))).Handler()
+		}, restate.WithBinary)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-
-	resp, err := http.Post(c.Nodes[0].Admin+"/deployments", "application/json",
-		strings.NewReader(fmt.Sprintf(`{"uri":"http://%s"}`, l.Addr())))
-	if err != nil {
+	t.Cleanup(stop)
+	if err := c.Register(ctx, uri, "echo.Echo"); err != nil {
 		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("registering on n1: %s %s, want 201", resp.Status, body)
 	}
 	for _, n := range c.Nodes {
 		if got, err := say(ctx, n.Ingress, n.Name); err != nil || got != "echo "+n.Name {
