@@ -1,5 +1,5 @@
 # The two commands that matter: `make demo` and `make test`.
-.PHONY: demo test tools bench proto vet build
+.PHONY: demo test tools bench soak proto vet build
 
 # What `sidecar version` prints: the tag (or commit) and the commit this build is of.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
@@ -14,6 +14,13 @@ test: ## install what is missing, then vet and run every test (unit and end-to-e
 
 bench: ## the benchmark table of BENCHMARKS.md
 	bash scripts/bench.sh
+
+# How long `make soak` runs: make soak SOAK_DURATION=30m.
+SOAK_DURATION ?= 10m
+
+soak: ## random faults (a Restate node, the app, either sidecar) under load through both sidecars against a 3-node cluster; not part of CI
+	bash scripts/tools.sh >/dev/null
+	go run ./cmd/soak -duration $(SOAK_DURATION)
 
 build: ## build bin/sidecar, stamped with its version and commit
 	go build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/sidecar

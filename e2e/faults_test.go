@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/restate-grpc/restate-grpc/internal/soak"
 	"github.com/restate-grpc/restate-grpc/internal/testenv"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
@@ -170,18 +170,9 @@ func (r *faultRig) load(t *testing.T, prefix string, n int, send bool, fault fun
 
 // executions reads the app's journal: for every key of prefix, the invocation ids it ran with.
 func (r *faultRig) executions(t *testing.T, prefix string) map[string][]string {
-	f, err := os.Open(r.journal)
+	out, err := soak.ReadJournal(r.journal, prefix)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	out := map[string][]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 3 && strings.HasPrefix(fields[2], prefix+"-") {
-			out[fields[2]] = append(out[fields[2]], fields[1])
-		}
 	}
 	return out
 }

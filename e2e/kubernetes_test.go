@@ -90,7 +90,7 @@ func newKubeRig(t *testing.T) *kubeRig {
 	r := &kubeRig{
 		kube: testenv.SharedKube(t),
 		// The names the manifests use resolve to the pods, as cluster DNS resolves Services.
-		net: testenv.NewPodNet(t, "orders orders."+shopNS+".svc", "restate restate.restate.svc", "checkout-proxy-env", "checkout-iptables", "checkout-old",
+		net: testenv.NewPodNet(t, "orders orders."+shopNS+".svc", "restate restate.restate.svc restate-nodes.restate.svc", "checkout-proxy-env", "checkout-iptables", "checkout-old",
 			"examples-orders orders."+examplesNS+".svc", "examples-shop"),
 		dir: sharedDir(t),
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -31,7 +33,7 @@ func TestMain(m *testing.M) {
 }
 
 // kustomizations are every directory a user applies with kubectl apply -k.
-var kustomizations = []string{"injector", "injector/cert-manager", "restate", "examples", "monitoring"}
+var kustomizations = []string{"injector", "injector/cert-manager", "restate", "restate-cluster", "examples", "monitoring"}
 
 // object is one object a kustomization builds, decoded.
 type object struct {
@@ -161,7 +163,9 @@ func TestKustomizationsBuild(t *testing.T) {
 			"MutatingWebhookConfiguration/restate-grpc-injector", "Namespace/restate-grpc-system",
 			"PodDisruptionBudget/restate-grpc-injector", "Service/restate-grpc-injector", "ServiceAccount/restate-grpc-injector",
 		}},
-		{"restate", []string{"Namespace/restate", "Service/restate", "Service/restate-cluster", "StatefulSet/restate"}},
+		{"restate", []string{"Namespace/restate", "Service/restate", "Service/restate-cluster", "Service/restate-nodes", "StatefulSet/restate"}},
+		{"restate-cluster", []string{"Namespace/restate", "PodDisruptionBudget/restate", "Service/restate", "Service/restate-cluster",
+			"Service/restate-nodes", "StatefulSet/restate"}},
 		{"examples", []string{"Deployment/orders", "Deployment/shop", "Namespace/restate-grpc-examples", "Service/orders"}},
 		{"monitoring", []string{"ConfigMap/restate-grpc-alerts"}},
 	} {
@@ -569,41 +573,174 @@ func TestCertManagerVariant(t *testing.T) {
 	}
 }
 
+// TestRestate checks the single node and the cluster alike: the Services select the pods and
+// reach their ports, and the injector's defaults name the headless Service of the nodes.
 func TestRestate(t *testing.T) {
-	objs := build(t, "restate")
-	sts := one[*appsv1.StatefulSet](t, objs, "StatefulSet", "restate")
-	svc := one[*corev1.Service](t, objs, "Service", "restate")
-	headless := one[*corev1.Service](t, objs, "Service", sts.Spec.ServiceName)
 	cm := one[*corev1.ConfigMap](t, build(t, "injector"), "ConfigMap", "")
 	conf, err := injector.ParseConfig([]byte(cm.Data["config.yaml"]))
 	if err != nil {
 		t.Fatalf("the injector's config.yaml: %v", err)
 	}
+	for _, tc := range []struct {
+		dir      string
+		replicas int32
+	}{
+		{"restate", 1},
+		{"restate-cluster", 3},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			objs := build(t, tc.dir)
+			sts := one[*appsv1.StatefulSet](t, objs, "StatefulSet", "restate")
+			svc := one[*corev1.Service](t, objs, "Service", "restate")
+			nodes := one[*corev1.Service](t, objs, "Service", "restate-nodes")
+			headless := one[*corev1.Service](t, objs, "Service", sts.Spec.ServiceName)
+			c := sts.Spec.Template.Spec.Containers[0]
+			podLabels := labelsMatch(sts.Spec.Template.Labels)
+			ports := func(s *corev1.Service) map[string]int32 {
+				m := map[string]int32{}
+				for _, p := range s.Spec.Ports {
+					m[p.Name] = p.Port
+					if containerPort(c, p.TargetPort.String()) != p.Port {
+						t.Errorf("Service %s port %s: targets %s, which the container does not expose on %d", s.Name, p.Name, p.TargetPort.String(), p.Port)
+					}
+				}
+				return m
+			}
+			nodePorts := ports(nodes)
+			for _, ch := range []struct {
+				field     string
+				got, want any
+			}{
+				{"image", c.Image, "docker.io/restatedev/restate:1.7.12"},
+				{"replicas", deref(sts.Spec.Replicas), tc.replicas},
+				{"governing Service is headless", headless.Spec.ClusterIP, "None"},
+				{"it publishes pods before they are ready (a node resolves its own name to start)", headless.Spec.PublishNotReadyAddresses, true},
+				{"restate-nodes is headless", nodes.Spec.ClusterIP, "None"},
+				// The sidecars get only the nodes that serve.
+				{"restate-nodes publishes only ready pods", nodes.Spec.PublishNotReadyAddresses, false},
+				{"restate Service ports", ports(svc), map[string]int32{"ingress": 8080, "admin": 9070}},
+				{"restate-nodes ports", nodePorts, map[string]int32{"ingress": 8080, "admin": 9070}},
+				{"Services select the pods", podLabels(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}) &&
+					podLabels(&metav1.LabelSelector{MatchLabels: nodes.Spec.Selector}) &&
+					podLabels(&metav1.LabelSelector{MatchLabels: headless.Spec.Selector}), true},
+				{"data volume", len(sts.Spec.VolumeClaimTemplates), 1},
+				{"injector's ingressURL", conf.IngressURL, fmt.Sprintf("http://%s.%s.svc:%d", nodes.Name, nodes.Namespace, nodePorts["ingress"])},
+				{"injector's adminURL", conf.AdminURL, fmt.Sprintf("http://%s.%s.svc:%d", nodes.Name, nodes.Namespace, nodePorts["admin"])},
+			} {
+				if !equalJSON(ch.got, ch.want) {
+					t.Errorf("%s: got %s, want %s", ch.field, jsonString(ch.got), jsonString(ch.want))
+				}
+			}
+		})
+	}
+}
+
+// TestRestateCluster checks what makes the three pods one cluster: replication 2 with a
+// disruption budget of one, every pod's stable name in the metadata addresses and as its
+// advertised address, and, running the container's own start script with /bin/sh for each
+// ordinal, a distinct stable node id per pod and provisioning on restate-0 alone.
+func TestRestateCluster(t *testing.T) {
+	objs := build(t, "restate-cluster")
+	sts := one[*appsv1.StatefulSet](t, objs, "StatefulSet", "restate")
+	pdb := one[*policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", "restate")
 	c := sts.Spec.Template.Spec.Containers[0]
-	podLabels := labelsMatch(sts.Spec.Template.Labels)
-	ports := map[string]int32{}
-	for _, p := range svc.Spec.Ports {
-		ports[p.Name] = p.Port
-		if containerPort(c, p.TargetPort.String()) != p.Port {
-			t.Errorf("Service port %s: targets %s, which the container does not expose on %d", p.Name, p.TargetPort.String(), p.Port)
-		}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	// The pods' stable names: <pod>.<governing Service>.<namespace>.svc.cluster.local.
+	var pods, addrs []string
+	for i := range deref(sts.Spec.Replicas) {
+		pod := fmt.Sprintf("%s-%d", sts.Name, i)
+		pods = append(pods, pod)
+		addrs = append(addrs, fmt.Sprintf("http://%s.%s.%s.svc.cluster.local:%d", pod, sts.Spec.ServiceName, sts.Namespace, containerPort(c, "node")))
+	}
+	var metadata []string
+	if err := json.Unmarshal([]byte(env["RESTATE_METADATA_CLIENT__ADDRESSES"]), &metadata); err != nil {
+		t.Errorf("RESTATE_METADATA_CLIENT__ADDRESSES %q: want a JSON list of URLs: %v", env["RESTATE_METADATA_CLIENT__ADDRESSES"], err)
 	}
 	for _, ch := range []struct {
 		field     string
 		got, want any
 	}{
-		{"image", c.Image, "docker.io/restatedev/restate:1.7.12"},
-		{"replicas", deref(sts.Spec.Replicas), int32(1)},
-		{"headless Service", headless.Spec.ClusterIP, "None"},
-		{"Service ports", ports, map[string]int32{"ingress": 8080, "admin": 9070}},
-		{"Services select the pod", podLabels(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}) &&
-			podLabels(&metav1.LabelSelector{MatchLabels: headless.Spec.Selector}), true},
-		{"data volume", len(sts.Spec.VolumeClaimTemplates), 1},
-		{"injector's ingressURL", conf.IngressURL, fmt.Sprintf("http://%s.%s.svc:%d", svc.Name, svc.Namespace, ports["ingress"])},
-		{"injector's adminURL", conf.AdminURL, fmt.Sprintf("http://%s.%s.svc:%d", svc.Name, svc.Namespace, ports["admin"])},
+		{"RESTATE_DEFAULT_REPLICATION", env["RESTATE_DEFAULT_REPLICATION"], "2"},
+		{"RESTATE_METADATA_CLIENT__ADDRESSES", metadata, addrs},
+		{"RESTATE_ADVERTISED_ADDRESS", env["RESTATE_ADVERTISED_ADDRESS"],
+			fmt.Sprintf("http://$(POD_NAME).%s.%s.svc.cluster.local:%d/", sts.Spec.ServiceName, sts.Namespace, containerPort(c, "node"))},
+		{"RESTATE_NODE_NAME", env["RESTATE_NODE_NAME"], "$(POD_NAME)"},
+		{"POD_NAME", envFieldRef(c, "POD_NAME"), "metadata.name"},
+		{"RESTATE_CLUSTER_NAME", env["RESTATE_CLUSTER_NAME"] != "", true},
+		{"podManagementPolicy", sts.Spec.PodManagementPolicy, appsv1.ParallelPodManagement},
+		{"PodDisruptionBudget maxUnavailable", pdb.Spec.MaxUnavailable.String(), "1"},
+		{"PodDisruptionBudget selects the pods", labelsMatch(sts.Spec.Template.Labels)(pdb.Spec.Selector), true},
 	} {
 		if !equalJSON(ch.got, ch.want) {
 			t.Errorf("%s: got %s, want %s", ch.field, jsonString(ch.got), jsonString(ch.want))
+		}
+	}
+
+	// The other pods' admin APIs, as host/port, which restate-0 asks before it provisions.
+	var peers []string
+	for _, pod := range pods[1:] {
+		peers = append(peers, fmt.Sprintf("%s.%s.%s.svc.cluster.local/%d", pod, sts.Spec.ServiceName, sts.Namespace, containerPort(c, "admin")))
+	}
+	if got := strings.Fields(env["PEERS"]); !slices.Equal(got, peers) {
+		t.Errorf("PEERS: got %q, want %q", got, peers)
+	}
+
+	if len(c.Command) != 3 || c.Command[0] != "/bin/bash" || c.Command[1] != "-c" {
+		t.Fatalf("command: got %q, want /bin/bash -c SCRIPT", c.Command)
+	}
+	const server = "exec /usr/local/bin/restate-server"
+	if !strings.HasSuffix(strings.TrimSpace(c.Command[2]), server) {
+		t.Fatalf("the start script does not end in %q:\n%s", server, c.Command[2])
+	}
+	// The script with its last line printing the environment restate-server would get, run
+	// for each pod, with the peers' admin APIs down (a new cluster) and with one of them up
+	// (restate-0 restarted, perhaps on an empty volume, while the cluster runs).
+	script := strings.TrimSuffix(strings.TrimSpace(c.Command[2]), server) + "exec env"
+	bash := testenv.Tool(t, "bash")
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.Close()
+	asPeer := func(l net.Listener) string { return strings.Replace(l.Addr().String(), ":", "/", 1) }
+	for _, peersUp := range []bool{false, true} {
+		ids := map[string]string{}
+		peerList := asPeer(down) + " " + asPeer(down)
+		if peersUp {
+			peerList = asPeer(down) + " " + asPeer(up)
+		}
+		for i, pod := range pods {
+			cmd := exec.Command(bash, "-c", script)
+			cmd.Env = []string{"POD_NAME=" + pod, "RESTATE_AUTO_PROVISION=" + env["RESTATE_AUTO_PROVISION"], "PEERS=" + peerList, "PATH=" + os.Getenv("PATH")}
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("the start script as %s: %v", pod, err)
+			}
+			got := map[string]string{}
+			for l := range strings.Lines(string(out)) {
+				if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok {
+					got[k] = v
+				}
+			}
+			id := got["RESTATE_FORCE_NODE_ID"]
+			if want := fmt.Sprint(i + 1); id != want {
+				t.Errorf("%s: RESTATE_FORCE_NODE_ID %q, want %s (ordinal+1)", pod, id, want)
+			}
+			if other, dup := ids[id]; dup {
+				t.Errorf("%s and %s both get node id %s", other, pod, id)
+			}
+			ids[id] = pod
+			if got, want := got["RESTATE_AUTO_PROVISION"], fmt.Sprint(i == 0 && !peersUp); got != want {
+				t.Errorf("%s, a peer's admin API up %v: RESTATE_AUTO_PROVISION %q, want %s (only restate-0 provisions, and only a cluster of none)", pod, peersUp, got, want)
+			}
 		}
 	}
 }

@@ -9,18 +9,20 @@
 //	(d) durable        gRPC client -> sidecar -> Restate -> sidecar (sdk-go handler) -> app
 //	(e), (f)           (c) and (d) with the inbound service's fastPath (no Run step)
 //	(n) native         HTTP client -> Restate ingress -> a native sdk-go handler, no app
+//	(k) keyed          (c) with a unique idempotency key per call (keycost.go)
 //
 // and prints p50, p99, throughput and CPU per call for each, then the ratios b/a and b/r (what
 // passthrough costs), d/c and f/e (what the outbound sidecar costs over calling Restate
 // directly), s/c and d/s (what any proxy in its place costs, and the sidecar over that), and
-// d/n, f/n (everything the sidecars add over a native Restate service). Every baseline is
+// d/n, f/n (everything the sidecars add over a native Restate service), and k/c (what a
+// sidecar-made key per call costs Restate). Every baseline is
 // measured in the same run, in interleaved rounds.
 // With -processes -against REV it also measures passthrough (B) and durable (D) calls through
 // sidecars built at git revision REV, in the same rounds, and prints b/B and d/D: a change's
 // effect, free of the run-to-run drift of this machine and of Restate.
 // Then it starts an outbound and an inbound sidecar process -startups times each (default 5)
 // and prints the time from the exec to the first /readyz 200.
-// Usage: go run ./cmd/bench [-processes [-against REV]] [-duration 10s] [-paths arbcsdefn] [-conc 1,16,64] [-startups 5] [-trace-ratio 0.1]
+// Usage: go run ./cmd/bench [-processes [-against REV]] [-duration 10s] [-paths arbcsdefnk] [-conc 1,16,64] [-startups 5] [-trace-ratio 0.1]
 package main
 
 import (
@@ -60,7 +62,7 @@ import (
 func main() {
 	duration := flag.Duration("duration", 10*time.Second, "measuring time per path and concurrency, in ten rounds")
 	warmup := flag.Duration("warmup", time.Second, "warm-up time per path and concurrency")
-	only := flag.String("paths", "arbcsdefn", "the paths to measure (ratios need both of their paths)")
+	only := flag.String("paths", "arbcsdefnk", "the paths to measure (ratios need both of their paths)")
 	concs := flag.String("conc", "1,16,64", "the numbers of concurrent callers")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	processes := flag.Bool("processes", false, "run the app and each sidecar in its own process, as deployed (default: all in this process)")
@@ -304,6 +306,7 @@ outbound:
 		{"e alone, fastPath", httpCaller(rs.Ingress, "/rgtest.v1.EchoFast/Call")},
 		{"f durable, fastPath", grpcCaller(fastAddr)},
 		{"n native", httpCaller(rs.Ingress, "/bench.Native/Call")},
+		{"k alone, unique key", keyedCaller(hc, rs.Ingress, "/rgtest.v1.Echo/Call", body, strconv.FormatInt(time.Now().UnixNano(), 36))},
 	}
 	if o.against != "" {
 		paths = append(paths, path{"B passthrough @" + o.against, grpcCaller(passAt)}, path{"D durable @" + o.against, grpcCaller(outAt)})
@@ -362,7 +365,7 @@ outbound:
 		}
 	}
 	fmt.Printf("\n%-22s %5s %10s %10s %12s\n", "ratio", "conc", "p50", "p99", "throughput")
-	for _, pair := range [][2]string{{"r", "a"}, {"b", "a"}, {"b", "r"}, {"d", "c"}, {"s", "c"}, {"d", "s"}, {"b", "B"}, {"d", "D"}, {"f", "e"}, {"d", "n"}, {"f", "n"}} {
+	for _, pair := range [][2]string{{"r", "a"}, {"b", "a"}, {"b", "r"}, {"d", "c"}, {"s", "c"}, {"d", "s"}, {"b", "B"}, {"d", "D"}, {"f", "e"}, {"d", "n"}, {"f", "n"}, {"k", "c"}} {
 		if !strings.Contains(o.paths, pair[0]) || !strings.Contains(o.paths, pair[1]) {
 			continue
 		}
@@ -505,9 +508,17 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d.Micros
 
 // post sends body to url as application/proto and reads the answer.
 func post(ctx context.Context, hc *http.Client, url string, body []byte) error {
+	return postHeader(ctx, hc, url, body, nil)
+}
+
+// postHeader is post with these headers added.
+func postHeader(ctx context.Context, hc *http.Client, url string, body []byte, h http.Header) error {
 	r, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
+	}
+	for k, v := range h {
+		r.Header[k] = v
 	}
 	r.Header.Set("Content-Type", "application/proto")
 	resp, err := hc.Do(r)
