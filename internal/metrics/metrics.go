@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -72,6 +73,9 @@ const numH2Codes = 15
 // New returns a Registry whose Handler serves every metric it records.
 func New() (*Registry, error) {
 	reg := prometheus.NewRegistry()
+	// The Go runtime's and the process's own series (go_goroutines, process_resident_memory_bytes,
+	// ...), as every Go exporter serves them: what a leak shows in first.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// No otel_scope_* labels: no two scopes share a metric name (the relay's grpc.server.*
 	// instruments are grpc-go's own, from its scope), so they would only lengthen every series.
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutTargetInfo(), otelprom.WithoutScopeInfo())

@@ -91,8 +91,16 @@ func TestExposition(t *testing.T) {
 		{"grpc_server_call_duration_seconds_count", map[string]string{"grpc_method": "echo.Echo/Say", "grpc_status": "CANCELLED"}, 1},
 		{"grpc_server_call_rcvd_total_compressed_message_size_bytes_sum", map[string]string{"grpc_method": "echo.Echo/Say"}, 10},
 		{"grpc_server_call_sent_total_compressed_message_size_bytes_sum", map[string]string{"grpc_method": "echo.Echo/Say"}, 20},
+		{"go_goroutines", nil, -1}, // -1: present, any value above 0
+		{"process_resident_memory_bytes", nil, -1},
 	} {
 		v, found := Sum(got, c.name, c.labels)
+		if c.want < 0 {
+			if !found || v <= 0 {
+				t.Errorf("%s = %v (found %v), want a value above 0", c.name, v, found)
+			}
+			continue
+		}
 		if !found || v != c.want {
 			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, found, c.want)
 		}
