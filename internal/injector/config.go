@@ -22,8 +22,10 @@ type Config struct {
 	// Interception is the default of restate-grpc.io/interception.
 	Interception string `json:"interception,omitempty"`
 	// IngressURL and AdminURL are the defaults of restate-grpc.io/ingress-url and admin-url.
-	IngressURL string `json:"ingressURL,omitempty"`
-	AdminURL   string `json:"adminURL,omitempty"`
+	// Each is one URL, several (a Restate cluster's nodes, a list or comma-separated), or one
+	// whose name resolves to every node (a headless Service).
+	IngressURL config.URLs `json:"ingressURL,omitempty"`
+	AdminURL   config.URLs `json:"adminURL,omitempty"`
 	// Resources of the sidecar container; the proxy-cpu and proxy-memory annotations win.
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 	// OnInvalid is what a pod with bad annotations gets: reject (the API server refuses it,
@@ -116,8 +118,8 @@ func ParseConfig(b []byte) (*Config, error) {
 	if c.NativeSidecars != NativeAuto && c.NativeSidecars != "true" && c.NativeSidecars != "false" {
 		bad("nativeSidecars", "%q is not one of auto, true, false", c.NativeSidecars)
 	}
-	for name, u := range map[string]string{"ingressURL": c.IngressURL, "adminURL": c.AdminURL} {
-		if u != "" {
+	for name, us := range map[string]config.URLs{"ingressURL": c.IngressURL, "adminURL": c.AdminURL} {
+		for _, u := range us {
 			if err := config.CheckBaseURL(u); err != nil {
 				bad(name, "%v", err)
 			}

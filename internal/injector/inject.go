@@ -91,8 +91,8 @@ func (in *Injector) Inject(pod *corev1.Pod, t Target) (*corev1.Pod, error) {
 	// config, for the sidecar and for whoever reads the pod.
 	for name, v := range map[string]string{
 		"interception":   in.cfg.Interception,
-		"ingress-url":    in.cfg.IngressURL,
-		"admin-url":      in.cfg.AdminURL,
+		"ingress-url":    in.cfg.IngressURL.String(),
+		"admin-url":      in.cfg.AdminURL.String(),
 		"shutdown-grace": shutdownGrace(terminationGrace(pod)).String(),
 	} {
 		if _, ok := out.Annotations[config.AnnotationPrefix+name]; !ok && v != "" {

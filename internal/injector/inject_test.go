@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -184,6 +185,8 @@ func TestParseConfig(t *testing.T) {
 		{"imag: x", `invalid injector config: error unmarshaling JSON: while decoding JSON: json: unknown field "imag"`},
 		{"interception: sidecar", `interception: "sidecar" is not one of explicit, proxy-env, iptables`},
 		{"ingressURL: restate:8080", `ingressURL: want an http(s) URL such as http://restate:8080, got "restate:8080"`},
+		{"ingressURL: [http://restate-0.restate:8080, http://restate-1.restate:8080]\nadminURL: http://restate-0.restate:9070,http://restate-1.restate:9070", ""},
+		{"ingressURL: [http://restate-0.restate:8080, 'restate-1:8080']", `ingressURL: want an http(s) URL such as http://restate:8080, got "restate-1:8080"`},
 		{"imagePullPolicy: Sometimes", `imagePullPolicy: "Sometimes" is not one of Always, IfNotPresent, Never`},
 		{"onInvalid: warn", `onInvalid: "warn" is not one of reject, skip`},
 		{"noProxy: ['a, b']", `noProxy: "a, b": want one host, domain (.example.com) or IP per entry`},
@@ -198,5 +201,30 @@ func TestParseConfig(t *testing.T) {
 		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 			t.Errorf("ParseConfig(%q): got error %v, want one holding %q", tt.in, err, tt.wantErr)
 		}
+	}
+}
+
+// TestInjectNodeList: an injector configured with a cluster's nodes writes them into the pod's
+// annotations as the comma-separated list the sidecar reads back as those nodes.
+func TestInjectNodeList(t *testing.T) {
+	cfg, err := ParseConfig([]byte("ingressURL: [http://restate-0.restate:8080, http://restate-1.restate:8080]\nadminURL: http://restate-0.restate:9070,http://restate-1.restate:9070"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Annotations: map[string]string{config.AnnotationPrefix + "inject": "true", config.AnnotationPrefix + "inbound": "services: [{name: greet.Greeter}]", config.AnnotationPrefix + "app-port": "50051"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	out, err := New(cfg, "restate-grpc-system").Inject(pod, Target{Namespace: "default", Native: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := config.ParseAnnotations(out.Annotations, config.Env{Getenv: func(string) string { return "10.1.0.7" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Config.Outbound.Ingress, (config.URLs{"http://restate-0.restate:8080", "http://restate-1.restate:8080"}); !slices.Equal(got, want) {
+		t.Errorf("outbound.ingress %q, want %q", got, want)
+	}
+	if got, want := p.Config.Outbound.Admin, (config.URLs{"http://restate-0.restate:9070", "http://restate-1.restate:9070"}); !slices.Equal(got, want) {
+		t.Errorf("outbound.admin %q, want %q", got, want)
 	}
 }
