@@ -63,6 +63,10 @@ type ClusterNode struct {
 // StartCluster starts a cluster in new base dirs under dir (one per node) and waits until
 // every node's ingress and admin API answer.
 func StartCluster(dir string, o ClusterOptions) (*Cluster, error) {
+	return retryBind(dir, func(dir string) (*Cluster, error) { return startCluster(dir, o) })
+}
+
+func startCluster(dir string, o ClusterOptions) (*Cluster, error) {
 	if o.Nodes == 0 {
 		o.Nodes = 3
 	}

@@ -96,6 +96,29 @@ func FreePort() (int, error) {
 
 // StartRestate starts a server in a new base dir under dir and waits until it is healthy.
 func StartRestate(dir string, o RestateOptions) (*Restate, error) {
+	return retryBind(dir, func(dir string) (*Restate, error) { return startRestate(dir, o) })
+}
+
+// errAddrInUse is a server that exited because a port it was given was taken: by another
+// test's process, between FreePort and the server's bind.
+var errAddrInUse = errors.New("a port it was given was taken")
+
+// retryBind starts again, in a new dir with new ports, a server or cluster that lost a port
+// to a test running beside it.
+func retryBind[T any](dir string, start func(dir string) (T, error)) (T, error) {
+	for try := 1; ; try++ {
+		v, err := start(dir)
+		if err == nil || !errors.Is(err, errAddrInUse) || try == 5 {
+			return v, err
+		}
+		dir = filepath.Join(dir, fmt.Sprintf("retry-%d", try))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return v, err
+		}
+	}
+}
+
+func startRestate(dir string, o RestateOptions) (*Restate, error) {
 	bin, err := RestateBinary()
 	if err != nil {
 		return nil, err
@@ -180,10 +203,24 @@ func (r *Restate) waitHealthy() error {
 	for _, u := range []string{r.Ingress + "/restate/health", r.Admin + "/health"} {
 		if err := waitHTTP(ctx, r.http, u, r.exited); err != nil {
 			r.Stop()
-			return fmt.Errorf("restate server (log %s): %w", r.logFile.Name(), err)
+			last := r.lastLogLine()
+			if strings.Contains(last, "Address in use") {
+				err = fmt.Errorf("%w: %w", err, errAddrInUse)
+			}
+			return fmt.Errorf("restate server (log %s): %w; it logged last: %s", r.logFile.Name(), err, last)
 		}
 	}
 	return nil
+}
+
+// lastLogLine is the last line the server logged, what it says when it exits early.
+func (r *Restate) lastLogLine() string {
+	b, err := os.ReadFile(r.logFile.Name())
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }
 
 func waitHTTP(ctx context.Context, c *http.Client, url string, exited <-chan struct{}) error {
