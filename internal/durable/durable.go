@@ -66,10 +66,7 @@ func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Rou
 	}
 	if err != nil {
 		if ctx.Err() == nil && callCtx.Err() != nil {
-			// Restate answers a call only when it has run: a call still running and a cluster
-			// that has lost its quorum (calls hang while its health endpoints say 200) look
-			// the same from here.
-			err = status.Errorf(codes.DeadlineExceeded, "%s: no answer within the route's timeout of %s: the invocation is still running, or Restate cannot make progress (a cluster that lost its quorum); an accepted invocation goes on in Restate", inv.Target, r.Timeout.Std())
+			err = h.timedOut(ctx, inv, r)
 		}
 		h.pushback(ctx, stream, err)
 		return err
@@ -80,6 +77,30 @@ func (h *Handler) durable(stream grpc.ServerStream, method string, r *config.Rou
 		return err
 	}
 	return stream.SendMsg(&res.Body)
+}
+
+// nodeCounter is an Invoker that can tell how many of its Restate nodes answer now.
+type nodeCounter interface {
+	Nodes(ctx context.Context) (answering, all int)
+}
+
+// quorumProbe bounds the health probes made when a call meets its route's timeout.
+const quorumProbe = 500 * time.Millisecond
+
+// timedOut is the status of a call that met its route's timeout. Restate answers a call only
+// when it has run, so a call still running and a cluster that has lost its quorum (its
+// survivors take calls that hang, their health endpoints saying 200) look the same from the
+// call; the nodes' health endpoints tell them apart: a dead node's does not answer.
+func (h *Handler) timedOut(ctx context.Context, inv restatehttp.Invocation, r *config.Route) error {
+	if nc, ok := h.ingr.(nodeCounter); ok {
+		pctx, cancel := context.WithTimeout(ctx, quorumProbe)
+		up, all := nc.Nodes(pctx)
+		cancel()
+		if all > 1 && 2*(all-up) >= all {
+			return status.Errorf(codes.Unavailable, "%s: no answer within the route's timeout of %s, and only %d of the %d Restate nodes answer: the cluster has lost its quorum (with replication 2, one node of three may be down); an accepted invocation goes on once the nodes are back", inv.Target, r.Timeout.Std(), up, all)
+		}
+	}
+	return status.Errorf(codes.DeadlineExceeded, "%s: no answer within the route's timeout of %s: the invocation is still running, or Restate cannot make progress (a cluster that lost its quorum); an accepted invocation goes on in Restate", inv.Target, r.Timeout.Std())
 }
 
 // recvUnary reads the one request message of a unary call.

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -412,6 +414,26 @@ func (c *Client) probe(ctx context.Context, n *node) error {
 		return fmt.Errorf("%s answered %d", c.health, resp.StatusCode)
 	}
 	return nil
+}
+
+// Nodes asks every node's health endpoint at once and says how many answered, of all the
+// nodes known; those that did not are taken out of service. A call that meets its timeout
+// while most nodes are silent met a cluster that has lost its quorum, not a slow handler.
+func (c *Client) Nodes(ctx context.Context) (answering, all int) {
+	nodes := c.nodes.all()
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	for _, n := range nodes {
+		wg.Go(func() {
+			if err := c.probe(ctx, n); err != nil {
+				c.nodes.failed(n, err)
+				return
+			}
+			ok.Add(1)
+		})
+	}
+	wg.Wait()
+	return int(ok.Load()), len(nodes)
 }
 
 // TransportError is a failure to reach Restate or to read its answer, as opposed to an answer:

@@ -141,6 +141,13 @@ func (p *pool) failed(n *node, err error) {
 	}
 }
 
+// all is every node known now.
+func (p *pool) all() []*node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.nodes)
+}
+
 // ok records that n answered.
 func (p *pool) ok(n *node) {
 	p.mu.Lock()
