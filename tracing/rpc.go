@@ -46,13 +46,28 @@ var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
 // ScopeName names the sidecar's tracer.
 const ScopeName = "github.com/restate-grpc/restate-grpc"
 
+// Tracer is the sidecar's tracer from tp, nil when tp is (tracing off). Callers get it once:
+// TracerProvider.Tracer takes a lock and a map lookup, too much for every span.
+func Tracer(tp trace.TracerProvider) trace.Tracer {
+	if tp == nil {
+		return nil
+	}
+	return tp.Tracer(ScopeName)
+}
+
 // Start starts a span of the gRPC call method (/pkg.Svc/Method) named as the RPC conventions
-// name it, pkg.Svc/Method, with rpc.system, rpc.service and rpc.method.
-func Start(ctx context.Context, tp trace.TracerProvider, kind trace.SpanKind, method string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+// name it, pkg.Svc/Method, with rpc.system, rpc.service, rpc.method and attrs. A span not
+// sampled gets no attributes: most spans are not (parent-based ratio sampling), and building
+// their attributes was most of what tracing cost a passthrough call.
+func Start(ctx context.Context, tr trace.Tracer, kind trace.SpanKind, method string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	name := strings.TrimPrefix(method, "/")
-	svc, m, _ := strings.Cut(name, "/")
-	attrs = append(attrs, AttrRPCSystem.String("grpc"), AttrRPCService.String(svc), AttrRPCMethod.String(m))
-	return tp.Tracer(ScopeName).Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+	ctx, span := tr.Start(ctx, name, trace.WithSpanKind(kind))
+	if span.IsRecording() {
+		svc, m, _ := strings.Cut(name, "/")
+		span.SetAttributes(AttrRPCSystem.String("grpc"), AttrRPCService.String(svc), AttrRPCMethod.String(m))
+		span.SetAttributes(attrs...)
+	}
+	return ctx, span
 }
 
 // End records the call's gRPC code (the RPC conventions' error status is any code but OK on a

@@ -94,7 +94,7 @@ func TestExport(t *testing.T) {
 			if got := p.RecordKeys(); got != tc.cfg.RecordKeys {
 				t.Errorf("RecordKeys() = %v, want %v (tracing.recordKeys)", got, tc.cfg.RecordKeys)
 			}
-			_, span := tracing.Start(context.Background(), p.TracerProvider(), trace.SpanKindClient, "/orders.v1.Orders/Get")
+			_, span := tracing.Start(context.Background(), tracing.Tracer(p.TracerProvider()), trace.SpanKindClient, "/orders.v1.Orders/Get")
 			want := span.SpanContext().SpanID().String()
 			tracing.End(span, trace.SpanKindClient, status.Error(codes.NotFound, "no order"))
 			if err := p.Shutdown(context.Background()); err != nil {
@@ -135,7 +135,7 @@ func TestShutdownBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, span := tracing.Start(context.Background(), p.TracerProvider(), trace.SpanKindClient, "/a.B/C")
+	_, span := tracing.Start(context.Background(), tracing.Tracer(p.TracerProvider()), trace.SpanKindClient, "/a.B/C")
 	span.End()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -23,6 +23,7 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
 	"github.com/restate-grpc/restate-grpc/internal/rawsock"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+	"github.com/restate-grpc/restate-grpc/tracing"
 )
 
 // Invoker runs Restate invocations and attaches to them; *restatehttp.Client is the real one.
@@ -74,8 +75,8 @@ type Handler struct {
 	desc   descriptors.Resolver
 	log    *slog.Logger
 	self   string
-	paths  sync.Map // method+"|"+field path -> *descriptors.FieldPath
-	tp     trace.TracerProvider
+	paths  sync.Map     // method+"|"+field path -> *descriptors.FieldPath
+	tracer trace.Tracer // nil when tracing is off
 	// traceKeys is Options.TraceKeys.
 	traceKeys bool
 	// relayed holds the span of each passthrough stream from its decision to its observation.
@@ -104,7 +105,7 @@ func New(o Options) (*Handler, error) {
 		desc:   o.Descriptors,
 		log:    o.Logger,
 		self:   o.Self,
-		tp:     o.Tracing,
+		tracer: tracing.Tracer(o.Tracing),
 
 		traceKeys:    o.TraceKeys,
 		metrics:      o.Metrics,

@@ -4,7 +4,6 @@ import (
 	"context"
 
 	otelcodes "go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2/hpack"
@@ -27,13 +26,13 @@ type callSpan struct {
 
 // startSpan starts the call's span, a child of the trace context the caller sent.
 func (h *Handler) startSpan(ctx context.Context, method string, r *config.Route) (context.Context, *callSpan) {
-	if h.tp == nil {
+	if h.tracer == nil {
 		return ctx, nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	parent := tracing.Propagator.Extract(ctx, tracing.MetadataCarrier(md))
 	// The returned context still holds the caller's metadata: it derives from ctx.
-	sctx, span := tracing.Start(parent, h.tp, trace.SpanKindClient, method,
+	sctx, span := tracing.Start(parent, h.tracer, trace.SpanKindClient, method,
 		tracing.AttrRoute.String(r.Match), tracing.AttrTargetKind.String(r.Target))
 	return sctx, &callSpan{span, h.traceKeys}
 }
@@ -76,23 +75,37 @@ func (s *callSpan) end(err error) {
 
 // startRelaySpan starts the client span of a passthrough stream to addr, a child of the
 // caller's trace context, and returns the header fields that carry the span's context to the
-// upstream in place of the caller's; nil when tracing is off. observe ends the span.
+// upstream in place of the caller's; nil when tracing is off or the span is not sampled.
+// observe ends the span.
 func (h *Handler) startRelaySpan(r *proxy.Request, addr string) []hpack.HeaderField {
-	if h.tp == nil {
+	if h.tracer == nil {
 		return nil
 	}
 	parent := tracing.Propagator.Extract(context.Background(), relayHeaders{r})
-	ctx, span := tracing.Start(parent, h.tp, trace.SpanKindClient, r.Method,
-		tracing.AttrMode.String(modePassthrough), semconv.ServerAddress(addr))
-	h.relayed.Store(r, span)
-	carrier := propagation.MapCarrier{}
-	tracing.Propagator.Inject(ctx, carrier)
-	fields := make([]hpack.HeaderField, 0, len(carrier))
-	for k, v := range carrier {
-		fields = append(fields, hpack.HeaderField{Name: k, Value: v})
+	ctx, span := tracing.Start(parent, h.tracer, trace.SpanKindClient, r.Method)
+	if !span.IsRecording() {
+		// Not sampled: the stream goes on with the trace context the caller sent, if any, as
+		// without a sidecar; nothing is recorded, so nothing needs our span's context. Most
+		// streams are not sampled, and rewriting their headers cost more than the span.
+		return nil
 	}
+	span.SetAttributes(tracing.AttrMode.String(modePassthrough), semconv.ServerAddress(addr))
+	h.relayed.Store(r, span)
+	fields := make(headerFields, 0, 2) // traceparent, and tracestate when there is one
+	tracing.Propagator.Inject(ctx, &fields)
 	return fields
 }
+
+// headerFields carries a span's trace context into a relayed stream's header fields. They are
+// never indexed: a traceparent is new with every stream, so indexing it would only churn the
+// HPACK tables of both ends.
+type headerFields []hpack.HeaderField
+
+func (h *headerFields) Set(k, v string) {
+	*h = append(*h, hpack.HeaderField{Name: k, Value: v, Sensitive: true})
+}
+func (*headerFields) Get(string) string { return "" }
+func (*headerFields) Keys() []string    { return nil }
 
 // modePassthrough is restate_grpc.mode of a relayed stream.
 const modePassthrough = "passthrough"
@@ -102,7 +115,7 @@ const modePassthrough = "passthrough"
 // metrics are off, so the relay observes nothing. The local server's streams (durable calls,
 // the sidecar's own services) are its own to record.
 func (h *Handler) observe() func(*proxy.Request, proxy.Decision) func(proxy.StreamEnd) {
-	if h.tp == nil && h.metrics == nil {
+	if h.tracer == nil && h.metrics == nil {
 		return nil
 	}
 	return func(r *proxy.Request, d proxy.Decision) func(proxy.StreamEnd) {

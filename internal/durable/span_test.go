@@ -214,4 +214,25 @@ func TestRelaySpan(t *testing.T) {
 			}
 		})
 	}
+	// A trace the caller did not sample: no span, and the app gets the caller's context as it
+	// was sent, so the trace id and the decision not to record go on.
+	t.Run("not sampled", func(t *testing.T) {
+		exp.Reset()
+		tp := "00-" + callerTrace + "-" + callerSpan + "-00"
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", tp)
+		if _, err := o.echo.Call(ctx, &testpb.Req{Text: "relay-unsampled"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // an ended span would be exported by now (a syncer)
+		if n := len(exp.GetSpans()); n != 0 {
+			t.Errorf("got %d spans, want none", n)
+		}
+		calls := app.CallsWithText("relay-unsampled")
+		if len(calls) != 1 {
+			t.Fatalf("app got %d calls, want 1", len(calls))
+		}
+		if got := calls[0].Metadata.Get("traceparent"); len(got) != 1 || got[0] != tp {
+			t.Errorf("app got traceparent %q, want only the caller's %q", got, tp)
+		}
+	})
 }

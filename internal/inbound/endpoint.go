@@ -27,6 +27,7 @@ import (
 	"github.com/restate-grpc/restate-grpc/internal/descriptors"
 	"github.com/restate-grpc/restate-grpc/internal/rawcodec"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+	"github.com/restate-grpc/restate-grpc/tracing"
 )
 
 // Metadata the app receives besides the caller's own.
@@ -88,7 +89,7 @@ func New(ctx context.Context, o Options) (*Endpoint, error) {
 		srv = srv.WithIdentityV1(o.Config.IdentityKeys...)
 	}
 	for _, s := range e.services {
-		srv = srv.Bind(definition(s, forwarder{s: s, app: o.App, tp: o.Tracing, log: e.log}))
+		srv = srv.Bind(definition(s, forwarder{s: s, app: o.App, tracer: tracing.Tracer(o.Tracing), log: e.log}))
 	}
 	h, err := srv.Handler()
 	if err != nil {
@@ -260,10 +261,10 @@ func definition(s service, f forwarder) restate.ServiceDefinition {
 }
 
 type forwarder struct {
-	s   service
-	app grpc.ClientConnInterface
-	tp  trace.TracerProvider
-	log *slog.Logger
+	s      service
+	app    grpc.ClientConnInterface
+	tracer trace.Tracer // nil when tracing is off
+	log    *slog.Logger
 }
 
 // forward calls the app once. Each Restate attempt calls it again with the same invocation id,

@@ -31,7 +31,7 @@ type attemptKey struct{}
 // Restate keeps with the invocation's headers. Its attempt number is Restate's retry count
 // plus one.
 func (f forwarder) startAttempt(ctx restate.Context, path string) *attempt {
-	if f.tp == nil {
+	if f.tracer == nil {
 		return nil
 	}
 	parent := context.Context(ctx)
@@ -42,7 +42,7 @@ func (f forwarder) startAttempt(ctx restate.Context, path string) *attempt {
 	if c, ok := retryCount(ctx); ok {
 		attrs = append(attrs, tracing.AttrInvocationAttempt.Int64(int64(c)+1))
 	}
-	_, span := tracing.Start(parent, f.tp, trace.SpanKindServer, path, attrs...)
+	_, span := tracing.Start(parent, f.tracer, trace.SpanKindServer, path, attrs...)
 	return &attempt{span: span}
 }
 
@@ -68,10 +68,10 @@ func (a *attempt) end(err error) {
 // startAppCall starts the client span of the call to the app, whose trace context md then
 // carries instead of the attempt's; end records the app's answer.
 func (f forwarder) startAppCall(ctx context.Context, path string, md metadata.MD) (context.Context, func(error)) {
-	if f.tp == nil {
+	if f.tracer == nil {
 		return ctx, func(error) {}
 	}
-	ctx, span := tracing.Start(ctx, f.tp, trace.SpanKindClient, path)
+	ctx, span := tracing.Start(ctx, f.tracer, trace.SpanKindClient, path)
 	tracing.Propagator.Inject(ctx, tracing.MetadataCarrier(md))
 	a, _ := ctx.Value(attemptKey{}).(*attempt)
 	return ctx, func(err error) {

@@ -40,9 +40,6 @@ type OTLPReceiver struct {
 	web  *httptest.Server
 	mu   sync.Mutex
 	kept []Span
-	// discard counts spans instead of keeping them, for a long run (the benchmark).
-	discard bool
-	count   int
 }
 
 // StartOTLPReceiver listens on loopback ports; Close stops it.
@@ -95,25 +92,8 @@ func (r *OTLPReceiver) Add(b []byte) error {
 
 func (r *OTLPReceiver) keep(spans []Span) {
 	r.mu.Lock()
-	r.count += len(spans)
-	if !r.discard {
-		r.kept = append(r.kept, spans...)
-	}
+	r.kept = append(r.kept, spans...)
 	r.mu.Unlock()
-}
-
-// Discard makes the receiver count the spans it is sent from now on, keeping none.
-func (r *OTLPReceiver) Discard() {
-	r.mu.Lock()
-	r.discard = true
-	r.mu.Unlock()
-}
-
-// Count is the number of spans received so far, kept or not.
-func (r *OTLPReceiver) Count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.count
 }
 
 // Spans returns the spans kept so far.
