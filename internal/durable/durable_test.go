@@ -251,28 +251,41 @@ func TestDurableErrors(t *testing.T) {
 	}
 }
 
-// TestDurableReattach: when the connection to the ingress breaks, a call with an idempotency
-// key is repeated (Restate answers it from the invocation it has) and the caller sees nothing;
-// a call without one fails UNAVAILABLE, since a repeat could run it twice.
+// TestDurableReattach: when the connection to the ingress breaks, or Restate answers its own
+// 503 routing error (as while a cluster fails over: "If the request has an 'idempotency-key',
+// it can be safely retried"), a call with an idempotency key is repeated (Restate answers it
+// from the invocation it has) and the caller sees nothing; a call without one fails
+// UNAVAILABLE, since a repeat could run it twice.
 func TestDurableReattach(t *testing.T) {
+	broken := func(w http.ResponseWriter) {
+		conn, _, _ := w.(http.Hijacker).Hijack()
+		conn.(*net.TCPConn).SetLinger(0)
+		conn.Close()
+	}
+	unroutable := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"code":503,"message":"internal routing error. If the request has an 'idempotency-key', it can be safely retried","source":"ingress"}`))
+	}
+	keyed, unkeyed := []string{"k", "alice", "idempotency-key", "add-1"}, []string{"k", "alice"}
 	tests := []struct {
 		name  string
+		fail  func(http.ResponseWriter)
 		md    []string
 		code  codes.Code
 		tries int
 	}{
-		{"with idempotency key", []string{"k", "alice", "idempotency-key", "add-1"}, codes.OK, 3},
-		{"without", []string{"k", "alice"}, codes.Unavailable, 1},
+		{"connection broken, with idempotency key", broken, keyed, codes.OK, 3},
+		{"connection broken, without", broken, unkeyed, codes.Unavailable, 1},
+		{"routing error, with idempotency key", unroutable, keyed, codes.OK, 3},
+		{"routing error, without", unroutable, unkeyed, codes.Unavailable, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var ingress *fake
 			ingress = newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
 				if len(ingress.requests()) < 3 {
-					// The connection breaks before an answer.
-					conn, _, _ := w.(http.Hijacker).Hijack()
-					conn.(*net.TCPConn).SetLinger(0)
-					conn.Close()
+					tc.fail(w)
 					return
 				}
 				echoIngress(w, r, body)

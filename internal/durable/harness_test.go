@@ -19,6 +19,7 @@ import (
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/restatehttp"
+	"github.com/restate-grpc/restate-grpc/internal/testservice"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
@@ -151,6 +152,24 @@ func outboundOptions(t *testing.T, yaml string, ingress, admin *fake, access ...
 		o.Admin = a
 	}
 	return o
+}
+
+// passthroughApp starts the test app and an outbound config that relays its service to it,
+// for the tests of passthrough streams; addr is the app's address.
+func passthroughApp(t *testing.T) (app *testservice.App, c *config.Outbound, addr string) {
+	t.Helper()
+	app = testservice.NewApp()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := app.Serve(l)
+	t.Cleanup(srv.Stop)
+	cfg, err := config.Parse([]byte("outbound:\n  upstreams: {rgtest.v1.Echo: " + l.Addr().String() + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app, cfg.Outbound, l.Addr().String()
 }
 
 func serve(t *testing.T, o Options) *outbound {

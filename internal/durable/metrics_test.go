@@ -11,9 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/metrics"
-	"github.com/restate-grpc/restate-grpc/internal/testservice"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
@@ -108,24 +106,14 @@ func TestDurableMetrics(t *testing.T) {
 // no more than one without (AllocsPerRun rounds down: the background's few allocations over
 // 500 calls do not count).
 func TestPassthroughMetricsCost(t *testing.T) {
-	app := testservice.NewApp()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := app.Serve(l)
-	t.Cleanup(srv.Stop)
-	c, err := config.Parse([]byte("outbound:\n  upstreams: {rgtest.v1.Echo: " + l.Addr().String() + "}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, pc, _ := passthroughApp(t)
 	reg, err := metrics.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	allocs := map[bool]float64{}
 	for _, on := range []bool{false, true} {
-		o := Options{Config: c.Outbound, Logger: slog.New(slog.DiscardHandler)}
+		o := Options{Config: pc, Logger: slog.New(slog.DiscardHandler)}
 		if on {
 			o.Metrics = reg
 		}

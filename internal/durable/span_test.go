@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,8 +15,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/restate-grpc/restate-grpc/internal/config"
-	"github.com/restate-grpc/restate-grpc/internal/testservice"
 	"github.com/restate-grpc/restate-grpc/internal/testservice/testpb"
 )
 
@@ -152,19 +149,9 @@ func startTraced(t *testing.T, ingress *fake, tp *sdktrace.TracerProvider, opts 
 // context, whose context the upstream receives; it ends with the upstream's code.
 func TestRelaySpan(t *testing.T) {
 	const callerTrace, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-	app := testservice.NewApp()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := app.Serve(l)
-	t.Cleanup(srv.Stop)
-	c, err := config.Parse([]byte("outbound:\n  upstreams: {rgtest.v1.Echo: " + l.Addr().String() + "}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	app, pc, addr := passthroughApp(t)
 	exp := tracetest.NewInMemoryExporter()
-	o := serve(t, Options{Config: c.Outbound, Logger: slog.New(slog.DiscardHandler), Tracing: sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))})
+	o := serve(t, Options{Config: pc, Logger: slog.New(slog.DiscardHandler), Tracing: sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))})
 	tests := []struct {
 		name      string
 		req       *testpb.Req
@@ -195,7 +182,7 @@ func TestRelaySpan(t *testing.T) {
 				got[string(kv.Key)] = kv.Value.Emit()
 			}
 			want := map[string]string{"rpc.system": "grpc", "rpc.service": "rgtest.v1.Echo", "rpc.method": "Call",
-				"rpc.grpc.status_code": tc.wantCode, "restate_grpc.mode": "passthrough", "server.address": l.Addr().String()}
+				"rpc.grpc.status_code": tc.wantCode, "restate_grpc.mode": "passthrough", "server.address": addr}
 			for k, v := range want {
 				if got[k] != v {
 					t.Errorf("%s = %q, want %q", k, got[k], v)
