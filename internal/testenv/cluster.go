@@ -205,18 +205,7 @@ func freePortOn(hosts []string) (int, error) {
 // RestatectlBinary finds the pinned restatectl: $RESTATECTL_BIN, or the one scripts/tools.sh
 // installed under the repository's .tools.
 func RestatectlBinary() (string, error) {
-	if p := os.Getenv("RESTATECTL_BIN"); p != "" {
-		return p, nil
-	}
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(root, ".tools/node_modules/@restatedev/restatectl-linux-x64/bin/restatectl")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("restatectl not found at %s: run `make tools` (scripts/tools.sh) to install the pinned @restatedev/restatectl, or set RESTATECTL_BIN", p)
-	}
-	return p, nil
+	return npmBinary("RESTATECTL_BIN", "restatectl")
 }
 
 // Kill ends the node at once (SIGKILL), as a crash would.

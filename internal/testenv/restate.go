@@ -52,16 +52,22 @@ type Restate struct {
 // RestateBinary finds the pinned restate-server: $RESTATE_SERVER_BIN, or the one
 // scripts/tools.sh installed under the repository's .tools.
 func RestateBinary() (string, error) {
-	if p := os.Getenv("RESTATE_SERVER_BIN"); p != "" {
+	return npmBinary("RESTATE_SERVER_BIN", "restate-server")
+}
+
+// npmBinary finds the pinned program bin of npm's @restatedev/bin: $env, or the one
+// scripts/tools.sh installed under the repository's .tools.
+func npmBinary(env, bin string) (string, error) {
+	if p := os.Getenv(env); p != "" {
 		return p, nil
 	}
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(root, ".tools/node_modules/@restatedev/restate-server-linux-x64/bin/restate-server")
+	p := filepath.Join(root, ".tools/node_modules/@restatedev/"+bin+"-linux-x64/bin", bin)
 	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("restate-server not found at %s: run `make tools` (scripts/tools.sh) to install the pinned @restatedev/restate-server, or set RESTATE_SERVER_BIN", p)
+		return "", fmt.Errorf("%s not found at %s: run `make tools` (scripts/tools.sh) to install the pinned @restatedev/%s, or set %s", bin, p, bin, env)
 	}
 	return p, nil
 }
