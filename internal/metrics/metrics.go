@@ -46,6 +46,7 @@ const (
 // Registry holds the sidecar's instruments and their Prometheus handler.
 type Registry struct {
 	mp      *sdkmetric.MeterProvider
+	gather  gatherer
 	handler http.Handler
 
 	durableCalls    metric.Int64Counter
@@ -56,7 +57,6 @@ type Registry struct {
 	connErrors      metric.Int64Counter
 	refused         metric.Int64Counter
 	peerCloses      metric.Int64Counter
-	relay           relayInstruments
 
 	ingressErr, appErr []metric.AddOption
 	// refusedBy and closedBy are the label sets of each HTTP/2 error code; closedBy is
@@ -82,10 +82,9 @@ func New() (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: prometheus exporter: %w", err)
 	}
-	r := &Registry{
-		mp:      sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)),
-		handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-	}
+	r := &Registry{mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))}
+	r.gather = gatherer{reg, r}
+	r.handler = promhttp.HandlerFor(r.gather, promhttp.HandlerOpts{})
 	m := r.mp.Meter(ScopeName)
 	latency := metric.WithExplicitBucketBoundaries(grpcotel.DefaultLatencyBounds...)
 	var errs [8]error
@@ -109,9 +108,6 @@ func New() (*Registry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
-	}
-	if err := r.relay.init(r.mp); err != nil {
-		return nil, err
 	}
 	r.ingressErr = addSet(LabelPeer.String(PeerIngress))
 	r.appErr = addSet(LabelPeer.String(PeerApp))

@@ -1,12 +1,19 @@
 package metrics
 
 import (
+	"fmt"
+	"net"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
@@ -180,5 +187,90 @@ func TestNilRegistry(t *testing.T) {
 	r.PeerClosed(false, 0)
 	if r.Handler() != nil || len(r.DialOptions()) != 0 || r.ObserveChecks(nil) != nil {
 		t.Error("a nil Registry has a handler, dial options or checks")
+	}
+}
+
+// TestRelayNamesMatchGRPC: the relay's series land in the families grpc-go's own instruments
+// export, under the same help and type, and a series both record is their sum.
+func TestRelayNamesMatchGRPC(t *testing.T) {
+	r := newRegistry(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(r.ServerOption())
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go srv.Serve(lis)
+	defer srv.Stop()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := healthpb.NewHealthClient(cc).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	const method = "/grpc.health.v1.Health/Check"
+	r.Stream(method).End(proxy.StreamEnd{Code: codes.OK, HasCode: true, RequestBytes: 3, ResponseBytes: 4, Duration: time.Millisecond})
+	r.Stream(method).End(proxy.StreamEnd{Code: codes.NotFound, HasCode: true})
+
+	// What the exporter makes of grpc-go's instruments alone.
+	grpcFams, err := r.gather.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*dto.MetricFamily{}
+	for _, f := range grpcFams {
+		byName[f.GetName()] = f
+	}
+	for _, f := range []relayFamily{famStarted, famDuration, famSent, famRcvd} {
+		g := byName[f.name]
+		if g == nil {
+			t.Errorf("grpc-go's instruments export no %s", f.name)
+			continue
+		}
+		if g.GetHelp() != f.help || g.GetType() != f.typ {
+			t.Errorf("%s: the relay's help %q and type %v, grpc-go's %q and %v", f.name, f.help, f.typ, g.GetHelp(), g.GetType())
+		}
+	}
+
+	got := scrape(t, r)
+	ok := map[string]string{"grpc_method": "grpc.health.v1.Health/Check", "grpc_status": "OK"}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"grpc_server_call_started_total", map[string]string{"grpc_method": "grpc.health.v1.Health/Check"}, 3},
+		{"grpc_server_call_duration_seconds_count", ok, 2},
+		{"grpc_server_call_duration_seconds_count", map[string]string{"grpc_method": "grpc.health.v1.Health/Check", "grpc_status": "NOT_FOUND"}, 1},
+		{"grpc_server_call_rcvd_total_compressed_message_size_bytes_count", ok, 2},
+		{"grpc_server_call_sent_total_compressed_message_size_bytes_count", ok, 2},
+	} {
+		if v, found := Sum(got, c.name, c.labels); !found || v != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, found, c.want)
+		}
+	}
+	// One series per label set: the relay's and grpc-go's are summed, not listed twice.
+	seen := map[string]bool{}
+	for _, s := range got {
+		k := fmt.Sprint(s.Name, s.Labels)
+		if seen[k] {
+			t.Errorf("series %s listed twice", k)
+		}
+		seen[k] = true
+	}
+}
+
+// BenchmarkStream is what the relay's observer records per passthrough stream.
+func BenchmarkStream(b *testing.B) {
+	r, err := New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	end := proxy.StreamEnd{Code: codes.OK, HasCode: true, RequestBytes: 5, ResponseBytes: 7, Duration: time.Millisecond}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Stream("/echo.Echo/Say").EndFunc()(end)
 	}
 }

@@ -1,15 +1,15 @@
 package metrics
 
 import (
-	"context"
-	"fmt"
+	"cmp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 
-	"go.opentelemetry.io/otel/metric"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/net/http2"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	grpcotel "google.golang.org/grpc/stats/opentelemetry"
 
@@ -24,38 +24,38 @@ const maxMethods = 512
 // it does not label.
 const otherMethod = "other"
 
-// relayInstruments are grpc-go's server instruments (gRFC A66), made from the same meter
-// with the same names, units, descriptions and bounds as its ServerOption makes them, so the
-// SDK hands out the very instruments it uses: one grpc.server.call.duration for both paths.
-type relayInstruments struct {
-	started    metric.Int64Counter
-	duration   metric.Float64Histogram
-	sent, rcvd metric.Int64Histogram
+// relayFamily is one of grpc-go's server metrics (gRFC A66) as OpenTelemetry's Prometheus
+// exporter writes it: TestRelayNamesMatchGRPC holds these to what the exporter makes of
+// grpc-go's own instruments, which the durable path's grpc.Server records.
+type relayFamily struct {
+	name, help string
+	typ        dto.MetricType
 }
 
-func (ri *relayInstruments) init(mp metric.MeterProvider) error {
-	m := mp.Meter("grpc-go", metric.WithInstrumentationVersion(grpc.Version))
-	var errs [4]error
-	ri.started, errs[0] = m.Int64Counter(grpcotel.ServerCallStartedMetricName, metric.WithUnit("{call}"), metric.WithDescription("Number of server calls started."))
-	ri.sent, errs[1] = m.Int64Histogram(grpcotel.ServerCallSentCompressedTotalMessageSizeMetricName, metric.WithUnit("By"), metric.WithDescription("Compressed message bytes sent per server call."), metric.WithExplicitBucketBoundaries(grpcotel.DefaultSizeBounds...))
-	ri.rcvd, errs[2] = m.Int64Histogram(grpcotel.ServerCallRcvdCompressedTotalMessageSizeMetricName, metric.WithUnit("By"), metric.WithDescription("Compressed message bytes received per server call."), metric.WithExplicitBucketBoundaries(grpcotel.DefaultSizeBounds...))
-	ri.duration, errs[3] = m.Float64Histogram(grpcotel.ServerCallDurationMetricName, metric.WithUnit("s"), metric.WithDescription("End-to-end time taken to complete a call from server transport's perspective."), metric.WithExplicitBucketBoundaries(grpcotel.DefaultLatencyBounds...))
-	for _, err := range errs {
-		if err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
-	}
-	return nil
-}
+var (
+	famStarted  = relayFamily{"grpc_server_call_started_total", "Number of server calls started.", dto.MetricType_COUNTER}
+	famDuration = relayFamily{"grpc_server_call_duration_seconds", "End-to-end time taken to complete a call from server transport's perspective.", dto.MetricType_HISTOGRAM}
+	famSent     = relayFamily{"grpc_server_call_sent_total_compressed_message_size_bytes", "Compressed message bytes sent per server call.", dto.MetricType_HISTOGRAM}
+	famRcvd     = relayFamily{"grpc_server_call_rcvd_total_compressed_message_size_bytes", "Compressed message bytes received per server call.", dto.MetricType_HISTOGRAM}
+)
 
-// Stream records the passthrough streams of one method, its label sets bound on its first
-// stream. A nil *Stream records nothing.
+// Stream records the passthrough streams of one method. The relay's observer records every
+// stream, so these are client_golang's lock-free counters and histograms rather than the
+// OpenTelemetry SDK's instruments, whose every record resolves its attribute set anew: that
+// cost the relay as much CPU as relaying the stream. The scrape merges them into the
+// families grpc-go's instruments export under the same names (gather). A nil *Stream
+// records nothing.
 type Stream struct {
-	r       *Registry
-	started []metric.AddOption
-	ends    [numCodes][]metric.RecordOption
+	method  string
+	started prometheus.Counter
+	ends    [numCodes]atomic.Pointer[streamEnd] // made on a code's first stream
 	// end is s.End, made once: handing the relay a method value would allocate per stream.
 	end func(proxy.StreamEnd)
+}
+
+// streamEnd holds the histograms of one method's streams ended with one code.
+type streamEnd struct {
+	duration, sent, rcvd prometheus.Histogram
 }
 
 // methods holds each labelled method's Stream.
@@ -72,7 +72,7 @@ func (r *Registry) Stream(method string) *Stream {
 		return nil
 	}
 	s := r.stream(method)
-	s.r.relay.started.Add(context.Background(), 1, s.started...)
+	s.started.Inc()
 	return s
 }
 
@@ -85,27 +85,45 @@ func (r *Registry) stream(method string) *Stream {
 		if s := r.methods.other.Load(); s != nil {
 			return s
 		}
-		s := r.newStream(otherMethod)
+		s := newStream(otherMethod)
 		if !r.methods.other.CompareAndSwap(nil, s) {
 			return r.methods.other.Load()
 		}
 		return s
 	}
-	v, loaded := r.methods.m.LoadOrStore(method, r.newStream(strings.TrimPrefix(method, "/")))
+	v, loaded := r.methods.m.LoadOrStore(method, newStream(strings.TrimPrefix(method, "/")))
 	if loaded {
 		r.methods.n.Add(-1)
 	}
 	return v.(*Stream)
 }
 
-func (r *Registry) newStream(method string) *Stream {
-	m := LabelMethod.String(method)
-	s := &Stream{r: r, started: addSet(m)}
-	for c := range numCodes {
-		s.ends[c] = recordSet(m, LabelStatus.String(statusName[c]))
-	}
+func newStream(method string) *Stream {
+	s := &Stream{method: method, started: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: famStarted.name, Help: famStarted.help, ConstLabels: prometheus.Labels{promMethod: method},
+	})}
 	s.end = s.End
 	return s
+}
+
+// endsOf returns the histograms of s's streams ended with code index c.
+func (s *Stream) endsOf(c int) *streamEnd {
+	if e := s.ends[c].Load(); e != nil {
+		return e
+	}
+	labels := prometheus.Labels{promMethod: s.method, promStatus: statusName[c]}
+	hist := func(f relayFamily, buckets []float64) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: f.name, Help: f.help, Buckets: buckets, ConstLabels: labels})
+	}
+	e := &streamEnd{
+		duration: hist(famDuration, grpcotel.DefaultLatencyBounds),
+		sent:     hist(famSent, grpcotel.DefaultSizeBounds),
+		rcvd:     hist(famRcvd, grpcotel.DefaultSizeBounds),
+	}
+	if !s.ends[c].CompareAndSwap(nil, e) {
+		return s.ends[c].Load()
+	}
+	return e
 }
 
 // EndFunc is s.End as one func value for every stream of s; nil for a nil s.
@@ -126,12 +144,10 @@ func (s *Stream) End(e proxy.StreamEnd) {
 	if !e.HasCode {
 		code = resetCode(e.ResetCode)
 	}
-	ctx := context.Background()
-	opts := s.ends[codeIndex(code)]
-	ri := &s.r.relay
-	ri.duration.Record(ctx, e.Duration.Seconds(), opts...)
-	ri.rcvd.Record(ctx, e.RequestBytes, opts...)
-	ri.sent.Record(ctx, e.ResponseBytes, opts...)
+	h := s.endsOf(codeIndex(code))
+	h.duration.Observe(e.Duration.Seconds())
+	h.rcvd.Observe(float64(e.RequestBytes))
+	h.sent.Observe(float64(e.ResponseBytes))
 }
 
 // resetCode is the status grpc-go's client gives a call its stream's RST_STREAM ended.
@@ -147,4 +163,108 @@ func resetCode(c http2.ErrCode) codes.Code {
 		return codes.PermissionDenied
 	}
 	return codes.Internal
+}
+
+// relayFamilies reads every passthrough stream's series.
+func (r *Registry) relayFamilies() []*dto.MetricFamily {
+	fams := make([]*dto.MetricFamily, 4)
+	for i, f := range []relayFamily{famStarted, famDuration, famSent, famRcvd} {
+		fams[i] = &dto.MetricFamily{Name: &f.name, Help: &f.help, Type: f.typ.Enum()}
+	}
+	add := func(f *dto.MetricFamily, c prometheus.Metric) {
+		m := &dto.Metric{}
+		if c.Write(m) == nil { // a counter or histogram of ours always writes
+			f.Metric = append(f.Metric, m)
+		}
+	}
+	read := func(s *Stream) {
+		add(fams[0], s.started)
+		for c := range s.ends {
+			if e := s.ends[c].Load(); e != nil {
+				add(fams[1], e.duration)
+				add(fams[2], e.sent)
+				add(fams[3], e.rcvd)
+			}
+		}
+	}
+	r.methods.m.Range(func(_, v any) bool {
+		read(v.(*Stream))
+		return true
+	})
+	if s := r.methods.other.Load(); s != nil {
+		read(s)
+	}
+	return fams
+}
+
+// gatherer is the sidecar's registry with the relay's series merged in.
+type gatherer struct {
+	reg *prometheus.Registry
+	r   *Registry
+}
+
+// Gather merges the relay's series into the registry's families of the same names, where
+// grpc-go's instruments export the durable path's calls. A series both have (grpc-go labels
+// every method it does not serve itself "other", as the relay labels methods past
+// maxMethods) is their sum: one grpc.server.call.duration for every call the app made.
+func (g gatherer) Gather() ([]*dto.MetricFamily, error) {
+	fams, err := g.reg.Gather()
+	for _, rf := range g.r.relayFamilies() {
+		if len(rf.Metric) == 0 {
+			continue
+		}
+		i, found := slices.BinarySearchFunc(fams, rf.GetName(), func(f *dto.MetricFamily, name string) int {
+			return cmp.Compare(f.GetName(), name)
+		})
+		if !found {
+			sortMetrics(rf.Metric)
+			fams = slices.Insert(fams, i, rf)
+			continue
+		}
+		f := fams[i]
+		for _, m := range rf.Metric {
+			if j := slices.IndexFunc(f.Metric, func(o *dto.Metric) bool { return sameLabels(o, m) }); j >= 0 {
+				addMetric(f.Metric[j], m)
+			} else {
+				f.Metric = append(f.Metric, m)
+			}
+		}
+		sortMetrics(f.Metric)
+	}
+	return fams, err
+}
+
+func labelKey(m *dto.Metric) string {
+	var b strings.Builder
+	for _, l := range m.GetLabel() {
+		b.WriteString(l.GetName())
+		b.WriteByte(0)
+		b.WriteString(l.GetValue())
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+func sameLabels(a, b *dto.Metric) bool { return labelKey(a) == labelKey(b) }
+
+func sortMetrics(ms []*dto.Metric) {
+	slices.SortFunc(ms, func(a, b *dto.Metric) int { return cmp.Compare(labelKey(a), labelKey(b)) })
+}
+
+// addMetric adds m's counts to into, a series of the same family, labels and buckets.
+func addMetric(into, m *dto.Metric) {
+	if c := m.GetCounter(); c != nil && into.Counter != nil {
+		into.Counter.Value = new(into.Counter.GetValue() + c.GetValue())
+	}
+	h, ih := m.GetHistogram(), into.GetHistogram()
+	if h == nil || ih == nil {
+		return
+	}
+	ih.SampleCount = new(ih.GetSampleCount() + h.GetSampleCount())
+	ih.SampleSum = new(ih.GetSampleSum() + h.GetSampleSum())
+	for i, b := range h.GetBucket() {
+		if i < len(ih.Bucket) && ih.Bucket[i].GetUpperBound() == b.GetUpperBound() {
+			ih.Bucket[i].CumulativeCount = new(ih.Bucket[i].GetCumulativeCount() + b.GetCumulativeCount())
+		}
+	}
 }

@@ -89,6 +89,7 @@ const (
 	promMode       = "restate_grpc_mode"
 	promTargetKind = "restate_grpc_target_kind"
 	promStatus     = "grpc_status"
+	promMethod     = "grpc_method"
 )
 
 // Routes returns the durable calls of a scrape by route, mode and status, ordered by route.
