@@ -5,8 +5,10 @@
 // Setup reads the config's tracing section and the standard OTEL_* environment. Config fields
 // win over the environment where both are set, as an SDK's explicit options win over its
 // variables; what the config leaves unset is read by the SDK itself (OTEL_EXPORTER_OTLP_*,
-// OTEL_TRACES_SAMPLER and _ARG, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), so the variables
-// behave as they do for any OpenTelemetry program. Without an endpoint from either, tracing is
+// OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), so the variables behave as they do for any
+// OpenTelemetry program. The sampler (OTEL_TRACES_SAMPLER and _ARG) is read here, as the SDK
+// reads it, so that the relay can decide a stream's sampling before it makes a span
+// (StartSampled); a value the SDK would log and ignore fails Setup, saying what to fix. Without an endpoint from either, tracing is
 // off: the Provider's TracerProvider is nil and the call paths make no spans at all, while
 // the trace context still flows from the caller to the callee as it arrived.
 //

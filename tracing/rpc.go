@@ -49,8 +49,11 @@ const ScopeName = "github.com/restate-grpc/restate-grpc"
 // Tracer is the sidecar's tracer from tp, nil when tp is (tracing off). Callers get it once:
 // TracerProvider.Tracer takes a lock and a map lookup, too much for every span.
 func Tracer(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
+	switch tp := tp.(type) {
+	case nil:
 		return nil
+	case *tracerProvider:
+		return &tracer{tp.Tracer(ScopeName), tp.s}
 	}
 	return tp.Tracer(ScopeName)
 }

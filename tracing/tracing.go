@@ -39,7 +39,7 @@ type Options struct {
 
 // Provider is the sidecar's tracing, on or off.
 type Provider struct {
-	tp *sdktrace.TracerProvider // nil when tracing is off
+	tp *tracerProvider // nil when tracing is off
 	// Endpoint and Protocol are where spans go, for the sidecar to log; empty when off.
 	Endpoint, Protocol string
 	recordKeys         bool
@@ -114,12 +114,12 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithBatcher(exp), sdktrace.WithResource(res)}
-	if r := c.SamplingRatio; r != nil {
-		// Without it the SDK reads OTEL_TRACES_SAMPLER(_ARG), default parentbased_always_on.
-		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*r))))
+	s, err := newSampler(c.SamplingRatio, getenv)
+	if err != nil {
+		return nil, err
 	}
-	return &Provider{tp: sdktrace.NewTracerProvider(opts...), Endpoint: endpoint, Protocol: protocol, recordKeys: c.RecordKeys}, nil
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res), sdktrace.WithSampler(s))
+	return &Provider{tp: &tracerProvider{tp, s}, Endpoint: endpoint, Protocol: protocol, recordKeys: c.RecordKeys}, nil
 }
 
 // exporter is the OTLP exporter of protocol; an endpoint the config leaves unset is the SDK's

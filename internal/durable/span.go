@@ -82,8 +82,8 @@ func (h *Handler) startRelaySpan(r *proxy.Request, addr string) []hpack.HeaderFi
 		return nil
 	}
 	parent := tracing.Propagator.Extract(context.Background(), relayHeaders{r})
-	ctx, span := tracing.Start(parent, h.tracer, trace.SpanKindClient, r.Method)
-	if !span.IsRecording() {
+	ctx, span, sampled := tracing.StartSampled(parent, h.tracer, trace.SpanKindClient, r.Method)
+	if !sampled {
 		// Not sampled: the stream goes on with the trace context the caller sent, if any, as
 		// without a sidecar; nothing is recorded, so nothing needs our span's context. Most
 		// streams are not sampled, and rewriting their headers cost more than the span.

@@ -1,0 +1,131 @@
+package tracing
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// sampler is the sidecar's sampler: the SDK's, as the config or OTEL_TRACES_SAMPLER(_ARG)
+// chose it, and what StartSampled needs to decide a span's sampling before the span is made.
+// The relay starts a span for every passthrough stream, and with 10% sampling, making the nine
+// in ten spans that are dropped cost as much as the one that is kept.
+type sampler struct {
+	sdk         sdktrace.Sampler
+	parentBased bool
+	ratio       float64 // of the root spans sampled; of every span, when not parent-based
+}
+
+// decided marks a context whose span StartSampled has already decided to sample.
+type decided struct{}
+
+func (s *sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	if p.ParentContext.Value(decided{}) != nil {
+		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: trace.SpanContextFromContext(p.ParentContext).TraceState()}
+	}
+	return s.sdk.ShouldSample(p)
+}
+
+func (s *sampler) Description() string { return s.sdk.Description() }
+
+// sample decides, as the SDK's sampler would, whether a span whose parent is parent (not
+// valid for a root) is sampled. A root's share is drawn at random rather than read from a
+// trace id, which does not exist yet: the same share, and the decision travels in the
+// traceparent's flags to every span after it, as with any root sampler.
+func (s *sampler) sample(parent trace.SpanContext) bool {
+	if s.parentBased && parent.IsValid() {
+		return parent.IsSampled()
+	}
+	return s.ratio >= 1 || s.ratio > 0 && rand.Float64() < s.ratio
+}
+
+// Samplers OTEL_TRACES_SAMPLER names, as the SDK reads them.
+var envSamplers = []string{"always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"}
+
+// newSampler is parent-based ratio when the config sets a ratio, else what the environment
+// names (OTEL_TRACES_SAMPLER and _ARG), else parentbased_always_on, as the SDK chooses. Where
+// the SDK would log a variable it cannot read and go on with a default, this says what to fix.
+func newSampler(ratio *float64, getenv func(string) string) (*sampler, error) {
+	if ratio != nil {
+		return ratioSampler(true, *ratio), nil
+	}
+	name := strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER")))
+	arg := strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER_ARG"))
+	r := 1.0
+	if arg != "" && strings.HasSuffix(name, "traceidratio") {
+		v, err := strconv.ParseFloat(arg, 64)
+		if err != nil || v < 0 || v > 1 {
+			return nil, fmt.Errorf("tracing: OTEL_TRACES_SAMPLER_ARG=%q: want a ratio from 0 to 1", arg)
+		}
+		r = v
+	}
+	switch name {
+	case "", "parentbased_always_on":
+		return ratioSampler(true, 1), nil
+	case "parentbased_always_off":
+		return ratioSampler(true, 0), nil
+	case "parentbased_traceidratio":
+		return ratioSampler(true, r), nil
+	case "always_on":
+		return ratioSampler(false, 1), nil
+	case "always_off":
+		return ratioSampler(false, 0), nil
+	case "traceidratio":
+		return ratioSampler(false, r), nil
+	}
+	return nil, fmt.Errorf("tracing: OTEL_TRACES_SAMPLER=%q: want one of %s", name, strings.Join(envSamplers, ", "))
+}
+
+func ratioSampler(parentBased bool, ratio float64) *sampler {
+	var root sdktrace.Sampler
+	switch ratio {
+	case 1:
+		root = sdktrace.AlwaysSample()
+	case 0:
+		root = sdktrace.NeverSample()
+	default:
+		root = sdktrace.TraceIDRatioBased(ratio)
+	}
+	s := &sampler{sdk: root, parentBased: parentBased, ratio: ratio}
+	if parentBased {
+		s.sdk = sdktrace.ParentBased(root)
+	}
+	return s
+}
+
+// tracer is the sidecar's tracer, with its provider's sampler for StartSampled.
+type tracer struct {
+	trace.Tracer
+	s *sampler
+}
+
+// tracerProvider is Setup's TracerProvider, with its sampler.
+type tracerProvider struct {
+	*sdktrace.TracerProvider
+	s *sampler
+}
+
+// StartSampled is Start for a span most of which are not sampled: with the sidecar's tracer, it
+// decides the sampling first and makes no span at all when it is not (ok false); with any other
+// tracer it starts the span and keeps it only when it records.
+func StartSampled(ctx context.Context, tr trace.Tracer, kind trace.SpanKind, method string, attrs ...attribute.KeyValue) (_ context.Context, _ trace.Span, ok bool) {
+	if t, own := tr.(*tracer); own {
+		if !t.s.sample(trace.SpanContextFromContext(ctx)) {
+			return ctx, nil, false
+		}
+		_, span := Start(context.WithValue(ctx, decided{}, true), tr, kind, method, attrs...)
+		// The mark is for this span's sampler only: its children decide for themselves.
+		return trace.ContextWithSpan(ctx, span), span, true
+	}
+	ctx, span := Start(ctx, tr, kind, method, attrs...)
+	if !span.IsRecording() {
+		return ctx, nil, false
+	}
+	return ctx, span, true
+}
