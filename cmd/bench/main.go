@@ -19,7 +19,10 @@
 // measured in the same run, in interleaved rounds.
 // With -processes -against REV it also measures passthrough (B) and durable (D) calls through
 // sidecars built at git revision REV, in the same rounds, and prints b/B and d/D: a change's
-// effect, free of the run-to-run drift of this machine and of Restate.
+// effect, free of the run-to-run drift of this machine and of Restate. With -processes, the
+// "sidecar cpu" column is the CPU per call of the path's own outbound sidecar process alone
+// (b, d, f, B, D), and its ratio what a change costs the sidecar itself: the latency and
+// throughput ratios also carry the app, the caller and Restate, which share this machine.
 // Then it starts an outbound and an inbound sidecar process -startups times each (default 5)
 // and prints the time from the exec to the first /readyz 200.
 // Usage: go run ./cmd/bench [-processes [-against REV]] [-duration 10s] [-paths arbcsdefnk] [-conc 1,16,64] [-startups 5] [-trace-ratio 0.1]
@@ -118,6 +121,8 @@ type result struct {
 	// CPU per call of this process and the app's and sidecars' (when they run apart), and of
 	// the Restate server.
 	cpuSelf, cpuRestate time.Duration
+	// cpuSidecar is the CPU per call of the path's own outbound sidecar, when it runs apart.
+	cpuSidecar time.Duration
 }
 
 // options are the command's flags.
@@ -295,21 +300,24 @@ outbound:
 	type path struct {
 		name string
 		call caller
+		// sidecar is the pid of the outbound sidecar the path goes through alone, when it
+		// runs apart (-processes), so that its own CPU per call is measured; else 0.
+		sidecar int
 	}
 	paths := []path{
-		{"a direct", grpcCaller(appAddr)},
-		{"r tcp relay", grpcCaller(relayAddr)},
-		{"b passthrough", grpcCaller(passAddr)},
-		{"c restate alone", httpCaller(rs.Ingress, "/rgtest.v1.Echo/Call")},
-		{"s alone, tcp relay", httpCaller("http://"+ingressRelay, "/rgtest.v1.Echo/Call")},
-		{"d durable", grpcCaller(outAddr)},
-		{"e alone, fastPath", httpCaller(rs.Ingress, "/rgtest.v1.EchoFast/Call")},
-		{"f durable, fastPath", grpcCaller(fastAddr)},
-		{"n native", httpCaller(rs.Ingress, "/bench.Native/Call")},
-		{"k alone, unique key", keyedCaller(hc, rs.Ingress, "/rgtest.v1.Echo/Call", body, strconv.FormatInt(time.Now().UnixNano(), 36))},
+		{"a direct", grpcCaller(appAddr), 0},
+		{"r tcp relay", grpcCaller(relayAddr), 0},
+		{"b passthrough", grpcCaller(passAddr), parts.pidOf(passAddr)},
+		{"c restate alone", httpCaller(rs.Ingress, "/rgtest.v1.Echo/Call"), 0},
+		{"s alone, tcp relay", httpCaller("http://"+ingressRelay, "/rgtest.v1.Echo/Call"), 0},
+		{"d durable", grpcCaller(outAddr), parts.pidOf(outAddr)},
+		{"e alone, fastPath", httpCaller(rs.Ingress, "/rgtest.v1.EchoFast/Call"), 0},
+		{"f durable, fastPath", grpcCaller(fastAddr), parts.pidOf(fastAddr)},
+		{"n native", httpCaller(rs.Ingress, "/bench.Native/Call"), 0},
+		{"k alone, unique key", keyedCaller(hc, rs.Ingress, "/rgtest.v1.Echo/Call", body, strconv.FormatInt(time.Now().UnixNano(), 36)), 0},
 	}
 	if o.against != "" {
-		paths = append(paths, path{"B passthrough @" + o.against, grpcCaller(passAt)}, path{"D durable @" + o.against, grpcCaller(outAt)})
+		paths = append(paths, path{"B passthrough @" + o.against, grpcCaller(passAt), parts.pidOf(passAt)}, path{"D durable @" + o.against, grpcCaller(outAt), parts.pidOf(outAt)})
 	}
 	if dialErr != nil {
 		return dialErr
@@ -325,7 +333,7 @@ outbound:
 	}
 	fmt.Printf("machine: %s/%s, %d CPUs, %s; restate-server 1.7.12; %s per point after %s warm-up; %s\n\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), o.duration, o.warmup, where)
-	fmt.Printf("%-24s %5s %10s %10s %10s %7s %12s %12s\n", "path", "conc", "p50", "p99", "req/s", "errors", "cpu/call", "restate cpu")
+	fmt.Printf("%-24s %5s %10s %10s %10s %7s %12s %12s %12s\n", "path", "conc", "p50", "p99", "req/s", "errors", "cpu/call", "restate cpu", "sidecar cpu")
 	// Paths are measured in interleaved rounds, so that a drift of the machine (frequency,
 	// background work of the Restate server) hits each path and its baseline alike.
 	const (
@@ -337,7 +345,7 @@ outbound:
 		samples := map[string]*sample{}
 		for _, p := range paths {
 			if strings.Contains(o.paths, p.name[:1]) {
-				load(ctx, p.call, conc, o.warmup, parts.pids(), rs.Pid())
+				load(ctx, p.call, conc, o.warmup, parts.pids(), rs.Pid(), 0)
 				samples[p.name] = &sample{}
 			}
 		}
@@ -349,7 +357,7 @@ outbound:
 			for _, i := range order.Perm(len(paths)) {
 				if s := samples[paths[i].name]; s != nil {
 					time.Sleep(settle)
-					s.add(load(ctx, paths[i].call, conc, o.duration/rounds, parts.pids(), rs.Pid()))
+					s.add(load(ctx, paths[i].call, conc, o.duration/rounds, parts.pids(), rs.Pid(), paths[i].sidecar))
 				}
 			}
 		}
@@ -361,18 +369,22 @@ outbound:
 			r := s.result()
 			r.path, r.concurrency = p.name, conc
 			byKey[fmt.Sprint(p.name[:1], conc)] = r
-			fmt.Printf("%-24s %5d %10s %10s %10.0f %7d %12s %12s\n", r.path, conc, ms(r.p50), ms(r.p99), r.rps, r.errors, ms(r.cpuSelf), ms(r.cpuRestate))
+			fmt.Printf("%-24s %5d %10s %10s %10.0f %7d %12s %12s %12s\n", r.path, conc, ms(r.p50), ms(r.p99), r.rps, r.errors, ms(r.cpuSelf), ms(r.cpuRestate), us(r.cpuSidecar))
 		}
 	}
-	fmt.Printf("\n%-22s %5s %10s %10s %12s\n", "ratio", "conc", "p50", "p99", "throughput")
+	fmt.Printf("\n%-22s %5s %10s %10s %12s %12s\n", "ratio", "conc", "p50", "p99", "throughput", "sidecar cpu")
 	for _, pair := range [][2]string{{"r", "a"}, {"b", "a"}, {"b", "r"}, {"d", "c"}, {"s", "c"}, {"d", "s"}, {"b", "B"}, {"d", "D"}, {"f", "e"}, {"d", "n"}, {"f", "n"}, {"k", "c"}} {
 		if !strings.Contains(o.paths, pair[0]) || !strings.Contains(o.paths, pair[1]) {
 			continue
 		}
 		for _, conc := range o.levels {
 			x, base := byKey[fmt.Sprint(pair[0], conc)], byKey[fmt.Sprint(pair[1], conc)]
-			fmt.Printf("%-22s %5d %10.2f %10.2f %12.2f\n", pair[0]+"/"+pair[1], conc,
-				float64(x.p50)/float64(base.p50), float64(x.p99)/float64(base.p99), x.rps/base.rps)
+			cpu := "-"
+			if x.cpuSidecar > 0 && base.cpuSidecar > 0 {
+				cpu = fmt.Sprintf("%.2f", float64(x.cpuSidecar)/float64(base.cpuSidecar))
+			}
+			fmt.Printf("%-22s %5d %10.2f %10.2f %12.2f %12s\n", pair[0]+"/"+pair[1], conc,
+				float64(x.p50)/float64(base.p50), float64(x.p99)/float64(base.p99), x.rps/base.rps, cpu)
 		}
 	}
 	if a, b := byKey["a1"], byKey["b1"]; a.p50 > 0 && b.p50 > 0 {
@@ -420,6 +432,7 @@ type sample struct {
 	elapsed             time.Duration
 	errors              int
 	cpuSelf, cpuRestate time.Duration
+	cpuSidecar          time.Duration
 }
 
 func (s *sample) add(o *sample) {
@@ -428,6 +441,7 @@ func (s *sample) add(o *sample) {
 	s.errors += o.errors
 	s.cpuSelf += o.cpuSelf
 	s.cpuRestate += o.cpuRestate
+	s.cpuSidecar += o.cpuSidecar
 }
 
 func (s *sample) result() result {
@@ -438,6 +452,7 @@ func (s *sample) result() result {
 		r.p99 = s.lat[n*99/100]
 		r.cpuSelf = s.cpuSelf / time.Duration(n)
 		r.cpuRestate = s.cpuRestate / time.Duration(n)
+		r.cpuSidecar = s.cpuSidecar / time.Duration(n)
 	}
 	return r
 }
@@ -471,12 +486,14 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
-// load runs call from conc callers for d; parts and restate are the pids whose CPU it counts.
-func load(ctx context.Context, call caller, conc int, d time.Duration, parts []int, restate int) *sample {
+// load runs call from conc callers for d; parts and restate are the pids whose CPU it counts,
+// and sidecar, when not 0, the path's own sidecar, whose CPU it also counts apart.
+func load(ctx context.Context, call caller, conc int, d time.Duration, parts []int, restate, sidecar int) *sample {
 	var mu sync.Mutex
 	s := &sample{}
 	deadline := time.Now().Add(d)
 	self0, restate0 := cpuTimes(parts, restate)
+	sidecar0 := procCPU(sidecar)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range conc {
@@ -501,10 +518,21 @@ func load(ctx context.Context, call caller, conc int, d time.Duration, parts []i
 	s.elapsed = time.Since(start)
 	self1, restate1 := cpuTimes(parts, restate)
 	s.cpuSelf, s.cpuRestate = self1-self0, restate1-restate0
+	if sidecar != 0 {
+		s.cpuSidecar = procCPU(sidecar) - sidecar0
+	}
 	return s
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d.Microseconds())/1000) }
+
+// us prints a sidecar's CPU per call, a few microseconds; "-" when it was not measured.
+func us(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f µs", float64(d.Nanoseconds())/1000)
+}
 
 // post sends body to url as application/proto and reads the answer.
 func post(ctx context.Context, hc *http.Client, url string, body []byte) error {

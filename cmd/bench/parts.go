@@ -30,6 +30,8 @@ type runner interface {
 	// outbound starts an outbound sidecar configured by cfg(listen address), and returns the
 	// address it listens on.
 	outbound(cfg func(listen string) string) (string, error)
+	// pidOf is the pid of the outbound sidecar listening on addr, when it runs apart; else 0.
+	pidOf(addr string) int
 	// sidecar starts a sidecar configured by yaml.
 	sidecar(yaml string) error
 	// pids are the processes besides this one whose CPU counts as the parts'.
@@ -43,6 +45,8 @@ type inProcess struct {
 }
 
 func (p *inProcess) pids() []int { return nil }
+
+func (p *inProcess) pidOf(string) int { return 0 }
 
 func (p *inProcess) app() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -93,6 +97,8 @@ func (p *inProcess) start(yaml string) (*sidecar.Sidecar, error) {
 type processes struct {
 	dir   string
 	procs []*exec.Cmd
+	// listening is the pid of each outbound sidecar by the address it listens on.
+	listening map[string]int
 	// sidecarProcs, when above 0, is the sidecars' -procs (else their default, 1).
 	sidecarProcs int
 }
@@ -195,8 +201,17 @@ func (p *processes) outboundOf(bin string, cfg func(listen string) string) (stri
 	if err != nil {
 		return "", err
 	}
-	return addr, p.startSidecar(bin, cfg(addr))
+	if err := p.startSidecar(bin, cfg(addr)); err != nil {
+		return "", err
+	}
+	if p.listening == nil {
+		p.listening = map[string]int{}
+	}
+	p.listening[addr] = p.procs[len(p.procs)-1].Process.Pid
+	return addr, nil
 }
+
+func (p *processes) pidOf(addr string) int { return p.listening[addr] }
 
 func (p *processes) sidecar(yaml string) error { return p.startSidecar("sidecar", yaml) }
 
