@@ -137,6 +137,79 @@ inbound:
 	}
 }
 
+// TestRegistrationRemoved: a deployment removed from Restate under a running inbound sidecar
+// is registered again within a check interval, and its service answers again; until then the
+// registered check fails.
+func TestRegistrationRemoved(t *testing.T) {
+	ctx := testCtx(t)
+	sctx, stop := context.WithCancel(context.Background())
+	s, err := startInbound(sctx, fmt.Sprintf(`
+health: {checkInterval: 200ms}
+inbound:
+  app: %s
+  listen: 127.0.0.1:%%d
+  services: [{name: rgtest.v1.Echo, as: rgtest.v1.EchoRemoved, handlers: {Call: ""}}]
+  register: {admin: %s, uri: "http://127.0.0.1:%%d"}
+`, env.appAddr, env.restate.Admin))
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop(); s.Wait() })
+	registered := func() (bool, string) {
+		for _, c := range s.Checks() {
+			if c.Name == "registered" {
+				return c.OK, c.Detail
+			}
+		}
+		return false, "no registered check"
+	}
+	_, detail := registered()
+	id, ok := strings.CutPrefix(detail, "deployment ")
+	if !ok {
+		t.Fatalf("registered check says %q, want the deployment id", detail)
+	}
+	c, _ := restatehttp.NewClient(env.restate.Ingress, restatehttp.Options{})
+	call := func() error {
+		_, err := c.Invoke(ctx, restatehttp.Invocation{Target: restatehttp.Target{Service: "rgtest.v1.EchoRemoved", Handler: "Call"}})
+		return err
+	}
+	if err := call(); err != nil {
+		t.Fatalf("before the removal: %v", err)
+	}
+
+	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, env.restate.Admin+"/deployments/"+id+"?force=true", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("DELETE deployment %s: %s", id, resp.Status)
+	}
+	sawFail := false
+	for {
+		ok, detail := registered()
+		if !ok {
+			sawFail = true
+		}
+		if ok && sawFail {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("registered check after the removal: ok %v %q (failed meanwhile: %v); want it failed, then registered again", ok, detail, sawFail)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Restate's schema reaches its ingress shortly after the admin API answers.
+	for err := call(); err != nil; err = call() {
+		if ctx.Err() != nil {
+			t.Fatalf("after registering again: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestIdentity: an endpoint with identity keys refuses unsigned requests, while Restate's signed
 // ones pass (every durable test above goes through such an endpoint).
 func TestIdentity(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 )
 
 // Admin calls Restate's admin API.
@@ -57,6 +58,22 @@ func (a *Admin) Register(ctx context.Context, uri string) (*Deployment, error) {
 	}
 	d.Created = resp.StatusCode == http.StatusCreated
 	return &d, nil
+}
+
+// HasDeployment reports whether Restate still has deployment id: false once it was removed
+// (DELETE /deployments/{id}), an error when the admin API cannot say.
+func (a *Admin) HasDeployment(ctx context.Context, id string) (bool, error) {
+	resp, rb, err := a.send(ctx, http.MethodGet, "/deployments/"+url.PathEscape(id), nil)
+	if err != nil {
+		return false, err
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	return false, fmt.Errorf("reading deployment %s: restate admin answered %d: %s", id, resp.StatusCode, truncate(rb))
 }
 
 // send sends a request to the admin API of any node that answers. Every admin request may be

@@ -78,6 +78,10 @@ func eventuallyHealth(health, path, want string) string {
 func fakeAdmin(t *testing.T) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/deployments/dp_test" {
+			fmt.Fprint(w, `{"id": "dp_test"}`) // still registered
+			return
+		}
 		if r.Method != http.MethodPost || r.URL.Path != "/deployments" {
 			http.NotFound(w, r)
 			return

@@ -440,7 +440,17 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			s.fail(err)
 			return
 		}
-		d, err := e.Register(ctx, admin, ic.Register.URI)
+		s.keepRegistered(ctx, e, admin, ic.Register.URI)
+	})
+}
+
+// keepRegistered registers e at uri, then checks every health.checkInterval that Restate still
+// has the deployment, and registers it again when it was removed: until then the registered
+// check fails, so /readyz, restate_grpc_check_ok and the RegistrationLost alert say so. An admin
+// API that cannot answer leaves the check as it is: the deployment is not known to be gone.
+func (s *Sidecar) keepRegistered(ctx context.Context, e *inbound.Endpoint, admin *restatehttp.Admin, uri string) {
+	for {
+		d, err := e.Register(ctx, admin, uri)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.fail(err)
@@ -448,7 +458,24 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 			return
 		}
 		s.checks.set(CheckRegistered, true, "deployment "+d.ID)
-	})
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(s.interval):
+			}
+			has, err := admin.HasDeployment(ctx, d.ID)
+			if err != nil {
+				s.log.Debug("could not check the registration", "deployment", d.ID, "error", err)
+				continue
+			}
+			if !has {
+				break
+			}
+		}
+		s.log.Warn("the deployment was removed from Restate; registering it again", "deployment", d.ID, "uri", uri)
+		s.checks.set(CheckRegistered, false, "deployment "+d.ID+" was removed from Restate; registering again")
+	}
 }
 
 // clientOptions turns configured access into client options. A token file is the client's to
