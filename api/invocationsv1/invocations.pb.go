@@ -251,7 +251,12 @@ type Result struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	InvocationId string                 `protobuf:"bytes,1,opt,name=invocation_id,json=invocationId,proto3" json:"invocation_id,omitempty"`
 	// The response message, as bytes of the method's response type.
-	Payload       []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	Payload []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	// The invocation's target, Restate's service/handler (pkg.Service/Method, the gRPC method's
+	// name unless a route renames the service): set for an invocation named by its id, read from
+	// Restate's admin API when the sidecar has one (outbound.admin), so that a client can find
+	// the payload's type.
+	Target        string `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -298,6 +303,13 @@ func (x *Result) GetPayload() []byte {
 		return x.Payload
 	}
 	return nil
+}
+
+func (x *Result) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
 }
 
 type CancelResponse struct {
@@ -449,10 +461,11 @@ const file_api_invocationsv1_invocations_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\".\n" +
 	"\bWorkflow\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"G\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"_\n" +
 	"\x06Result\x12#\n" +
 	"\rinvocation_id\x18\x01 \x01(\tR\finvocationId\x12\x18\n" +
-	"\apayload\x18\x02 \x01(\fR\apayload\"5\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\"5\n" +
 	"\x0eCancelResponse\x12#\n" +
 	"\rinvocation_id\x18\x01 \x01(\tR\finvocationId\"3\n" +
 	"\fKillResponse\x12#\n" +

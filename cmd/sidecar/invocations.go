@@ -46,7 +46,8 @@ Name the invocation by its id (the restate-invocation-id header of a durable ans
 A result's payload is printed as JSON, as grpcurl prints a response, when its type is known:
 descriptors from --proto-set FILE (protoc --include_imports --descriptor_set_out=FILE) or from
 the app's server reflection (--reflect ADDR), and the method from --method /pkg.Service/Method,
-by default a call's --service/--handler or a workflow's Run. Otherwise it is raw bytes.`,
+by default the invocation's target (by id, read from Restate's admin API when the sidecar has
+outbound.admin), a call's --service/--handler or a workflow's Run. Otherwise it is raw bytes.`,
 		Args: cobra.ArbitraryArgs,
 		// A verb is required; cobra itself reports unknown ones only for the root command.
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -68,7 +69,7 @@ by default a call's --service/--handler or a workflow's Run. Otherwise it is raw
 	f.DurationVar(&o.timeout, "timeout", time.Minute, "how long to wait (attach waits for the invocation to end)")
 	f.StringVar(&o.protoSet, "proto-set", "", "FileDescriptorSet of the payload's types (alias --descriptor-set)")
 	f.StringVar(&o.reflect, "reflect", "", "the app's gRPC address, whose server reflection describes the payload's types")
-	f.StringVar(&o.method, "method", "", "the method whose response the payload is, /pkg.Service/Method; default the call's or workflow's")
+	f.StringVar(&o.method, "method", "", "the method whose response the payload is, /pkg.Service/Method; default the invocation's target, the call's or the workflow's")
 	cmd.SetGlobalNormalizationFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		if name == "descriptor-set" {
 			name = "proto-set"
@@ -141,7 +142,7 @@ func invoke(ctx context.Context, verb string, o invocationTarget, args []string,
 	var decoded []byte
 	var typ string
 	if r, ok := resp.(*pb.Result); ok && (o.protoSet != "" || o.reflect != "") {
-		if decoded, typ, err = o.decode(ctx, r.GetPayload()); err != nil {
+		if decoded, typ, err = o.decode(ctx, r); err != nil {
 			fmt.Fprintf(stderr, "payload not decoded: %v\n", err)
 		}
 	}
@@ -166,37 +167,41 @@ func invoke(ctx context.Context, verb string, o invocationTarget, args []string,
 	return nil
 }
 
-// decode reads payload as the response of o's method, described by o's descriptors.
-func (o invocationTarget) decode(ctx context.Context, payload []byte) ([]byte, string, error) {
+// decode reads r's payload as the response of its method, described by o's descriptors: the
+// method of --method, else r's target (an invocation named by its id), else the call's or
+// the workflow's.
+func (o invocationTarget) decode(ctx context.Context, r *pb.Result) ([]byte, string, error) {
 	method := o.method
 	switch {
 	case method != "":
 		if !strings.HasPrefix(method, "/") {
 			method = "/" + method
 		}
+	case r.GetTarget() != "":
+		method = "/" + r.GetTarget()
 	case o.service != "" && o.handler != "":
 		method = "/" + o.service + "/" + o.handler
 	case o.workflow != "":
 		method = "/" + o.workflow + "/Run"
 	default:
-		return nil, "", errors.New("its method is not known: name it with --method /pkg.Service/Method")
+		return nil, "", errors.New("its method is not known (the sidecar has no outbound.admin to read it from): name it with --method /pkg.Service/Method")
 	}
-	var r descriptors.Resolver
+	var res descriptors.Resolver
 	if o.protoSet != "" {
 		files, err := descriptors.Load(o.protoSet)
 		if err != nil {
 			return nil, "", err
 		}
-		r = files
+		res = files
 	} else {
 		conn, err := grpc.NewClient(o.reflect, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return nil, "", err
 		}
 		defer conn.Close()
-		r = descriptors.NewReflection(conn)
+		res = descriptors.NewReflection(conn)
 	}
-	return descriptors.ResponseJSON(ctx, r, method, payload, !o.asJSON)
+	return descriptors.ResponseJSON(ctx, res, method, r.GetPayload(), !o.asJSON)
 }
 
 func printResult(w io.Writer, verb string, resp proto.Message) {

@@ -24,6 +24,7 @@ type Ingress interface {
 type Admin interface {
 	Cancel(ctx context.Context, id string) error
 	Kill(ctx context.Context, id string) error
+	InvocationTarget(ctx context.Context, id string) (restatehttp.Target, bool, error)
 }
 
 // Server implements the management API.
@@ -83,7 +84,15 @@ func (s *Server) result(ctx context.Context, t *pb.Target, get func(context.Cont
 	if id == "" {
 		id, _ = s.ingress.Lookup(ctx, r)
 	}
-	return &pb.Result{InvocationId: id, Payload: res.Body}, nil
+	out := &pb.Result{InvocationId: id, Payload: res.Body}
+	if r.ID != "" && s.admin != nil {
+		// By id, the caller may not know the method whose response the payload is. Without
+		// it the answer is still whole: the payload as bytes.
+		if target, found, err := s.admin.InvocationTarget(ctx, r.ID); err == nil && found {
+			out.Target = target.Service + "/" + target.Handler
+		}
+	}
+	return out, nil
 }
 
 func (s *Server) Cancel(ctx context.Context, t *pb.Target) (*pb.CancelResponse, error) {
