@@ -123,9 +123,14 @@ func (h *Handler) observe() func(*proxy.Request, proxy.Decision) func(proxy.Stre
 		if !d.Local {
 			rec = h.metrics.Stream(r.Method)
 		}
+		if d.Header == nil {
+			// No span: startRelaySpan gives the upstream a trace context only for the span
+			// it started. Nothing to look up or allocate per stream.
+			return rec.EndFunc()
+		}
 		v, ok := h.relayed.LoadAndDelete(r)
 		if !ok {
-			return rec.EndFunc() // nothing to allocate per stream when there is no span
+			return rec.EndFunc()
 		}
 		span := v.(trace.Span)
 		return func(e proxy.StreamEnd) {
