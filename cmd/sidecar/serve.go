@@ -75,6 +75,7 @@ func runCmd() *cobra.Command {
 	level := cmd.Flags().String("log-level", "", "debug | info | warn | error; default the config's logLevel, else info")
 	format := cmd.Flags().String("log-format", "", "text | json; default the config's logFormat, else text")
 	procs := cmd.Flags().Int("procs", 1, "cores the sidecar's Go code runs on at once (GOMAXPROCS), at most the CPU limit; 0: all Go sees; the GOMAXPROCS variable wins")
+	gcPercent := cmd.Flags().Int("gc-percent", defaultGCPercent, "the collector's heap growth target, GOGC (0: Go's default, 100); the GOGC variable wins. A soft memory limit of 90% of the container's (GOMEMLIMIT, which wins) bounds the heap")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var lvl slog.Level
 		if err := lvl.UnmarshalText([]byte(*level)); *level != "" && err != nil {
@@ -96,7 +97,8 @@ func runCmd() *cobra.Command {
 			h = slog.NewJSONHandler(cmd.ErrOrStderr(), opts)
 		}
 		log := slog.New(h)
-		log.Info("starting", "procs", setProcs(*procs), "version", buildVersion())
+		gogc, memLimit := setGC(*gcPercent)
+		log.Info("starting", "procs", setProcs(*procs), "gogc", gogc, "memoryLimit", memLimit, "version", buildVersion())
 		// The first SIGTERM or SIGINT drains (main's context ends with it too); a second one
 		// means whoever sent it will not wait for the drain, as Envoy and Linkerd take it.
 		sigs := make(chan os.Signal, 2)
