@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -13,7 +14,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"golang.org/x/net/http2"
-	"google.golang.org/grpc"
 	grpcotel "google.golang.org/grpc/stats/opentelemetry"
 
 	"github.com/restate-grpc/restate-grpc/tracing"
@@ -63,7 +63,10 @@ type Registry struct {
 	// indexed by upstream (0 downstream, 1 upstream) first.
 	refusedBy [numH2Codes][]metric.AddOption
 	closedBy  [2][numH2Codes][]metric.AddOption
-	methods   methods
+	// server is the outbound listener's calls: the relay's streams and the local server's.
+	server  methods
+	mu      sync.Mutex
+	clients []*methods // each instrumented client connection's
 }
 
 // numH2Codes bounds the HTTP/2 error codes labelled by name (RFC 9113 7 has 14); any other
@@ -82,7 +85,7 @@ func New() (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: prometheus exporter: %w", err)
 	}
-	r := &Registry{mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))}
+	r := &Registry{mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)), server: methods{side: &serverSide}}
 	r.gather = gatherer{reg, r}
 	r.handler = promhttp.HandlerFor(r.gather, promhttp.HandlerOpts{})
 	m := r.mp.Meter(ScopeName)
@@ -154,27 +157,6 @@ func (r *Registry) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	return r.mp.Shutdown(ctx)
-}
-
-func (r *Registry) grpcOptions() grpcotel.Options {
-	return grpcotel.Options{MetricsOptions: grpcotel.MetricsOptions{MeterProvider: r.mp}}
-}
-
-// ServerOption instruments a grpc.Server with grpc-go's metrics (gRFC A66).
-func (r *Registry) ServerOption() grpc.ServerOption {
-	if r == nil {
-		return grpc.EmptyServerOption{}
-	}
-	return grpcotel.ServerOption(r.grpcOptions())
-}
-
-// DialOptions instrument a client connection with grpc-go's metrics (gRFC A66), its calls
-// labelled by method: only for a connection whose methods are bounded (the app's services).
-func (r *Registry) DialOptions() []grpc.DialOption {
-	if r == nil {
-		return nil
-	}
-	return []grpc.DialOption{grpcotel.DialOption(r.grpcOptions()), grpc.WithDefaultCallOptions(grpc.StaticMethod())}
 }
 
 // Reattach counts a re-attach after the connection to the ingress broke.

@@ -90,6 +90,7 @@ const (
 	promTargetKind = "restate_grpc_target_kind"
 	promStatus     = "grpc_status"
 	promMethod     = "grpc_method"
+	promTarget     = "grpc_target"
 )
 
 // Routes returns the durable calls of a scrape by route, mode and status, ordered by route.

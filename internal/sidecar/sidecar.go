@@ -390,7 +390,7 @@ func (s *Sidecar) startInbound(ctx context.Context, ic *config.Inbound) {
 	// A panic below the app client fails that one attempt (Restate retries it), not the
 	// sidecar; the app gets the caller's credentials, never the hop's to Restate.
 	opts := append([]grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptors.ClientRecovery(s.log), interceptors.AppMetadata(), s.countAppErrors)},
-		s.metrics.DialOptions()...)
+		s.metrics.DialOptions(ic.App)...)
 	app, err := durable.DialPlaintext(ic.App, opts...)
 	if err != nil {
 		s.inboundDrained()
