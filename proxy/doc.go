@@ -60,7 +60,8 @@
 // Director to read in Request.Destination.
 //
 // Server.Observe, when set, learns each decided stream's Request and Decision as it starts,
-// and how it ended (StreamEnd); it runs as the Director does, with the connection locked.
+// as the Director does, with the connection locked, and how it ended (StreamEnd), after the
+// relay has written the end, without the lock: the observer's work does not delay the answer.
 // Observing allocates nothing of the relay's own: the record lives in the stream. Server.Refused
 // learns each stream refused before the Director saw it (REFUSED_STREAM, FRAME_SIZE_ERROR), and
 // Server.Broke each connection closed for what its peer did (the GOAWAY's code): the listener's

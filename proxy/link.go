@@ -379,7 +379,7 @@ func (l *link) downHeaders(f *http2.MetaHeadersFrame) error {
 	refuse := func(st *status.Status) error {
 		l.answer(id, st, ended)
 		if observing {
-			obs.end(StreamEnd{Code: st.Code(), HasCode: true, Duration: clock() - obs.start})
+			l.tell(obs.end, StreamEnd{Code: st.Code(), HasCode: true, Duration: clock() - obs.start})
 		}
 		return nil
 	}

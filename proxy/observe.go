@@ -59,7 +59,7 @@ func (l *link) decide(f *http2.MetaHeadersFrame) (Decision, observed, bool) {
 	case end == nil:
 		return d, observed{}, false
 	case d.Status != nil:
-		end(StreamEnd{Code: d.Status.Code(), HasCode: true})
+		l.tell(end, StreamEnd{Code: d.Status.Code(), HasCode: true})
 		return d, observed{}, false
 	}
 	return d, observed{end: end, start: clock()}, true
@@ -83,8 +83,18 @@ func (l *link) resetting(id uint32, code http2.ErrCode) {
 	}
 }
 
-// finish tells the observer of s that it ended.
-func (o *observed) finish(s *stream) {
+// tell hands an observer its stream's end: after the flush of the locked section it ends in,
+// or at once outside one.
+func (l *link) tell(end func(StreamEnd), e StreamEnd) {
+	if l.t != nil {
+		l.t.ends = append(l.t.ends, endNote{end, e})
+		return
+	}
+	end(e)
+}
+
+// finish tells the observer of s, on l, that it ended.
+func (o *observed) finish(l *link, s *stream) {
 	e := StreamEnd{RequestBytes: s.req.bytes, ResponseBytes: s.resp.bytes, Duration: clock() - o.start}
 	if o.hasCode {
 		e.Code, e.HasCode = o.code, true
@@ -99,14 +109,14 @@ func (o *observed) finish(s *stream) {
 	if !e.HasCode {
 		e.Reset, e.ResetCode = o.reset, o.rst
 	}
-	o.end(e)
+	l.tell(o.end, e)
 }
 
 // ended notes that s was dropped: its observation ends, and a connection's idle time starts
 // as its last stream ends.
 func (l *link) ended(s *stream) {
 	if s.obs != nil {
-		s.obs.finish(s)
+		s.obs.finish(l, s)
 		s.obs = nil
 	}
 	var now time.Duration
@@ -127,7 +137,7 @@ func (l *link) abandon() {
 			if !o.reset {
 				o.rst, o.reset = http2.ErrCodeCancel, true
 			}
-			o.finish(s)
+			o.finish(l, s)
 			s.obs = nil
 		}
 	}

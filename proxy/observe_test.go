@@ -192,3 +192,32 @@ func TestDestination(t *testing.T) {
 		})
 	}
 }
+
+// TestObserveAfterAnswer: a stream's end is observed after the relay has written the answer,
+// so the observer's work does not hold it up: an observer that waits for the caller to have
+// its answer gets it.
+func TestObserveAfterAnswer(t *testing.T) {
+	addr, _ := upstream(t, nil)
+	answered := make(chan struct{})
+	afterAnswer := make(chan bool, 1)
+	cc, _, _ := relayLogged(t, func(*proxy.Request) proxy.Decision { return proxy.Decision{Upstream: addr} }, nil,
+		func(r *proxy.Server) {
+			r.Observe = func(*proxy.Request, proxy.Decision) func(proxy.StreamEnd) {
+				return func(proxy.StreamEnd) {
+					select {
+					case <-answered:
+						afterAnswer <- true
+					case <-time.After(2 * time.Second):
+						afterAnswer <- false
+					}
+				}
+			}
+		})
+	if _, err := testpb.NewTestServiceClient(cc).EmptyCall(testCtx(t), &testpb.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	close(answered)
+	if !<-afterAnswer {
+		t.Error("the observer saw the stream end before the caller had its answer: observing held the answer up")
+	}
+}

@@ -317,7 +317,19 @@ func encodeGRPCMessage(m string) string {
 }
 
 // touched lists the peers a goroutine framed writes for while it held the link.
-type touched struct{ peers []*peer }
+type touched struct {
+	peers []*peer
+	// ends are the observations of the streams that ended under the lock, told after the
+	// flush: an observer's work (a span's end, a histogram) must not hold up the answer it
+	// records, nor the connection's other streams.
+	ends []endNote
+}
+
+// endNote is one stream's end, for its observer.
+type endNote struct {
+	end func(StreamEnd)
+	e   StreamEnd
+}
 
 func (t *touched) add(p *peer) {
 	for _, q := range t.peers {
@@ -342,4 +354,9 @@ func (t *touched) flush(self *peer) {
 		}
 	}
 	t.peers = t.peers[:0]
+	for _, n := range t.ends {
+		n.end(n.e)
+	}
+	clear(t.ends)
+	t.ends = t.ends[:0]
 }

@@ -85,10 +85,11 @@ type Server struct {
 	// Request.Destination), before its first stream.
 	Destination func(net.Conn) string
 	// Observe, when set, is called as each stream the Director decides starts, with its
-	// Request and Decision; the func it returns, unless nil, as the stream ends. Both run with
-	// the connection locked, on whichever of its goroutines started or ended the stream, as
-	// the Director does: they must be quick and must not block (hand anything slow to a
-	// goroutine of your own). Streams refused before the Director runs are not observed.
+	// Request and Decision, with the connection locked, as the Director is; the func it
+	// returns, unless nil, as the stream ends, once the relay has written what it wrote on the
+	// stream's end, without the lock. Both run on whichever of the connection's goroutines
+	// started or ended the stream: they must be quick and must not block (hand anything slow
+	// to a goroutine of your own). Streams refused before the Director runs are not observed.
 	Observe func(*Request, Decision) func(StreamEnd)
 	// Refused, when set, is told of each stream refused before the Director sees it, with
 	// its RST_STREAM's code: REFUSED_STREAM past MaxConcurrentStreams or while draining,
