@@ -127,9 +127,14 @@ func TestManagementAPI(t *testing.T) {
 	if res.GetInvocationId() != looked.GetInvocationId() {
 		t.Errorf("Attach id %s, want %s", res.GetInvocationId(), looked.GetInvocationId())
 	}
+	// By id, the answer names the invocation's target, for a client to find the payload's type.
+	if res.GetTarget() != "rgtest.v1.Echo/Call" {
+		t.Errorf("Attach by id: target %q, want rgtest.v1.Echo/Call", res.GetTarget())
+	}
+	// By the call, the caller knows it already.
 	out, err := m.Output(ctx, want)
-	if err != nil || !proto.Equal(out, res) {
-		t.Errorf("Output after the end = %v, %v; want %v", out, err, res)
+	if byID := (&pb.Result{InvocationId: res.GetInvocationId(), Payload: res.GetPayload()}); err != nil || !proto.Equal(out, byID) {
+		t.Errorf("Output after the end = %v, %v; want %v", out, err, byID)
 	}
 	wf := uniq(t, "wf")
 	wfLook, err := m.Lookup(ctx, &pb.Target{Target: &pb.Target_Workflow{Workflow: &pb.Workflow{Name: "rgtest.v1.Flow", Id: wf}}})
