@@ -46,19 +46,20 @@ func handle(ctx context.Context, rs stats.RPCStats) {
 	}
 }
 
-// serverStats is a grpc.Server's stats handler: gRFC A66's grpc.server.call.* for every call
-// it serves, labelled by method (up to maxMethods), in the families the relay's streams share.
-type serverStats struct{ ms *methods }
+// callStats is a stats handler recording gRFC A66's per-call metrics of one side, labelled by
+// method (up to maxMethods): a grpc.Server's grpc.server.call.*, in the series the relay's
+// streams share, or a client connection's grpc.client.attempt.* (clientStats).
+type callStats struct{ ms *methods }
 
-func (h serverStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+func (h callStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
 	s := h.ms.get(info.FullMethodName)
 	s.started.Inc()
 	return &call{Context: ctx, s: s}
 }
 
-func (serverStats) HandleRPC(ctx context.Context, rs stats.RPCStats)                  { handle(ctx, rs) }
-func (serverStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (serverStats) HandleConn(context.Context, stats.ConnStats)                       {}
+func (callStats) HandleRPC(ctx context.Context, rs stats.RPCStats)                  { handle(ctx, rs) }
+func (callStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (callStats) HandleConn(context.Context, stats.ConnStats)                       {}
 
 // ServerOption instruments a grpc.Server with gRFC A66's server metrics. Unlike grpc-go's
 // own instrumentation, which labels every method it has no registered service of "other", it
@@ -67,23 +68,13 @@ func (r *Registry) ServerOption() grpc.ServerOption {
 	if r == nil {
 		return grpc.EmptyServerOption{}
 	}
-	return grpc.StatsHandler(serverStats{&r.server})
+	return grpc.StatsHandler(callStats{&r.server})
 }
 
-// clientStats is a client connection's stats handler and interceptors: gRFC A66's
-// grpc.client.attempt.* per attempt and grpc.client.call.duration per call, labelled by
-// method (up to maxMethods) and the connection's target.
-type clientStats struct{ ms *methods }
-
-func (h clientStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	s := h.ms.get(info.FullMethodName)
-	s.started.Inc()
-	return &call{Context: ctx, s: s}
-}
-
-func (clientStats) HandleRPC(ctx context.Context, rs stats.RPCStats)                  { handle(ctx, rs) }
-func (clientStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (clientStats) HandleConn(context.Context, stats.ConnStats)                       {}
+// clientStats is a client connection's stats handler, for grpc.client.attempt.* per attempt,
+// and its interceptors, for grpc.client.call.duration per call, labelled by method and the
+// connection's target.
+type clientStats struct{ callStats }
 
 // callDone records a whole call of method, from start, ended with err.
 func (h clientStats) callDone(method string, start time.Time, err error) {
@@ -112,6 +103,6 @@ func (r *Registry) DialOptions(target string) []grpc.DialOption {
 	r.mu.Lock()
 	r.clients = append(r.clients, ms)
 	r.mu.Unlock()
-	h := clientStats{ms}
+	h := clientStats{callStats{ms}}
 	return []grpc.DialOption{grpc.WithStatsHandler(h), grpc.WithChainUnaryInterceptor(h.unary), grpc.WithChainStreamInterceptor(h.stream)}
 }
