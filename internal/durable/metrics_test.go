@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -57,11 +58,20 @@ func TestDurableMetrics(t *testing.T) {
 			if _, err := testpb.NewNativeClient(out.conn).Greet(testCtx(t), &testpb.Req{}); status.Code(err) != codes.Unimplemented {
 				t.Fatalf("unrouted call: got %v, want Unimplemented", err)
 			}
-			w := httptest.NewRecorder()
-			reg.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
-			samples, err := metrics.ReadText(w.Body)
-			if err != nil {
-				t.Fatal(err)
+			// The relay tells its observer of a stream's end after it has written the answer:
+			// the rejected call's series may come a moment after the caller has its answer.
+			rejected := map[string]string{"grpc_method": "rgtest.v1.Native/Greet", "grpc_status": "UNIMPLEMENTED"}
+			var samples []metrics.Sample
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				w := httptest.NewRecorder()
+				reg.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+				var err error
+				if samples, err = metrics.ReadText(w.Body); err != nil {
+					t.Fatal(err)
+				}
+				if v, _ := metrics.Sum(samples, "grpc_server_call_duration_seconds_count", rejected); v > 0 || time.Now().After(deadline) {
+					break
+				}
 			}
 			sum := func(name string, labels map[string]string) float64 {
 				v, _ := metrics.Sum(samples, name, labels)
@@ -89,7 +99,6 @@ func TestDurableMetrics(t *testing.T) {
 			if v := sum(metrics.NameInFlight, map[string]string{"restate_grpc_route": "rgtest.v1.Counter/*"}); v != 0 {
 				t.Errorf("in flight after the call = %v, want 0", v)
 			}
-			rejected := map[string]string{"grpc_method": "rgtest.v1.Native/Greet", "grpc_status": "UNIMPLEMENTED"}
 			if v := sum("grpc_server_call_duration_seconds_count", rejected); v != 1 {
 				t.Errorf("grpc_server_call_duration_seconds_count%v = %v, want 1", rejected, v)
 			}
