@@ -208,11 +208,12 @@ func healthCall(t *testing.T, so []grpc.ServerOption, do []grpc.DialOption) floa
 	srv := grpc.NewServer(so...)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go srv.Serve(lis)
-	defer srv.Stop()
 	cc, err := grpc.NewClient(lis.Addr().String(), append(do, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server records a call's end after it has answered: GracefulStop waits for that.
+	defer srv.GracefulStop()
 	defer cc.Close()
 	hc := healthpb.NewHealthClient(cc)
 	call := func() {
