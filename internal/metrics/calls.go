@@ -224,8 +224,11 @@ func (r *Registry) callFamilies() map[string]*dto.MetricFamily {
 			}
 		}
 	}
+	sides := []*methods{&r.server}
 	r.mu.Lock()
-	sides := append([]*methods{&r.server}, r.clients...)
+	for _, ms := range r.clients {
+		sides = append(sides, ms)
+	}
 	r.mu.Unlock()
 	for _, ms := range sides {
 		ms.m.Range(func(_, v any) bool {
@@ -239,37 +242,28 @@ func (r *Registry) callFamilies() map[string]*dto.MetricFamily {
 	return fams
 }
 
-// gatherer is the sidecar's registry with the calls' series merged in.
+// gatherer is the sidecar's registry with the calls' families added.
 type gatherer struct {
 	reg *prometheus.Registry
 	r   *Registry
 }
 
-// Gather merges the calls' series into the registry's families. A series listed twice (two
-// client connections to one target) is their sum.
+// Gather adds the calls' families to the registry's, in its order (by name). No series is in
+// both: the registry holds only the sidecar's own families and the Go and process collectors',
+// and each label set of a call family has one Stream.
 func (g gatherer) Gather() ([]*dto.MetricFamily, error) {
 	fams, err := g.reg.Gather()
 	for _, cf := range g.r.callFamilies() {
-		i, found := slices.BinarySearchFunc(fams, cf.GetName(), func(f *dto.MetricFamily, name string) int {
+		slices.SortFunc(cf.Metric, func(a, b *dto.Metric) int { return cmp.Compare(labelKey(a), labelKey(b)) })
+		i, _ := slices.BinarySearchFunc(fams, cf.GetName(), func(f *dto.MetricFamily, name string) int {
 			return cmp.Compare(f.GetName(), name)
 		})
-		if !found {
-			fams = slices.Insert(fams, i, &dto.MetricFamily{Name: cf.Name, Help: cf.Help, Type: cf.Type})
-		}
-		f := fams[i]
-		for _, m := range cf.Metric {
-			if j := slices.IndexFunc(f.Metric, func(o *dto.Metric) bool { return labelKey(o) == labelKey(m) }); j >= 0 {
-				addMetric(f.Metric[j], m)
-			} else {
-				f.Metric = append(f.Metric, m)
-			}
-		}
-		slices.SortFunc(f.Metric, func(a, b *dto.Metric) int { return cmp.Compare(labelKey(a), labelKey(b)) })
+		fams = slices.Insert(fams, i, cf)
 	}
 	return fams, err
 }
 
-// labelKey is a series' label pairs as one string, to compare and order series by.
+// labelKey is a series' label pairs as one string, to order series by.
 func labelKey(m *dto.Metric) string {
 	var b strings.Builder
 	for _, l := range m.GetLabel() {
@@ -279,22 +273,4 @@ func labelKey(m *dto.Metric) string {
 		b.WriteByte(0)
 	}
 	return b.String()
-}
-
-// addMetric adds m's counts to into, a series of the same family, labels and buckets.
-func addMetric(into, m *dto.Metric) {
-	if c := m.GetCounter(); c != nil && into.Counter != nil {
-		into.Counter.Value = new(into.Counter.GetValue() + c.GetValue())
-	}
-	h, ih := m.GetHistogram(), into.GetHistogram()
-	if h == nil || ih == nil {
-		return
-	}
-	ih.SampleCount = new(ih.GetSampleCount() + h.GetSampleCount())
-	ih.SampleSum = new(ih.GetSampleSum() + h.GetSampleSum())
-	for i, b := range h.GetBucket() {
-		if i < len(ih.Bucket) && ih.Bucket[i].GetUpperBound() == b.GetUpperBound() {
-			ih.Bucket[i].CumulativeCount = new(ih.Bucket[i].GetCumulativeCount() + b.GetCumulativeCount())
-		}
-	}
 }

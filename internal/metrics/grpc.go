@@ -99,9 +99,15 @@ func (r *Registry) DialOptions(target string) []grpc.DialOption {
 	if r == nil {
 		return nil
 	}
-	ms := &methods{side: &clientSide, target: target}
 	r.mu.Lock()
-	r.clients = append(r.clients, ms)
+	ms := r.clients[target]
+	if ms == nil {
+		ms = &methods{side: &clientSide, target: target}
+		if r.clients == nil {
+			r.clients = map[string]*methods{}
+		}
+		r.clients[target] = ms
+	}
 	r.mu.Unlock()
 	h := clientStats{callStats{ms}}
 	return []grpc.DialOption{grpc.WithStatsHandler(h), grpc.WithChainUnaryInterceptor(h.unary), grpc.WithChainStreamInterceptor(h.stream)}

@@ -66,7 +66,7 @@ type Registry struct {
 	// server is the outbound listener's calls: the relay's streams and the local server's.
 	server  methods
 	mu      sync.Mutex
-	clients []*methods // each instrumented client connection's
+	clients map[string]*methods // by target: connections to one target share its series
 }
 
 // numH2Codes bounds the HTTP/2 error codes labelled by name (RFC 9113 7 has 14); any other

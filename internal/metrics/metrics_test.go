@@ -328,6 +328,12 @@ func TestRelayShares(t *testing.T) {
 	if v, _ := Sum(got, "grpc_server_call_started_total", key); v != 53 {
 		t.Errorf("calls started %v, want 53 (52 served, 1 relayed)", v)
 	}
+	// Two connections to one target record into one set of series.
+	r.DialOptions("app:1")
+	r.DialOptions("app:1")
+	if n := len(r.clients); n != 1 {
+		t.Errorf("two connections to one target made %d client series sets, want 1", n)
+	}
 	seen := map[string]bool{}
 	for _, s := range got {
 		k := fmt.Sprint(s.Name, s.Labels)
