@@ -59,27 +59,44 @@ func Tracer(tp trace.TracerProvider) trace.Tracer {
 }
 
 // Start starts a span of the gRPC call method (/pkg.Svc/Method) named as the RPC conventions
-// name it, pkg.Svc/Method, with rpc.system, rpc.service, rpc.method and attrs. A span not
-// sampled gets no attributes: most spans are not (parent-based ratio sampling), and building
-// their attributes was most of what tracing cost a passthrough call.
+// name it, pkg.Svc/Method, with RPCAttributes and attrs. A span not sampled gets no
+// attributes: most spans are not (parent-based ratio sampling), and building their attributes
+// was most of what tracing cost a passthrough call.
 func Start(ctx context.Context, tr trace.Tracer, kind trace.SpanKind, method string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
-	name := strings.TrimPrefix(method, "/")
-	ctx, span := tr.Start(ctx, name, trace.WithSpanKind(kind))
+	ctx, span := tr.Start(ctx, spanName(method), trace.WithSpanKind(kind))
 	if span.IsRecording() {
-		svc, m, _ := strings.Cut(name, "/")
-		span.SetAttributes(AttrRPCSystem.String("grpc"), AttrRPCService.String(svc), AttrRPCMethod.String(m))
-		span.SetAttributes(attrs...)
+		span.SetAttributes(append(RPCAttributes(make([]attribute.KeyValue, 0, 3+len(attrs)), method), attrs...)...)
 	}
 	return ctx, span
 }
 
-// End records the call's gRPC code (the RPC conventions' error status is any code but OK on a
-// client span; on a server span, only the codes that are the server's fault) and ends span.
+func spanName(method string) string { return strings.TrimPrefix(method, "/") }
+
+// RPCAttributes appends the RPC conventions' attributes of the gRPC call method to dst:
+// rpc.system, rpc.service, rpc.method.
+func RPCAttributes(dst []attribute.KeyValue, method string) []attribute.KeyValue {
+	svc, m, _ := strings.Cut(spanName(method), "/")
+	return append(dst, AttrRPCSystem.String("grpc"), AttrRPCService.String(svc), AttrRPCMethod.String(m))
+}
+
+// End records the call's gRPC code and ends span, as EndCode.
 func End(span trace.Span, kind trace.SpanKind, err error) {
 	st := status.Convert(err)
-	span.SetAttributes(AttrGRPCStatusCode.Int(int(st.Code())))
-	if st.Code() != codes.OK && (kind != trace.SpanKindServer || serverFault(st.Code())) {
-		span.SetStatus(otelcodes.Error, st.Code().String()+": "+st.Message())
+	EndCode(span, kind, st.Code(), st.Message())
+}
+
+// EndCode records code with attrs, in one call (the SDK copies attributes on each), marks
+// the span an error as the RPC conventions have it (any code but OK on a client span; on a
+// server span, only the codes that are the server's fault), and ends span. attrs with room
+// for one more take the code without a copy.
+func EndCode(span trace.Span, kind trace.SpanKind, code codes.Code, msg string, attrs ...attribute.KeyValue) {
+	span.SetAttributes(append(attrs, AttrGRPCStatusCode.Int(int(code)))...)
+	if code != codes.OK && (kind != trace.SpanKindServer || serverFault(code)) {
+		desc := code.String()
+		if msg != "" {
+			desc += ": " + msg
+		}
+		span.SetStatus(otelcodes.Error, desc)
 	}
 	span.End()
 }

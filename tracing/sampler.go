@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -111,19 +110,20 @@ type tracerProvider struct {
 	s *sampler
 }
 
-// StartSampled is Start for a span most of which are not sampled: with the sidecar's tracer, it
-// decides the sampling first and makes no span at all when it is not (ok false); with any other
-// tracer it starts the span and keeps it only when it records.
-func StartSampled(ctx context.Context, tr trace.Tracer, kind trace.SpanKind, method string, attrs ...attribute.KeyValue) (_ context.Context, _ trace.Span, ok bool) {
+// StartSampled starts a span of the gRPC call method most of which are not sampled: with the
+// sidecar's tracer, it decides the sampling first and makes no span at all when it is not
+// (ok false); with any other tracer it starts the span and keeps it only when it records.
+// The span has no attributes: the caller gives them all to EndCode, with RPCAttributes.
+func StartSampled(ctx context.Context, tr trace.Tracer, kind trace.SpanKind, method string) (_ context.Context, _ trace.Span, ok bool) {
 	if t, own := tr.(*tracer); own {
 		if !t.s.sample(trace.SpanContextFromContext(ctx)) {
 			return ctx, nil, false
 		}
-		_, span := Start(context.WithValue(ctx, decided{}, true), tr, kind, method, attrs...)
+		_, span := tr.Start(context.WithValue(ctx, decided{}, true), spanName(method), trace.WithSpanKind(kind))
 		// The mark is for this span's sampler only: its children decide for themselves.
 		return trace.ContextWithSpan(ctx, span), span, true
 	}
-	ctx, span := Start(ctx, tr, kind, method, attrs...)
+	ctx, span := tr.Start(ctx, spanName(method), trace.WithSpanKind(kind))
 	if !span.IsRecording() {
 		return ctx, nil, false
 	}

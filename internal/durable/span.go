@@ -3,12 +3,12 @@ package durable
 import (
 	"context"
 
+	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/restate-grpc/restate-grpc/internal/config"
 	"github.com/restate-grpc/restate-grpc/internal/metrics"
@@ -89,7 +89,6 @@ func (h *Handler) startRelaySpan(r *proxy.Request, addr string) []hpack.HeaderFi
 		// streams are not sampled, and rewriting their headers cost more than the span.
 		return nil
 	}
-	span.SetAttributes(tracing.AttrMode.String(modePassthrough), semconv.ServerAddress(addr))
 	h.relayed.Store(r, span)
 	fields := make(headerFields, 0, 2) // traceparent, and tracestate when there is one
 	tracing.Propagator.Inject(ctx, &fields)
@@ -133,15 +132,20 @@ func (h *Handler) observe() func(*proxy.Request, proxy.Decision) func(proxy.Stre
 			return rec.EndFunc()
 		}
 		span := v.(trace.Span)
+		method, addr := r.Method, d.Upstream
 		return func(e proxy.StreamEnd) {
 			rec.End(e)
+			// Every attribute at once, in a slice with room for EndCode's.
+			attrs := append(tracing.RPCAttributes(make([]attribute.KeyValue, 0, 6), method),
+				tracing.AttrMode.String(modePassthrough), semconv.ServerAddress(addr))
 			if !e.HasCode {
 				// No gRPC status: the stream was reset, by the caller, the upstream or the relay.
+				span.SetAttributes(attrs...)
 				span.SetStatus(otelcodes.Error, "stream reset: "+e.ResetCode.String())
 				span.End()
 				return
 			}
-			tracing.End(span, trace.SpanKindClient, status.Error(e.Code, ""))
+			tracing.EndCode(span, trace.SpanKindClient, e.Code, "", attrs...)
 		}
 	}
 }
