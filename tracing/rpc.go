@@ -53,7 +53,7 @@ func Tracer(tp trace.TracerProvider) trace.Tracer {
 	case nil:
 		return nil
 	case *tracerProvider:
-		return &tracer{tp.Tracer(ScopeName), tp.s}
+		return &tracer{tp.Tracer(ScopeName), tp.s, tp.q}
 	}
 	return tp.Tracer(ScopeName)
 }
@@ -85,11 +85,17 @@ func End(span trace.Span, kind trace.SpanKind, err error) {
 	EndCode(span, kind, st.Code(), st.Message())
 }
 
-// EndCode records code with attrs, in one call (the SDK copies attributes on each), marks
-// the span an error as the RPC conventions have it (any code but OK on a client span; on a
-// server span, only the codes that are the server's fault), and ends span. attrs with room
-// for one more take the code without a copy.
-func EndCode(span trace.Span, kind trace.SpanKind, code codes.Code, msg string, attrs ...attribute.KeyValue) {
+// EndCode ends span with code, as setCode records it.
+func EndCode(span trace.Span, kind trace.SpanKind, code codes.Code, msg string) {
+	setCode(span, kind, code, msg)
+	span.End()
+}
+
+// setCode records code with attrs, in one call (the SDK copies attributes on each), and marks
+// the span an error as the RPC conventions have it: any code but OK on a client span; on a
+// server span, only the codes that are the server's fault. attrs with room for one more take
+// the code without a copy.
+func setCode(span trace.Span, kind trace.SpanKind, code codes.Code, msg string, attrs ...attribute.KeyValue) {
 	span.SetAttributes(append(attrs, AttrGRPCStatusCode.Int(int(code)))...)
 	if code != codes.OK && (kind != trace.SpanKindServer || serverFault(code)) {
 		desc := code.String()
@@ -98,7 +104,6 @@ func EndCode(span trace.Span, kind trace.SpanKind, code codes.Code, msg string, 
 		}
 		span.SetStatus(otelcodes.Error, desc)
 	}
-	span.End()
 }
 
 func serverFault(c codes.Code) bool {

@@ -12,7 +12,7 @@ import (
 )
 
 // sampler is the sidecar's sampler: the SDK's, as the config or OTEL_TRACES_SAMPLER(_ARG)
-// chose it, and what StartSampled needs to decide a span's sampling before the span is made.
+// chose it, and what StartRelay needs to decide a span's sampling before the span is made.
 // The relay starts a span for every passthrough stream, and with 10% sampling, making the nine
 // in ten spans that are dropped cost as much as the one that is kept.
 type sampler struct {
@@ -21,7 +21,8 @@ type sampler struct {
 	ratio       float64 // of the root spans sampled; of every span, when not parent-based
 }
 
-// decided marks a context whose span StartSampled has already decided to sample.
+// decided marks the context of a Relay's span, which StartRelay decided to sample: its value
+// is the *Relay, whose ids the span takes.
 type decided struct{}
 
 func (s *sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
@@ -98,34 +99,37 @@ func ratioSampler(parentBased bool, ratio float64) *sampler {
 	return s
 }
 
-// tracer is the sidecar's tracer, with its provider's sampler for StartSampled.
+// tracer is the sidecar's tracer, with its provider's sampler and relay queue.
 type tracer struct {
 	trace.Tracer
 	s *sampler
+	q *relayQueue
 }
 
-// tracerProvider is Setup's TracerProvider, with its sampler.
+// tracerProvider is Setup's TracerProvider, with its sampler and the queue that makes the
+// spans of ended Relays.
 type tracerProvider struct {
 	*sdktrace.TracerProvider
 	s *sampler
+	q *relayQueue
 }
 
-// StartSampled starts a span of the gRPC call method most of which are not sampled: with the
-// sidecar's tracer, it decides the sampling first and makes no span at all when it is not
-// (ok false); with any other tracer it starts the span and keeps it only when it records.
-// The span has no attributes: the caller gives them all to EndCode, with RPCAttributes.
-func StartSampled(ctx context.Context, tr trace.Tracer, kind trace.SpanKind, method string) (_ context.Context, _ trace.Span, ok bool) {
-	if t, own := tr.(*tracer); own {
-		if !t.s.sample(trace.SpanContextFromContext(ctx)) {
-			return ctx, nil, false
-		}
-		_, span := tr.Start(context.WithValue(ctx, decided{}, true), spanName(method), trace.WithSpanKind(kind))
-		// The mark is for this span's sampler only: its children decide for themselves.
-		return trace.ContextWithSpan(ctx, span), span, true
+// newTracerProvider is the SDK's provider with opts, sampling with s, and its relay queue.
+func newTracerProvider(s *sampler, opts ...sdktrace.TracerProviderOption) *tracerProvider {
+	tp := sdktrace.NewTracerProvider(append(opts, sdktrace.WithSampler(s), sdktrace.WithIDGenerator(ids{}))...)
+	return &tracerProvider{tp, s, newRelayQueue(tp.Tracer(ScopeName))}
+}
+
+// ForceFlush makes the spans of the Relays that ended, then exports every ended span.
+func (tp *tracerProvider) ForceFlush(ctx context.Context) error {
+	if err := tp.q.flush(ctx); err != nil {
+		return err
 	}
-	ctx, span := tr.Start(ctx, spanName(method), trace.WithSpanKind(kind))
-	if !span.IsRecording() {
-		return ctx, nil, false
-	}
-	return ctx, span, true
+	return tp.TracerProvider.ForceFlush(ctx)
+}
+
+// Shutdown makes the spans of the Relays that ended, then flushes and stops the SDK's.
+func (tp *tracerProvider) Shutdown(ctx context.Context) error {
+	tp.q.close()
+	return tp.TracerProvider.Shutdown(ctx)
 }

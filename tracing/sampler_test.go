@@ -8,6 +8,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
 )
 
 func TestNewSampler(t *testing.T) {
@@ -60,14 +61,6 @@ func TestNewSampler(t *testing.T) {
 	}
 }
 
-// ownTracer is the sidecar's tracer over s, recording every span it ends.
-func ownTracer(t *testing.T, s *sampler) (trace.Tracer, *tracetest.SpanRecorder) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(s), sdktrace.WithSpanProcessor(rec))
-	t.Cleanup(func() { tp.Shutdown(context.Background()) })
-	return Tracer(&tracerProvider{tp, s}), rec
-}
-
 func remoteParent(sampled bool) context.Context {
 	sc := trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5, 6}, Remote: true,
@@ -78,77 +71,72 @@ func remoteParent(sampled bool) context.Context {
 	return trace.ContextWithRemoteSpanContext(context.Background(), sc)
 }
 
-// TestStartSampled: a span is made only when it is sampled, in the share the sampler says,
-// and a sampled parent's decision is kept.
-func TestStartSampled(t *testing.T) {
-	tr, rec := ownTracer(t, ratioSampler(true, 0.25))
+// TestRelaySampling: a relayed stream's span is recorded only when it is sampled, in the
+// share the sampler says, and a parent's decision is kept.
+func TestRelaySampling(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := newTracerProvider(ratioSampler(true, 0.25), sdktrace.WithSpanProcessor(rec))
+	tr := Tracer(tp)
 	const n = 4000
 	sampled := 0
 	for range n {
-		ctx, span, ok := StartSampled(context.Background(), tr, trace.SpanKindClient, "/a.B/C")
-		if !ok {
-			if span != nil || trace.SpanContextFromContext(ctx).IsValid() {
-				t.Fatal("a stream not sampled got a span")
-			}
-			continue
+		if r := StartRelay(context.Background(), tr, "/a.B/C", "x:1"); r != nil {
+			sampled++
+			r.End(codes.OK)
 		}
-		sampled++
-		if !span.SpanContext().IsSampled() || trace.SpanFromContext(ctx) != span {
-			t.Fatalf("sampled span %v is not sampled or not in its context", span.SpanContext())
-		}
-		if ctx.Value(decided{}) != nil {
-			t.Fatal("the context StartSampled returns carries its decision on to the span's children")
-		}
-		span.End()
 	}
 	// 1000 expected; the binomial's standard deviation is 27.
 	if sampled < 850 || sampled > 1150 {
 		t.Errorf("%d of %d root spans sampled at 0.25, want about %d", sampled, n, n/4)
 	}
-	if got := len(rec.Ended()); got != sampled {
-		t.Errorf("%d spans recorded, want the %d sampled", got, sampled)
-	}
-
 	for _, parentSampled := range []bool{true, false} {
 		for range 50 {
-			_, span, ok := StartSampled(remoteParent(parentSampled), tr, trace.SpanKindClient, "/a.B/C")
-			if ok != parentSampled {
-				t.Fatalf("parent sampled %v: span sampled %v, want the parent's decision", parentSampled, ok)
+			r := StartRelay(remoteParent(parentSampled), tr, "/a.B/C", "x:1")
+			if (r != nil) != parentSampled {
+				t.Fatalf("parent sampled %v: span sampled %v, want the parent's decision", parentSampled, r != nil)
 			}
-			if ok && span.SpanContext().TraceID() != (trace.TraceID{1, 2, 3}) {
-				t.Fatalf("span's trace %v, want its parent's", span.SpanContext().TraceID())
+			if r != nil {
+				r.End(codes.OK)
 			}
 		}
 	}
+	tp.Shutdown(context.Background())
+	if got, want := len(rec.Ended()), sampled+50; got != want {
+		t.Errorf("%d spans made, want the %d sampled", got, want)
+	}
 }
 
-// TestStartSampledOtherTracer: with a tracer StartSampled does not know, the SDK decides.
-func TestStartSampledOtherTracer(t *testing.T) {
+// TestRelayOtherTracer: with a tracer StartRelay does not know, the SDK decides.
+func TestRelayOtherTracer(t *testing.T) {
 	for _, s := range []sdktrace.Sampler{sdktrace.AlwaysSample(), sdktrace.NeverSample()} {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(s))
-		_, span, ok := StartSampled(context.Background(), Tracer(tp), trace.SpanKindClient, "/a.B/C")
-		if want := s == sdktrace.AlwaysSample(); ok != want || (span != nil) != want {
-			t.Errorf("%s: sampled %v, span %v; want sampled %v", s.Description(), ok, span, want)
+		r := StartRelay(context.Background(), Tracer(tp), "/a.B/C", "x:1")
+		if got, want := r != nil, s == sdktrace.AlwaysSample(); got != want {
+			t.Errorf("%s: sampled %v, want %v", s.Description(), got, want)
 		}
 		tp.Shutdown(context.Background())
 	}
 }
 
-// BenchmarkStartSampled is a passthrough stream's span decision at 10% sampling.
-func BenchmarkStartSampled(b *testing.B) {
+// BenchmarkStartRelay is a passthrough stream's span at 10% sampling, on the relay's
+// goroutine: with the sidecar's tracer, the decision first and a record of the span; with
+// the SDK's, a span made and dropped, or made at once.
+func BenchmarkStartRelay(b *testing.B) {
 	rec := tracetest.NewSpanRecorder()
 	s := ratioSampler(true, 0.1)
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(s), sdktrace.WithSpanProcessor(rec))
-	defer tp.Shutdown(context.Background())
+	own := newTracerProvider(s, sdktrace.WithSpanProcessor(rec))
+	defer own.Shutdown(context.Background())
+	sdk := sdktrace.NewTracerProvider(sdktrace.WithSampler(s), sdktrace.WithSpanProcessor(rec))
+	defer sdk.Shutdown(context.Background())
 	for _, c := range []struct {
 		name string
 		tr   trace.Tracer
-	}{{"decided first", Tracer(&tracerProvider{tp, s})}, {"made and dropped", tp.Tracer(ScopeName)}} {
+	}{{"sidecar's", Tracer(own)}, {"sdk's", sdk.Tracer(ScopeName)}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, span, ok := StartSampled(context.Background(), c.tr, trace.SpanKindClient, "/a.B/C"); ok {
-					span.End()
+				if r := StartRelay(context.Background(), c.tr, "/a.B/C", "127.0.0.1:9000"); r != nil {
+					r.End(codes.OK)
 				}
 			}
 		})

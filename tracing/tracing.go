@@ -121,8 +121,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res), sdktrace.WithSampler(s))
-	return &Provider{tp: &tracerProvider{tp, s}, Endpoint: endpoint, Protocol: protocol, recordKeys: c.RecordKeys}, nil
+	return &Provider{tp: newTracerProvider(s, sdktrace.WithBatcher(exp), sdktrace.WithResource(res)), Endpoint: endpoint, Protocol: protocol, recordKeys: c.RecordKeys}, nil
 }
 
 // exporter is the OTLP exporter of protocol; an endpoint the config leaves unset is the SDK's

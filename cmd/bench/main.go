@@ -17,8 +17,8 @@
 // d/n, f/n (everything the sidecars add over a native Restate service), and k/c (what a
 // sidecar-made key per call costs Restate). Every baseline is
 // measured in the same run, in interleaved rounds.
-// With -processes -against REV it also measures passthrough (B) and durable (D) calls through
-// sidecars built at git revision REV, in the same rounds, and prints b/B and d/D: a change's
+// With -processes -against REV it also measures passthrough (B, with b) and durable (D, with
+// d) calls through sidecars built at git revision REV, in the same rounds, and prints b/B and d/D: a change's
 // effect, free of the run-to-run drift of this machine and of Restate. With -processes, the
 // "sidecar cpu" column is the CPU per call of the path's own outbound sidecar process alone
 // (b, d, f, B, D), and its ratio what a change costs the sidecar itself: the latency and
@@ -70,7 +70,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	processes := flag.Bool("processes", false, "run the app and each sidecar in its own process, as deployed (default: all in this process)")
 	sidecarProcs := flag.Int("sidecar-procs", 0, "with -processes: the sidecars' -procs, the cores each runs on (default: the sidecar's default, 1)")
-	against := flag.String("against", "", "with -processes: also measure passthrough (B) and durable (D) calls through sidecars built at this git revision, in the same rounds, and print b/B and d/D")
+	against := flag.String("against", "", "with -processes: also measure passthrough (B, with b) and durable (D, with d) calls through sidecars built at this git revision, in the same rounds, and print b/B and d/D")
 	flag.Parse()
 	if *against != "" && !*processes {
 		fmt.Fprintln(os.Stderr, "bench: -against needs -processes")
@@ -100,7 +100,12 @@ func main() {
 	}
 	o := options{duration: *duration, warmup: *warmup, paths: *only, levels: levels, processes: *processes, sidecarProcs: *sidecarProcs, against: *against}
 	if o.against != "" {
-		o.paths += "BD"
+		// b and d each bring their baseline, B and D at o.against.
+		for _, p := range "bd" {
+			if strings.ContainsRune(o.paths, p) {
+				o.paths += strings.ToUpper(string(p))
+			}
+		}
 	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

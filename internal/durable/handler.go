@@ -80,7 +80,7 @@ type Handler struct {
 	// traceKeys is Options.TraceKeys.
 	traceKeys bool
 	// relayed holds the span of each passthrough stream from its decision to its observation.
-	relayed sync.Map // *proxy.Request -> trace.Span
+	relayed sync.Map // *proxy.Request -> *tracing.Relay
 	metrics *metrics.Registry
 	// routeMetrics records each route's calls, in the order of routes (nils without metrics).
 	routeMetrics []*metrics.Route

@@ -3,9 +3,6 @@ package durable
 import (
 	"context"
 
-	"go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
-	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/metadata"
@@ -82,8 +79,8 @@ func (h *Handler) startRelaySpan(r *proxy.Request, addr string) []hpack.HeaderFi
 		return nil
 	}
 	parent := tracing.Propagator.Extract(context.Background(), relayHeaders{r})
-	ctx, span, sampled := tracing.StartSampled(parent, h.tracer, trace.SpanKindClient, r.Method)
-	if !sampled {
+	span := tracing.StartRelay(parent, h.tracer, r.Method, addr)
+	if span == nil {
 		// Not sampled: the stream goes on with the trace context the caller sent, if any, as
 		// without a sidecar; nothing is recorded, so nothing needs our span's context. Most
 		// streams are not sampled, and rewriting their headers cost more than the span.
@@ -91,7 +88,7 @@ func (h *Handler) startRelaySpan(r *proxy.Request, addr string) []hpack.HeaderFi
 	}
 	h.relayed.Store(r, span)
 	fields := make(headerFields, 0, 2) // traceparent, and tracestate when there is one
-	tracing.Propagator.Inject(ctx, &fields)
+	tracing.Propagator.Inject(trace.ContextWithSpanContext(context.Background(), span.SpanContext()), &fields)
 	return fields
 }
 
@@ -105,9 +102,6 @@ func (h *headerFields) Set(k, v string) {
 }
 func (*headerFields) Get(string) string { return "" }
 func (*headerFields) Keys() []string    { return nil }
-
-// modePassthrough is restate_grpc.mode of a relayed stream.
-const modePassthrough = "passthrough"
 
 // observe is the relay's stream observer: it records each passthrough stream's metrics and
 // ends the span startRelaySpan started with how the stream ended. Nil when tracing and
@@ -131,21 +125,15 @@ func (h *Handler) observe() func(*proxy.Request, proxy.Decision) func(proxy.Stre
 		if !ok {
 			return rec.EndFunc()
 		}
-		span := v.(trace.Span)
-		method, addr := r.Method, d.Upstream
+		span := v.(*tracing.Relay)
 		return func(e proxy.StreamEnd) {
 			rec.End(e)
-			// Every attribute at once, in a slice with room for EndCode's.
-			attrs := append(tracing.RPCAttributes(make([]attribute.KeyValue, 0, 6), method),
-				tracing.AttrMode.String(modePassthrough), semconv.ServerAddress(addr))
 			if !e.HasCode {
 				// No gRPC status: the stream was reset, by the caller, the upstream or the relay.
-				span.SetAttributes(attrs...)
-				span.SetStatus(otelcodes.Error, "stream reset: "+e.ResetCode.String())
-				span.End()
+				span.Reset("stream reset: " + e.ResetCode.String())
 				return
 			}
-			tracing.EndCode(span, trace.SpanKindClient, e.Code, "", attrs...)
+			span.End(e.Code)
 		}
 	}
 }
