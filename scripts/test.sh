@@ -25,6 +25,11 @@ go test -race -count=1 -timeout 20m -v ./... 2>&1 | tee "$out" | grep -E '^(=== 
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || fail=1
 
+# The tests built without the race detector (//go:build !race): allocation counts, which its
+# sync.Pool makes vary.
+go test -count=1 -v -run 'Allocs$' ./internal/metrics 2>&1 | tee -a "$out" | grep -E '^(--- FAIL|FAIL|ok|panic|\s+.*_test\.go)'
+[ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+
 # A short fuzz run of each target; the seed corpora under testdata/fuzz run with the tests above.
 # FuzzLink's corpus runs with the tests only: under go test -fuzz its harness now and then finds
 # a fresh connection closed before it wrote the preface (EPIPE), not yet explained; run it by
