@@ -9,8 +9,9 @@
 // OpenTelemetry program. The sampler (OTEL_TRACES_SAMPLER and _ARG) is read here, as the SDK
 // reads it, so that the relay can decide a stream's sampling before it makes a span
 // (StartRelay); a value the SDK would log and ignore fails Setup, saying what to fix. Without
-// an endpoint from either, tracing is off: the Provider's TracerProvider is nil and the call paths make no spans at all, while
-// the trace context still flows from the caller to the callee as it arrived.
+// an endpoint from either, tracing is off: the Provider's TracerProvider is nil and the call
+// paths make no spans at all, while the trace context still flows from the caller to the
+// callee as it arrived.
 //
 // The spans of one durable call, caller to callee (Restate's own are its tracing-endpoint's):
 //
@@ -21,7 +22,8 @@
 //
 // A passthrough call has one CLIENT span on the outbound sidecar, whose context the upstream
 // gets. The relay only records it (Relay): the SDK's span is made off the relay's goroutines,
-// in batches, with the ids the upstream was sent. The server spans carry the invocation id and the attempt number
-// (restate.invocation.attempt, 1 for the first), which Restate sends only in the protocol's
-// StartMessage: the inbound endpoint reads it there, when tracing is on, before sdk-go does.
+// in batches, with the ids the upstream was sent. The server spans carry the invocation id and
+// the attempt number (restate.invocation.attempt, 1 for the first), which Restate sends only in
+// the protocol's StartMessage: the inbound endpoint reads it there, when tracing is on, before
+// sdk-go does.
 package tracing
